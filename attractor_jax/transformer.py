@@ -1,0 +1,162 @@
+"""One Linen decoder for the llama and gpt2 families, with an explicit KV cache and a host-layer tap.
+
+    logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
+
+Layers are stacked (leading axis L) and run under `lax.scan`, so a 30-layer model compiles
+one block. `cache=None` runs plain causal attention over the pass's own tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from attractor_jax import layers
+from attractor_jax.config import ModelConfig
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer; slot s holds position s. [L, B, S, K, X] each."""
+
+  k: jax.Array
+  v: jax.Array
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
+  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+
+
+class Taps(NamedTuple):
+  """What the attractor layer and the metrics read from a pass."""
+
+  attn_out_BxTxD: jax.Array  # host layer's attention output (before the residual add)
+  hidden_BxTxD: jax.Array  # final normed hidden state
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
+  """The nested dict of parameter shapes; block params carry a leading layer axis."""
+  L, D, F, V = cfg.num_layers, cfg.width, cfg.mlp_width, cfg.vocab_size
+  HX, KX = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+
+  def lin(i, o, bias):
+    return {"kernel": (L, i, o), **({"bias": (L, o)} if bias else {})}
+
+  if cfg.family == "llama":
+    norm = lambda *lead: {"scale": (*lead, D)}
+    attn = {"q": lin(D, HX, cfg.attention_bias), "k": lin(D, KX, cfg.attention_bias),
+            "v": lin(D, KX, cfg.attention_bias), "o": lin(HX, D, False)}
+    ffn = {"gate": lin(D, F, cfg.mlp_bias), "up": lin(D, F, cfg.mlp_bias),
+           "down": lin(F, D, cfg.mlp_bias)}
+  else:
+    norm = lambda *lead: {"scale": (*lead, D), "bias": (*lead, D)}
+    attn = {"qkv": lin(D, 3 * D, True), "o": lin(D, D, True)}
+    ffn = {"fc": lin(D, F, True), "proj": lin(F, D, True)}
+  shapes = {
+      "embed": {"embedding": (V, D)},
+      "layers": {"attn_norm": norm(L), "attn": attn, "mlp_norm": norm(L), "mlp": ffn},
+      "final_norm": norm(),
+  }
+  if cfg.family == "gpt2":
+    shapes["pos_embed"] = {"embedding": (cfg.max_len, D)}
+  if not cfg.tie_embeddings:
+    shapes["lm_head"] = {"kernel": (D, V)}
+  return shapes
+
+
+def _init_like(shapes, dtype):
+  """Random init for tests and shape checks: N(0, 0.02) weights, unit scales, zero biases."""
+
+  def init(rng):
+    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
+    paths = [jax.tree_util.keystr(p) for p, _ in
+             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))[0]]
+    keys = jax.random.split(rng, len(leaves))
+    out = []
+    for key, path, shape in zip(keys, paths, leaves):
+      if "scale" in path:
+        out.append(jnp.ones(shape, dtype))
+      elif "bias" in path:
+        out.append(jnp.zeros(shape, dtype))
+      else:
+        out.append(0.02 * jax.random.normal(key, shape, dtype))
+    return jax.tree.unflatten(treedef, out)
+
+  return init
+
+
+class Decoder(nn.Module):
+  """The decoder stack. Call with (tokens [B,T], positions [B,T], cache or None)."""
+
+  config: ModelConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    shapes = param_shapes(self.config)
+    self.weights = {name: self.param(name, _init_like(tree, self.dtype))
+                    for name, tree in shapes.items()}
+
+  def __call__(self, tokens_BxT, positions_BxT, cache: KVCache | None = None):
+    logits, cache, _ = self.tapped(tokens_BxT, positions_BxT, cache)
+    return logits, cache
+
+  def tapped(self, tokens_BxT, positions_BxT, cache: KVCache | None = None,
+             feedback_BxD=None, host_layer: int = 0):
+    """The forward pass, adding `feedback` after the host layer's attention and tapping it.
+
+    Returns (logits [B,T,V] float32, new cache or None, Taps).
+    """
+    cfg, w = self.config, self.weights
+    B, T = tokens_BxT.shape
+    x = jnp.take(w["embed"]["embedding"], tokens_BxT, axis=0).astype(self.dtype)
+    if cfg.family == "gpt2":
+      x = x + jnp.take(w["pos_embed"]["embedding"], positions_BxT, axis=0).astype(self.dtype)
+    feedback_BxD = (jnp.zeros((B, cfg.width), self.dtype) if feedback_BxD is None
+                    else feedback_BxD.astype(self.dtype))
+    start_B = positions_BxT[:, 0]
+
+    def block(carry, layer):
+      x, tap, cache_k, cache_v = carry
+      lp, idx = layer
+      q, k, v = layers.qkv(layers.norm(x, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
+      if cache_k is None:
+        keys, values, k_pos = k, v, positions_BxT
+      else:
+        cache_k = _write_layer(cache_k, k, idx, start_B)
+        cache_v = _write_layer(cache_v, v, idx, start_B)
+        keys, values = cache_k[idx], cache_v[idx]
+        k_pos = jnp.broadcast_to(jnp.arange(cache_k.shape[2]), (B, cache_k.shape[2]))
+      attn = layers.dense(layers.attend(q, keys, values, positions_BxT, k_pos, cfg), lp["attn"]["o"])
+      is_host = idx == host_layer
+      x = x + attn + jnp.where(is_host, 1.0, 0.0).astype(x.dtype) * feedback_BxD[:, None, :]
+      tap = jnp.where(is_host, attn, tap)
+      x = x + layers.mlp(layers.norm(x, lp["mlp_norm"], cfg), lp["mlp"], cfg)
+      return (x, tap, cache_k, cache_v), None
+
+    ck, cv = (None, None) if cache is None else (cache.k, cache.v)
+    carry = (x, jnp.zeros_like(x), ck, cv)
+    layer_params = jax.tree.map(lambda a: a.astype(self.dtype), w["layers"])
+    (x, tap, ck, cv), _ = jax.lax.scan(block, carry, (layer_params, jnp.arange(cfg.num_layers)))
+    hidden = layers.norm(x, w["final_norm"], cfg)
+    if cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", hidden, w["embed"]["embedding"].astype(self.dtype))
+    else:
+      logits = layers.dense(hidden, w["lm_head"])
+    new_cache = None if cache is None else KVCache(k=ck, v=cv)
+    return logits.astype(jnp.float32), new_cache, Taps(tap, hidden)
+
+
+def _write_layer(cache_LxBxSxKxX, new_BxTxKxX, layer, start_B):
+  """Writes one layer's new keys (or values) at each row's start slot, in place."""
+  write_row = lambda c, n, s: jax.lax.dynamic_update_slice(
+      c, n[None].astype(c.dtype), (layer, s, 0, 0))
+  return jax.vmap(write_row, in_axes=(1, 0, 0), out_axes=1)(cache_LxBxSxKxX, new_BxTxKxX, start_B)

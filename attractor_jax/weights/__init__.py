@@ -1,0 +1,1 @@
+"""Weight loaders: GGUF, local HF safetensors directories, and the HF hub."""
