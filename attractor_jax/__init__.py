@@ -1,8 +1,14 @@
 """attractor-jax: an inference-only attractor memory for transformer LMs, and the suite to judge it."""
 
+from attractor_jax.attractor import (AttractorConfig, AttractorState, Timescale, init_state,
+                                     update)
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
+from attractor_jax.generation import Generation, generate
 from attractor_jax.model import Model, load
+from attractor_jax.presets import get_preset, presets
+from attractor_jax.scoring import perplexity
+from attractor_jax.step import make_step, step
 from attractor_jax.transformer import Decoder, KVCache, init_cache
 
 __version__ = "0.1.0"

@@ -1,0 +1,238 @@
+"""The attractor layer of METHOD.md: config, state pytree, init, the per-pass update and read-out.
+
+Everything here is written for one sequence; batches and seeds are `jax.vmap` axes.
+Shape suffixes: N banks, K attractors per bank, D model width, T positions of a pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.errors import InputError
+
+_COS_EPS = 1e-8
+
+
+def _check_range(name, value, lo, hi):
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+      or not lo <= value <= hi:
+    raise InputError(f"{name}={value!r} is out of range: it must be a number in [{lo}, {hi}]")
+
+
+def _check_int(name, value, lo, hi=None):
+  if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi and value > hi):
+    bound = f"[{lo}, {hi}]" if hi else f">= {lo}"
+    raise InputError(f"{name}={value!r} is out of range: it must be an integer {bound}")
+
+
+def _check_choice(name, value, allowed):
+  if value not in allowed:
+    raise InputError(f"{name}={value!r} is unknown: use one of {', '.join(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Timescale:
+  """How fast one bank learns (eta), strengthens (gamma) and decays (lam)."""
+
+  eta: float = 0.1
+  gamma: float = 0.1
+  lam: float = 0.02
+
+  def __post_init__(self):
+    for name in ("eta", "gamma", "lam"):
+      _check_range(f"timescale.{name}", getattr(self, name), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttractorConfig:
+  """Every knob of METHOD.md; frozen, hashable, validated on construction.
+
+  `enabled=False` is preset `off`: no layer at all (not even its compute).
+  """
+
+  enabled: bool = True
+  layer: int = 15
+  num_attractors: int = 8
+  pool: Literal["last", "mean"] = "last"
+  beta: float = 10.0
+  theta_act: float = 0.0
+  timescales: tuple[Timescale, ...] = (Timescale(),)
+  decay: Literal["unused", "all"] = "unused"
+  eps_active: float = 0.05
+  reseed_dead: bool = False
+  s_dead: float = 0.01
+  dead_after: int = 64
+  gate: Literal["none", "similarity"] = "none"
+  theta_gate: float = 0.5
+  tau_gate: float = 0.05
+  burn_in_steps: int = 0
+  burn_in_strength: float = 0.0
+  alpha: float = 0.1
+  init: Literal["noise", "prompt"] = "noise"
+  init_noise: float = 0.1
+  init_strength: float = 0.0
+  center: bool = False
+
+  def __post_init__(self):
+    if not self.enabled:
+      return
+    _check_int("layer", self.layer, 0)
+    _check_int("num_attractors", self.num_attractors, 1, 4096)
+    _check_choice("pool", self.pool, ("last", "mean"))
+    _check_choice("decay", self.decay, ("unused", "all"))
+    _check_choice("gate", self.gate, ("none", "similarity"))
+    _check_choice("init", self.init, ("noise", "prompt"))
+    _check_range("beta", self.beta, 0.0, 1e4)
+    _check_range("theta_act", self.theta_act, -1.0, 1.0)
+    _check_range("eps_active", self.eps_active, 0.0, 1.0)
+    _check_range("s_dead", self.s_dead, 0.0, 1.0)
+    _check_int("dead_after", self.dead_after, 0)
+    _check_range("theta_gate", self.theta_gate, -1.0, 1.0)
+    _check_range("tau_gate", self.tau_gate, 1e-6, 1e3)
+    _check_int("burn_in_steps", self.burn_in_steps, 0)
+    _check_range("burn_in_strength", self.burn_in_strength, 0.0, 1.0)
+    _check_range("alpha", self.alpha, 0.0, 1e3)
+    _check_range("init_noise", self.init_noise, 0.0, 1e3)
+    _check_range("init_strength", self.init_strength, 0.0, 1.0)
+    if not self.timescales or not all(isinstance(t, Timescale) for t in self.timescales):
+      raise InputError(f"timescales={self.timescales!r}: pass a non-empty tuple of Timescale")
+
+  @property
+  def num_banks(self) -> int:
+    return len(self.timescales)
+
+  def check_model(self, model_config: ModelConfig):
+    """Refuses a host layer the model does not have."""
+    if self.enabled and self.layer >= model_config.num_layers:
+      raise InputError(f"layer={self.layer} is beyond the model's {model_config.num_layers} "
+                       f"layers: pass 0 <= layer < {model_config.num_layers}")
+
+
+@flax.struct.dataclass
+class AttractorState:
+  """One sequence's attractor memory (METHOD.md's table, with a leading bank axis N)."""
+
+  vectors: jax.Array  # [N, K, D] in units of the host layer's attention output
+  strength: jax.Array  # [N, K] in [0, 1]
+  idle: jax.Array  # [N, K] int32: passes since last active
+  step: jax.Array  # [] int32: updates made so far
+  feedback: jax.Array  # [D]: added to the residual stream in the next pass
+  mean: jax.Array  # [D]: running mean of x (used when cfg.center)
+  sigma: jax.Array  # []: noise scale of (re-)drawn attractors
+  rng: jax.Array  # [2] uint32: key data for re-seeding
+
+
+class UpdateInfo(flax.struct.PyTreeNode):
+  """What one update saw: for traces and summaries."""
+
+  max_sim: jax.Array  # [N] max_k c_k
+  gate: jax.Array  # [N]
+  active: jax.Array  # [N, K] bool
+  feedback_norm: jax.Array  # []
+
+
+def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
+               prompt_attn_TxD: jax.Array | None = None) -> AttractorState:
+  """A fresh state. `init="noise"` draws N(0, sigma^2) with sigma the RMS of the prompt's
+  attention output (or `cfg.init_noise` without a prompt); `init="prompt"` takes K prompt
+  attention outputs at random positions plus small noise."""
+  cfg.check_model(model_config)
+  N, K, D = cfg.num_banks, cfg.num_attractors, model_config.width
+  k_vec, k_pos, k_rng = jax.random.split(key, 3)
+  if prompt_attn_TxD is None:
+    if cfg.init == "prompt":
+      raise InputError("init='prompt' needs the prompt's attention outputs (prompt_attn_TxD)")
+    sigma = jnp.asarray(cfg.init_noise, jnp.float32)
+  else:
+    prompt_attn_TxD = prompt_attn_TxD.astype(jnp.float32)
+    sigma = jnp.sqrt(jnp.mean(jnp.square(prompt_attn_TxD)))
+  noise = jax.random.normal(k_vec, (N, K, D), jnp.float32)
+  if cfg.init == "prompt":
+    idx_NxK = jax.random.randint(k_pos, (N, K), 0, prompt_attn_TxD.shape[0])
+    vectors = prompt_attn_TxD[idx_NxK] + 0.1 * sigma * noise
+  else:
+    vectors = sigma * noise
+  return AttractorState(
+      vectors=vectors,
+      strength=jnp.full((N, K), cfg.init_strength, jnp.float32),
+      idle=jnp.zeros((N, K), jnp.int32),
+      step=jnp.zeros((), jnp.int32),
+      feedback=jnp.zeros((D,), jnp.float32),
+      mean=jnp.zeros((D,), jnp.float32),
+      sigma=sigma,
+      rng=jax.random.key_data(k_rng),
+  )
+
+
+def pool(attn_TxD: jax.Array, how: str) -> jax.Array:
+  """The pass's input x: last position, or mean over the pass's positions."""
+  return attn_TxD[-1] if how == "last" else jnp.mean(attn_TxD, axis=0)
+
+
+def _cosine(x_D, a_KxD):
+  num = jnp.einsum("d,kd->k", x_D, a_KxD)
+  den = jnp.linalg.norm(x_D) * jnp.linalg.norm(a_KxD, axis=-1)
+  return num / jnp.maximum(den, _COS_EPS)
+
+
+def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, mean_D, step,
+                 sigma, reseed_key):
+  """Steps 2-10 of METHOD.md for one bank; returns (a, s, idle, m_D, gate, max_sim, active)."""
+  offset = mean_D if cfg.center else jnp.zeros_like(mean_D)
+  c_K = _cosine(x_D - offset, a_KxD - offset[None, :])
+  w_K = jax.nn.softmax(cfg.beta * c_K)
+  act_K = w_K * (c_K >= cfg.theta_act)
+  a_KxD = a_KxD + ts.eta * act_K[:, None] * (x_D[None, :] - a_KxD)
+  if cfg.decay == "all":
+    s_K = (1.0 - ts.lam) * s_K
+  s_K = s_K + ts.gamma * act_K * (1.0 - s_K)
+  active_K = act_K >= cfg.eps_active
+  if cfg.decay == "unused":
+    s_K = jnp.where(active_K, s_K, (1.0 - ts.lam) * s_K)
+  idle_K = jnp.where(active_K, 0, idle_K + 1)
+  if cfg.reseed_dead:
+    dead_K = (s_K < cfg.s_dead) & (idle_K > cfg.dead_after)
+    fresh_KxD = sigma * jax.random.normal(reseed_key, a_KxD.shape, a_KxD.dtype)
+    a_KxD = jnp.where(dead_K[:, None], fresh_KxD, a_KxD)
+    idle_K = jnp.where(dead_K, 0, idle_K)
+  m_D = jnp.einsum("k,k,kd->d", w_K, s_K, a_KxD)
+  max_sim = jnp.max(c_K)
+  if cfg.gate == "similarity":
+    gate = jax.nn.sigmoid((max_sim - cfg.theta_gate) / cfg.tau_gate)
+  else:
+    gate = jnp.ones((), jnp.float32)
+  burning_in = (step < cfg.burn_in_steps) | (jnp.max(s_K) < cfg.burn_in_strength)
+  gate = jnp.where(burning_in, 0.0, gate)
+  return a_KxD, s_K, idle_K, m_D, gate, max_sim, active_K
+
+
+def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array):
+  """One pass's update from the host layer's pooled attention output x; returns (state, info).
+
+  The new `feedback` is what the *next* pass adds to the residual stream.
+  """
+  x_D = x_D.astype(jnp.float32)
+  step = state.step + 1
+  key = jax.random.wrap_key_data(state.rng)
+  key, reseed = jax.random.split(key)
+  reseed_N = jax.random.split(reseed, cfg.num_banks)
+  banks = [
+      _update_bank(cfg, ts, state.vectors[n], state.strength[n], state.idle[n], x_D,
+                   state.mean, step, state.sigma, reseed_N[n])
+      for n, ts in enumerate(cfg.timescales)
+  ]
+  a, s, idle, m, gate, max_sim, active = (jnp.stack(parts) for parts in zip(*banks))
+  feedback_D = cfg.alpha * jnp.einsum("n,nd->d", gate, m)
+  new_mean = state.mean + (x_D - state.mean) / step.astype(jnp.float32)
+  new_state = AttractorState(vectors=a, strength=s, idle=idle, step=step, feedback=feedback_D,
+                             mean=new_mean, sigma=state.sigma, rng=jax.random.key_data(key))
+  info = UpdateInfo(max_sim=max_sim, gate=gate, active=active,
+                    feedback_norm=jnp.linalg.norm(feedback_D))
+  return new_state, info

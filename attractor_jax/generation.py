@@ -1,0 +1,156 @@
+"""`aj.generate`: prompt in, text + tokens + final attractor state + timing out."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attractor_jax import sampling
+from attractor_jax.attractor import AttractorConfig, AttractorState
+from attractor_jax.errors import InputError
+from attractor_jax.model import Model, check_tokens
+from attractor_jax.presets import presets
+
+prefill_jit = jax.jit(sampling.prefill, static_argnames=("decoder", "cfg", "cache_len", "eos_id"))
+decode_jit = jax.jit(sampling.decode, static_argnames=("decoder", "cfg", "length", "eos_id"),
+                     donate_argnames=("carry",))
+_CACHE_ROUND = 128
+
+
+@dataclasses.dataclass
+class Generation:
+  """One generation: what came out, the final memory, and where to resume from."""
+
+  text: str
+  tokens: list[int]  # generated ids, up to and including EOS
+  prompt_tokens: list[int]
+  state: AttractorState | None  # final attractor state (no batch axis); None when off
+  carry: sampling.Carry  # token, position, step, KV cache, state: what a resume needs
+  sample_key: np.ndarray  # key data of the sampling key
+  trace: sampling.Trace | None  # per generated token, when trace=True (NumPy)
+  timing: dict[str, float]
+
+  def summary(self, cfg: AttractorConfig) -> dict[str, Any]:
+    return summarize_state(self.state, cfg)
+
+
+def summarize_state(state: AttractorState | None, cfg: AttractorConfig) -> dict[str, Any]:
+  """Mean strength, active and dead attractors, updates made: the demo's and CLI's summary."""
+  if state is None or not cfg.enabled:
+    return {"enabled": False}
+  s = np.asarray(state.strength)
+  idle = np.asarray(state.idle)
+  return {"enabled": True, "step": int(state.step), "mean_strength": float(s.mean()),
+          "active": int((idle == 0).sum()), "dead": int(((s < cfg.s_dead) & (idle > cfg.dead_after)).sum()),
+          "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback))}
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
+  if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    raise InputError(f"max_new_tokens={max_new_tokens!r}: pass an integer >= 1")
+  if not np.isfinite(temperature) or temperature < 0:
+    raise InputError(f"temperature={temperature!r}: pass a number >= 0 (0 is greedy)")
+  if not np.isfinite(top_p) or not 0 < top_p <= 1:
+    raise InputError(f"top_p={top_p!r}: pass a number in (0, 1]")
+
+
+def prompt_ids(model: Model, prompt: str | Sequence[int], chat: bool = False) -> np.ndarray:
+  """Tokenizes a prompt as the model's tokenizer does (chat template when asked)."""
+  if isinstance(prompt, str):
+    if not prompt.strip():
+      raise InputError("the prompt is empty: pass some text")
+    if model.tokenizer is None:
+      raise InputError(f"model {model.spec!r} has no tokenizer: pass token ids instead of text")
+    if chat:
+      prompt = model.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    prompt = model.tokenizer.encode(prompt)
+  return np.asarray(check_tokens(prompt, model.config))[0]
+
+
+def cache_length(model: Model, prompt_len: int, max_new_tokens: int) -> int:
+  """KV slots for a run, rounded up so nearby lengths share one compilation."""
+  need = prompt_len + max_new_tokens
+  if need > model.config.max_len:
+    raise InputError(
+        f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) = {need} exceeds the "
+        f"model's context {model.config.max_len}: shorten the prompt or lower max_new_tokens")
+  return min(-(-need // _CACHE_ROUND) * _CACHE_ROUND, model.config.max_len)
+
+
+def compile_and_run(jitted, args, static):
+  """Runs a jitted function, timing compilation (cached after the first call) and execution."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args, **static).compile()
+  t1 = time.perf_counter()
+  out = jax.block_until_ready(compiled(*args))
+  return out, t1 - t0, time.perf_counter() - t1
+
+
+def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 200, *,
+             attractor: AttractorConfig | None = None, seed: int = 0, temperature: float = 0.0,
+             top_p: float = 1.0, state: AttractorState | None = None, trace: bool = False,
+             chat: bool = False) -> Generation:
+  """Generates up to `max_new_tokens` after `prompt`, with the attractor layer `attractor`.
+
+  Args:
+    attractor: an AttractorConfig or preset (default: `off`).
+    seed: derives the attractor init key and the sampling key.
+    state: an attractor state to continue from (persistent memory across prompts).
+    trace: record per-pass strengths, similarity, gate, feedback norm and hidden states.
+    chat: wrap the prompt in the tokenizer's chat template.
+  """
+  cfg = presets["off"] if attractor is None else attractor
+  cfg.check_model(model.config)
+  check_sampling(max_new_tokens, temperature, top_p)
+  ids = prompt_ids(model, prompt, chat)
+  init_key, sample_key = seed_keys(seed)
+  if state is not None:
+    check_state(state, cfg, model)
+    state = jax.tree.map(lambda a: jnp.asarray(a)[None], state)
+  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  temp, top = jnp.float32(temperature), jnp.float32(top_p)
+  (carry, row0), c0, p_s = compile_and_run(
+      prefill_jit, (model.params, jnp.asarray(ids), init_key, sample_key, temp, top, state),
+      dict(decoder=model.decoder, cfg=cfg, cache_len=cache_length(model, len(ids), max_new_tokens),
+           eos_id=eos))
+  first = int(carry.token)
+  (tokens, count, carry, rows), c1, d_s = compile_and_run(
+      decode_jit, (model.params, carry, sample_key, temp, top),
+      dict(decoder=model.decoder, cfg=cfg, length=max_new_tokens - 1, eos_id=eos))
+  generated = [first] + (np.asarray(tokens)[: int(count)].tolist() if first != eos else [])
+  final = None if carry.state is None else jax.tree.map(lambda a: a[0], carry.state)
+  rows = jax.tree.map(lambda r0, r: np.concatenate([np.asarray(r0)[None], np.asarray(r)]), row0, rows)
+  text = model.tokenizer.decode(generated) if model.tokenizer is not None else ""
+  return Generation(
+      text=text, tokens=generated, prompt_tokens=ids.tolist(), state=final, carry=carry,
+      sample_key=np.asarray(jax.random.key_data(sample_key)),
+      trace=jax.tree.map(lambda r: r[: len(generated)], rows) if trace else None,
+      timing={"compile_s": c0 + c1, "prefill_s": p_s, "decode_s": d_s,
+              "tokens_per_s": max(len(generated) - 1, 1) / max(d_s, 1e-9)})
+
+
+def seed_keys(seed: int):
+  """(attractor init key, sampling key) of a seed."""
+  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+    raise InputError(f"seed={seed!r}: pass an integer >= 0")
+  init_key, sample_key = jax.random.split(jax.random.key(int(seed)))
+  return init_key, sample_key
+
+
+def check_state(state: AttractorState, cfg: AttractorConfig, model: Model):
+  """Refuses a state whose shapes do not fit the config and model, or that is not finite."""
+  want = (cfg.num_banks, cfg.num_attractors, model.config.width)
+  got = tuple(np.shape(state.vectors))
+  if not cfg.enabled:
+    raise InputError("a state was given but the attractor preset is 'off': pass a preset with a layer")
+  if got != want:
+    raise InputError(f"state vectors have shape {got}, but this config and model need {want} "
+                     "(banks, attractors, width): restore a state made with the same config")
+  for name in ("vectors", "strength", "feedback"):
+    if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
+      raise InputError(f"state.{name} has NaN or Inf values: restore an earlier good state")

@@ -1,0 +1,124 @@
+"""Generation: a jitted prefill, then a jitted decode loop (`lax.while_loop`), state explicit.
+
+Both phases are pure functions of one sequence (batch 1 inside), so a seed sweep is their
+`jax.vmap`. The sampling key of token t is `fold_in(sample_key, t)`: runs resume exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from attractor_jax import attractor
+from attractor_jax.attractor import AttractorConfig
+from attractor_jax.step import tapped_step
+from attractor_jax.transformer import Decoder, KVCache, init_cache
+
+
+def sample_token(logits_V, key, temperature, top_p):
+  """Greedy when temperature == 0, else temperature + nucleus (top-p) sampling."""
+  logits_V = logits_V.astype(jnp.float32)
+  greedy = jnp.argmax(logits_V).astype(jnp.int32)
+  scaled = logits_V / jnp.maximum(temperature, 1e-6)
+  order = jnp.argsort(-scaled)
+  probs = jax.nn.softmax(scaled[order])
+  outside = jnp.cumsum(probs) - probs >= top_p  # keeps the smallest prefix reaching top_p
+  masked = jnp.where(outside, -jnp.inf, scaled[order])
+  sampled = order[jax.random.categorical(key, masked)].astype(jnp.int32)
+  return jnp.where(temperature == 0.0, greedy, sampled)
+
+
+class Trace(flax.struct.PyTreeNode):
+  """Per-pass record: one row per generated token (the pass that produced it)."""
+
+  hidden: jax.Array  # [n, D] final hidden state at the pass's last position
+  strength: jax.Array | None = None  # [n, N, K]
+  max_sim: jax.Array | None = None  # [n, N]
+  gate: jax.Array | None = None  # [n, N]
+  feedback_norm: jax.Array | None = None  # [n]
+  active: jax.Array | None = None  # [n, N, K]
+
+
+def _trace_row(taps, state, info) -> Trace:
+  hidden = taps.hidden_BxTxD[0, -1]
+  if info is None:
+    return Trace(hidden=hidden)
+  return Trace(hidden=hidden, strength=state.strength[0], max_sim=info.max_sim[0],
+               gate=info.gate[0], feedback_norm=info.feedback_norm[0], active=info.active[0])
+
+
+class Carry(flax.struct.PyTreeNode):
+  """Everything a run needs to go on: saved by checkpoints, restored to resume."""
+
+  token: jax.Array  # [] int32: the last sampled token (input of the next pass)
+  position: jax.Array  # [] int32: its position
+  t: jax.Array  # [] int32: tokens sampled so far (index of the next sampling key)
+  done: jax.Array  # [] bool: EOS sampled
+  cache: KVCache
+  state: Any  # AttractorState with a leading batch axis of 1, or None
+
+
+def prefill(params, prompt_T, init_key, sample_key, temperature, top_p, state, *,
+            decoder: Decoder, cfg: AttractorConfig, cache_len: int, eos_id: int):
+  """Runs the prompt as one pass and samples token 0. `state=None` starts a fresh memory,
+  initialised from this pass's attention outputs (its feedback is zero, so the pass is the
+  baseline's); a given state (batch axis 1) feeds its feedback into the prompt.
+
+  Returns (Carry, Trace row of this pass).
+  """
+  T = prompt_T.shape[0]
+  cache = _empty_cache(decoder, cache_len)
+  tokens, positions = prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None]
+  if cfg.enabled and state is None:
+    _, _, taps = decoder.apply({"params": params}, tokens, positions, method=Decoder.tapped,
+                               host_layer=cfg.layer)
+    fresh = attractor.init_state(cfg, decoder.config, init_key, taps.attn_out_BxTxD[0])
+    state = jax.tree.map(lambda a: a[None], fresh)
+  logits, cache, state, info, taps = tapped_step(params, tokens, positions, cache, state,
+                                                 decoder=decoder, cfg=cfg)
+  token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
+  carry = Carry(token=token, position=jnp.int32(T), t=jnp.int32(1), done=token == eos_id,
+                cache=cache, state=state)
+  return carry, _trace_row(taps, state, info)
+
+
+def _empty_cache(decoder: Decoder, cache_len: int) -> KVCache:
+  return init_cache(decoder.config, 1, cache_len, decoder.dtype)
+
+
+def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Decoder,
+           cfg: AttractorConfig, length: int, eos_id: int):
+  """Samples up to `length` more tokens, one pass each, stopping at EOS.
+
+  Returns (tokens [length] int32 (EOS-padded after EOS), count, Carry, Trace [length]).
+  """
+  _, _, state0, info0, taps0 = jax.eval_shape(
+      functools.partial(tapped_step, decoder=decoder, cfg=cfg), params,
+      jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32), carry.cache, carry.state)
+  row_shape = jax.eval_shape(_trace_row, taps0, state0, info0)
+  trace0 = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), row_shape)
+
+  def cond(loop):
+    i, c, _, _, _ = loop
+    return (i < length) & ~c.done
+
+  def body(loop):
+    i, c, tokens, count, trace = loop
+    logits, cache, state, info, taps = tapped_step(
+        params, c.token[None, None], c.position[None, None], c.cache, c.state,
+        decoder=decoder, cfg=cfg)
+    token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, c.t), temperature, top_p)
+    row = _trace_row(taps, state, info)
+    trace = jax.tree.map(lambda buf, r: buf.at[i].set(r), trace, row)
+    c = Carry(token=token, position=c.position + 1, t=c.t + 1, done=token == eos_id,
+              cache=cache, state=state)
+    return i + 1, c, tokens.at[i].set(token), count + 1, trace
+
+  tokens0 = jnp.full((length,), eos_id, jnp.int32)
+  _, carry, tokens, count, trace = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), carry, tokens0, jnp.int32(0), trace0))
+  return tokens, count, carry, trace

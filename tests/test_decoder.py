@@ -1,0 +1,142 @@
+"""The decoder on tiny random configs: KV-cache decoding equals the full pass; the host-layer tap."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.transformer import Decoder, KVCache, init_cache
+
+B, T, N_PREFILL = 2, 12, 5
+
+CONFIGS = {
+    "llama_kv1": ModelConfig(
+        family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=1,
+        head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=False,
+        rope_theta=12_345.0),
+    "llama_kv2": ModelConfig(
+        family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
+        head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=True),
+    "gpt2": ModelConfig(
+        family="gpt2", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
+        head_dim=8, mlp_width=128, max_len=64, norm_eps=1e-5, tie_embeddings=True,
+        attention_bias=True, mlp_bias=True),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _params(name: str, seed: int = 0):
+  """Random params; norm scales and biases perturbed so that none is a no-op."""
+  cfg = CONFIGS[name]
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  params = Decoder(cfg).init(jax.random.key(seed), tokens, tokens)["params"]
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+  noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, noisy)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def _apply(params, tokens_BxT, positions_BxT, cache, *, decoder):
+  return decoder.apply({"params": params}, tokens_BxT, positions_BxT, cache)
+
+
+def _positions(start, stop):
+  return jnp.broadcast_to(jnp.arange(start, stop), (B, stop - start))
+
+
+def _tokens(seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 97, size=(B, T)), jnp.int32)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("extra_slots,fill", [(0, "zeros"), (9, "garbage")])
+def test_prefill_then_decode_matches_full_forward(name, extra_slots, fill):
+  cfg, params, tokens = CONFIGS[name], _params(name), _tokens()
+  decoder = Decoder(cfg)
+  full, no_cache = _apply(params, tokens, _positions(0, T), None, decoder=decoder)
+  assert no_cache is None
+  cache = init_cache(cfg, B, T + extra_slots)
+  if fill == "garbage":  # slots not yet written must be masked, whatever they hold
+    k1, k2 = jax.random.split(jax.random.key(7))
+    cache = KVCache(k=10 * jax.random.normal(k1, cache.k.shape),
+                    v=10 * jax.random.normal(k2, cache.v.shape))
+  assert cache.max_len == T + extra_slots
+
+  logits, cache = _apply(params, tokens[:, :N_PREFILL], _positions(0, N_PREFILL), cache,
+                         decoder=decoder)
+  steps = [logits]
+  for t in range(N_PREFILL, T):
+    logits, cache = _apply(params, tokens[:, t:t + 1], _positions(t, t + 1), cache,
+                           decoder=decoder)
+    steps.append(logits)
+  got = np.concatenate([np.asarray(s) for s in steps], axis=1)
+  assert got.shape == (B, T, cfg.vocab_size)
+  np.testing.assert_allclose(got, np.asarray(full), atol=1e-5, rtol=0)
+
+  # The step-by-step cache holds the same keys/values as one prefill of all T tokens.
+  _, one_pass = _apply(params, tokens, _positions(0, T), init_cache(cfg, B, T), decoder=decoder)
+  np.testing.assert_allclose(np.asarray(cache.k[:, :, :T]), np.asarray(one_pass.k), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(cache.v[:, :, :T]), np.asarray(one_pass.v), atol=1e-5)
+
+
+TAP_CFG = ModelConfig(
+    family="llama", vocab_size=97, width=32, num_layers=3, num_heads=4, num_kv_heads=2,
+    head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=False)
+
+
+@functools.partial(jax.jit, static_argnames=("host_layer",))
+def _tapped(params, tokens_BxT, feedback_BxD, host_layer):
+  positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+  return Decoder(TAP_CFG).apply({"params": params}, tokens_BxT, positions, None, feedback_BxD,
+                                host_layer, method=Decoder.tapped)
+
+
+def _tap_params():
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Decoder(TAP_CFG).init(jax.random.key(3), tokens, tokens)["params"]
+
+
+@jax.jit
+def _call(params, tokens_BxT):
+  positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+  return Decoder(TAP_CFG).apply({"params": params}, tokens_BxT, positions)
+
+
+def test_tapped_with_zero_feedback_is_call():
+  params, tokens = _tap_params(), _tokens(1)
+  plain, _ = _call(params, tokens)
+  zeros = jnp.zeros((B, TAP_CFG.width))
+  for host_layer in range(TAP_CFG.num_layers):
+    logits, cache, taps = _tapped(params, tokens, zeros, host_layer)
+    assert cache is None
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(plain))
+    assert taps.attn_out_BxTxD.shape == taps.hidden_BxTxD.shape == (B, T, TAP_CFG.width)
+
+
+@pytest.mark.parametrize("host_layer", [0, 1, 2])
+def test_feedback_changes_logits_but_not_the_host_tap(host_layer):
+  params, tokens = _tap_params(), _tokens(2)
+  zeros = jnp.zeros((B, TAP_CFG.width))
+  feedback = 0.5 * jax.random.normal(jax.random.key(4), (B, TAP_CFG.width))
+  base_logits, _, base_taps = _tapped(params, tokens, zeros, host_layer)
+  logits, _, taps = _tapped(params, tokens, feedback, host_layer)
+
+  diff_BxT = np.abs(np.asarray(logits) - np.asarray(base_logits)).max(axis=-1)
+  assert (diff_BxT > 1e-3).all()  # every position of every row is moved
+  assert not np.allclose(np.asarray(taps.hidden_BxTxD), np.asarray(base_taps.hidden_BxTxD))
+  # The feedback enters the residual after the host layer's attention: that tap is untouched.
+  np.testing.assert_array_equal(np.asarray(taps.attn_out_BxTxD),
+                                np.asarray(base_taps.attn_out_BxTxD))
+
+
+def test_feedback_is_per_row():
+  params, tokens = _tap_params(), _tokens(3)
+  feedback = jnp.zeros((B, TAP_CFG.width)).at[1].set(1.0)
+  base, _, _ = _tapped(params, tokens, jnp.zeros_like(feedback), 1)
+  logits, _, _ = _tapped(params, tokens, feedback, 1)
+  np.testing.assert_allclose(np.asarray(logits[0]), np.asarray(base[0]), atol=1e-6, rtol=0)
+  assert np.abs(np.asarray(logits[1]) - np.asarray(base[1])).max() > 1e-3
