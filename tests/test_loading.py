@@ -1,0 +1,172 @@
+"""Loading: the default GGUF model against transformers, its perplexity, and clear loading errors."""
+
+import json
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import attractor_jax as aj
+from attractor_jax import config as config_lib
+from attractor_jax.data import load_text, pride_and_prejudice_from_truth
+from attractor_jax.errors import InputError
+from attractor_jax.model import Model, default_gguf_path
+from attractor_jax.scoring import perplexity
+from attractor_jax.weights.gguf import unpermute
+from conftest import needs_smollm2, needs_torch
+
+
+@pytest.fixture(scope="module")
+def hf_from_gguf():
+  """transformers' own loading (and dequantization) of the default model's GGUF file."""
+  import torch
+  import transformers
+  path = default_gguf_path()
+  return transformers.AutoModelForCausalLM.from_pretrained(
+      path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+
+
+@needs_torch
+@needs_smollm2
+def test_default_model_matches_transformers_gguf_loading(smollm2, hf_from_gguf):
+  import torch
+  ids = smollm2.tokenizer.encode(load_text("emma")[:2000], add_bos=False)[:64]
+  assert len(ids) == 64
+  ours = np.asarray(smollm2.logits([ids]))
+  with torch.no_grad():
+    theirs = hf_from_gguf(torch.tensor([ids])).logits.numpy()
+  assert ours.shape == theirs.shape == (1, 64, smollm2.config.vocab_size)
+  assert np.abs(ours - theirs).max() <= 1e-3
+
+
+@needs_smollm2
+def test_default_model_perplexity_on_pride_and_prejudice(smollm2):
+  # Measured 21.0128 with both this code and transformers (GGUF loading, float32).
+  result = perplexity(smollm2, pride_and_prejudice_from_truth(), window=512, max_tokens=2048)
+  assert (result["tokens"], result["windows"]) == (2048, 4)
+  assert result["ppl"] == pytest.approx(21.09, rel=5e-3)
+
+
+def _llama_cpp_permute(w, n_head):
+  """llama.cpp's convert_hf_to_gguf.py permute of Q/K rows (rotate-half -> interleaved)."""
+  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+@pytest.mark.parametrize("n_head", [9, 3])  # SmolLM2-135M: 9 query heads, 3 kv heads
+def test_unpermute_inverts_llama_cpp_permute(n_head):
+  w = np.random.default_rng(n_head).normal(size=(n_head * 8, 5)).astype(np.float32)
+  permuted = _llama_cpp_permute(w, n_head)
+  assert not np.array_equal(permuted, w)  # the permutation is not a no-op, so undoing it matters
+  np.testing.assert_array_equal(unpermute(permuted, n_head), w)
+  np.testing.assert_array_equal(_llama_cpp_permute(unpermute(w, n_head), n_head), w)
+
+
+# Loading errors: each raises InputError naming the offending value.
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+  """A tiny random llama saved with save_pretrained, written once; copy it before editing."""
+  from tiny_models import llama_dir
+  path = tmp_path_factory.mktemp("tiny_llama")
+  llama_dir(path)
+  return path
+
+
+def test_unknown_spec():
+  with pytest.raises(InputError, match="no-such-model"):
+    aj.load("no-such-model")
+
+
+def test_missing_gguf_path(tmp_path):
+  path = tmp_path / "missing.gguf"
+  with pytest.raises(InputError, match="missing.gguf"):
+    aj.load(str(path))
+
+
+def test_hf_dir_without_config(tmp_path):
+  with pytest.raises(InputError, match="config.json") as e:
+    aj.load(str(tmp_path))
+  assert str(tmp_path) in str(e.value)
+
+
+def test_hf_dir_without_safetensors(tmp_path):
+  import transformers
+  transformers.LlamaConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path)
+  with pytest.raises(InputError, match="safetensors") as e:
+    aj.load(str(tmp_path))
+  assert str(tmp_path) in str(e.value)
+
+
+@needs_torch
+@pytest.mark.parametrize("edit,weight,shapes", [
+    ({"intermediate_size": 64}, "['layers']['mlp']['down']['kernel']", ("(2, 48, 32)", "(2, 64, 32)")),
+    ({"hidden_size": 48, "head_dim": None}, "['embed']['embedding']", ("(97, 32)", "(97, 48)")),
+])
+def test_config_disagreeing_with_weights(tiny_llama, tmp_path, edit, weight, shapes):
+  path = tmp_path / "edited"
+  shutil.copytree(tiny_llama, path)
+  cfg = json.loads((path / "config.json").read_text())
+  cfg.update(edit)
+  cfg = {k: v for k, v in cfg.items() if v is not None}
+  (path / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(InputError) as e:
+    aj.load(str(path))
+  message = str(e.value)
+  assert weight in message and all(s in message for s in shapes), message
+
+
+def test_unsupported_model_type(tmp_path):
+  import transformers
+  bert = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=48, vocab_size=97)
+  with pytest.raises(InputError, match="bert"):
+    config_lib.from_hf_config(bert)
+  bert.save_pretrained(tmp_path)
+  safetensors.numpy.save_file({"dummy": np.zeros(1, np.float32)}, str(tmp_path / "model.safetensors"))
+  with pytest.raises(InputError, match="bert"):
+    aj.load(str(tmp_path))
+
+
+def test_llama_with_rope_scaling_is_refused():
+  import transformers
+  hf = transformers.LlamaConfig(hidden_size=32, num_attention_heads=4,
+                                rope_scaling={"rope_type": "linear", "factor": 2.0})
+  assert hf.rope_parameters["rope_type"] == "linear"  # transformers 5 spelling
+  with pytest.raises(InputError, match="linear"):
+    config_lib.from_hf_config(hf)
+
+
+def test_gguf_architecture_other_than_llama():
+  with pytest.raises(InputError, match="qwen2"):
+    config_lib.from_gguf_metadata({"general.architecture": "qwen2"}, has_output_tensor=False)
+
+
+def test_hub_id_offline_fails_fast(monkeypatch):
+  import huggingface_hub.constants
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  # huggingface_hub reads HF_HUB_OFFLINE once, at import (already done by transformers).
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  for name in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):  # restored after the test
+    monkeypatch.setenv(name, "10")
+  start = time.monotonic()
+  with pytest.raises(InputError, match="someorg/somemodel"):
+    aj.load("someorg/somemodel")
+  assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("bad", [97, -1])
+def test_token_ids_outside_the_vocabulary(bad):
+  cfg = aj.ModelConfig(family="llama", vocab_size=97, width=16, num_layers=1, num_heads=2,
+                       num_kv_heads=1, head_dim=8, mlp_width=32, max_len=16, norm_eps=1e-6,
+                       tie_embeddings=True)
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  params = aj.Decoder(cfg).init(jax.random.key(0), tokens, tokens)["params"]
+  model = Model(config=cfg, params=params, tokenizer=None, spec="tiny")
+  assert model.logits([[1, 2, 96]]).shape == (1, 3, 97)
+  with pytest.raises(InputError, match=f"token id {bad} .*97"):
+    model.logits([[1, bad, 2]])
