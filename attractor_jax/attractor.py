@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Literal
 
 import flax.struct
@@ -21,13 +22,14 @@ _COS_EPS = 1e-8
 
 
 def _check_range(name, value, lo, hi):
-  if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+  if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) \
       or not lo <= value <= hi:
     raise InputError(f"{name}={value!r} is out of range: it must be a number in [{lo}, {hi}]")
 
 
 def _check_int(name, value, lo, hi=None):
-  if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi and value > hi):
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < lo \
+      or (hi and value > hi):
     bound = f"[{lo}, {hi}]" if hi else f">= {lo}"
     raise InputError(f"{name}={value!r} is out of range: it must be an integer {bound}")
 
@@ -83,6 +85,7 @@ class AttractorConfig:
   def __post_init__(self):
     if not self.enabled:
       return
+    object.__setattr__(self, "timescales", tuple(self.timescales))
     _check_int("layer", self.layer, 0)
     _check_int("num_attractors", self.num_attractors, 1, 4096)
     _check_choice("pool", self.pool, ("last", "mean"))

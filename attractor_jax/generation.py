@@ -154,3 +154,28 @@ def check_state(state: AttractorState, cfg: AttractorConfig, model: Model):
   for name in ("vectors", "strength", "feedback"):
     if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
       raise InputError(f"state.{name} has NaN or Inf values: restore an earlier good state")
+
+
+def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: AttractorConfig,
+           temperature: float = 0.0, top_p: float = 1.0) -> Generation:
+  """Continues a run restored by `checkpoint.restore_run` for `max_new_tokens` more tokens."""
+  check_sampling(max_new_tokens, temperature, top_p)
+  carry, sample_key = run["carry"], jax.random.wrap_key_data(run["sample_key"])
+  need = cache_length(model, int(carry.position), max_new_tokens)
+  pad = need - carry.cache.max_len
+  if pad > 0:  # grow the cache: the new slots are masked until written
+    grow = lambda a: jnp.pad(a, [(0, 0), (0, 0), (0, pad), (0, 0), (0, 0)])
+    carry = carry.replace(cache=carry.cache.replace(k=grow(carry.cache.k), v=grow(carry.cache.v)))
+  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  (tokens, count, carry, rows), c, d_s = compile_and_run(
+      decode_jit, (model.params, carry, sample_key, jnp.float32(temperature), jnp.float32(top_p)),
+      dict(decoder=model.decoder, cfg=attractor, length=max_new_tokens, eos_id=eos))
+  generated = np.asarray(tokens)[: int(count)].tolist()
+  all_tokens = np.asarray(run["tokens"]).tolist()
+  return Generation(
+      text=model.tokenizer.decode(generated) if model.tokenizer is not None else "",
+      tokens=generated, prompt_tokens=all_tokens, carry=carry,
+      state=None if carry.state is None else jax.tree.map(lambda a: a[0], carry.state),
+      sample_key=np.asarray(run["sample_key"]), trace=None,
+      timing={"compile_s": c, "prefill_s": 0.0, "decode_s": d_s,
+              "tokens_per_s": len(generated) / max(d_s, 1e-9)})

@@ -58,13 +58,86 @@ def token_nll(logits_BxTxV, targets_BxT):
   return -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
 
 
-def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | None = None) -> dict:
-  """Perplexity of `text`: exp(total NLL / predictions) over non-overlapping windows.
+def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, *, decoder: Decoder,
+                        cfg):
+  """Scores windows token by token with the attractor layer on, for S seeds at once.
 
-  Returns {"ppl", "tokens", "windows", "window_nll"} (per-window NLL sums, for paired stats).
+  Each pass is one token, as in generation; the KV cache restarts at every window while the
+  attractor state carries over (the persistent memory under test). Returns NLL sums [S, N].
   """
+  from attractor_jax.attractor import init_state
+  from attractor_jax.step import step
+  from attractor_jax.transformer import init_cache
+
+  W = windows_NxW.shape[1]
+
+  def one_window(state, window_W):
+    def one_token(carry, pos):
+      cache, state = carry
+      logits, cache, state = step(params, window_W[pos][None, None], pos[None, None], cache,
+                                  state, decoder=decoder, cfg=cfg)
+      target = window_W[jnp.minimum(pos + 1, W - 1)]
+      nll = token_nll(logits[:, -1], target[None])[0]
+      return (cache, state), jnp.where(pos < W - 1, nll, 0.0)
+
+    cache = init_cache(decoder.config, 1, W, decoder.dtype)
+    (_, state), nll_W = jax.lax.scan(one_token, (cache, state), jnp.arange(W))
+    return state, nll_W.sum()
+
+  def one_seed(key):
+    state = jax.tree.map(lambda a: a[None], init_state(cfg, decoder.config, key, prompt_attn_TxD))
+    _, nll_N = jax.lax.scan(one_window, state, windows_NxW)
+    return nll_N
+
+  return jax.vmap(one_seed)(init_keys_S)
+
+
+_stepwise_jit = jax.jit(stepwise_window_nll, static_argnames=("decoder", "cfg"))
+
+
+def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | None = None, *,
+               attractor=None, seeds: int = 1) -> dict:
+  """Perplexity of `text` over non-overlapping windows (no BOS), baseline and with a layer.
+
+  With an attractor config, the text is scored token by token for `seeds` seeds in one
+  vmapped call and compared, window by window, with the baseline (paired).
+  Returns the DESIGN.md `ppl` contract: ppl, ppl_ci95, baseline_ppl, delta_pct,
+  delta_pct_ci95, tokens (plus per-seed and per-window detail).
+  """
+  from attractor_jax import stats
+  from attractor_jax.generation import seed_keys
+
+  if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool) or seeds < 1:
+    raise InputError(f"seeds={seeds!r}: pass an integer >= 1")
   windows = text_windows(model, text, window, max_tokens)
-  nll = window_nll(model, windows)
+  base_N = window_nll(model, windows)
   predictions = windows.shape[0] * (window - 1)
-  return {"ppl": float(np.exp(nll.sum() / predictions)), "tokens": int(windows.size),
-          "windows": int(windows.shape[0]), "window_nll": nll.tolist()}
+  baseline = float(np.exp(base_N.sum() / predictions))
+  out = {"ppl": baseline, "ppl_ci95": [baseline, baseline], "baseline_ppl": baseline,
+         "delta_pct": 0.0, "delta_pct_ci95": [0.0, 0.0], "tokens": int(windows.size),
+         "windows": int(windows.shape[0]), "window": window, "seeds": 0}
+  if attractor is None or not attractor.enabled:
+    return out
+  attractor.check_model(model.config)
+  if attractor.init == "prompt":
+    raise InputError("init='prompt' would copy scored tokens into the memory: use init='noise' "
+                     "for perplexity")
+  first = jnp.asarray(windows[:1])
+  _, _, taps = model.decoder.apply({"params": model.params}, first,
+                                   jnp.arange(window)[None], method=Decoder.tapped,
+                                   host_layer=attractor.layer)
+  keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
+  nll_SxN = np.asarray(_stepwise_jit(model.params, jnp.asarray(windows), keys,
+                                     taps.attn_out_BxTxD[0], decoder=model.decoder,
+                                     cfg=attractor), np.float64)
+  ppl_S = np.exp(nll_SxN.sum(axis=1) / predictions)
+  diff_N = (nll_SxN.mean(axis=0) - base_N) / (window - 1)
+  lo, hi = stats.bootstrap_ci(diff_N) if len(diff_N) > 1 else (diff_N[0], diff_N[0])
+  out.update(
+      ppl=float(ppl_S.mean()), ppl_ci95=list(stats.bootstrap_ci(ppl_S)) if seeds > 1
+      else [float(ppl_S[0])] * 2, seeds=int(seeds),
+      delta_pct=float(100 * (ppl_S.mean() / baseline - 1)),
+      delta_pct_ci95=[float(100 * np.expm1(lo)), float(100 * np.expm1(hi))],
+      p_value=float(stats.sign_flip_pvalue(diff_N)), per_seed_ppl=ppl_S.tolist(),
+      window_nll_baseline=base_N.tolist(), window_nll=nll_SxN.mean(axis=0).tolist())
+  return out

@@ -1,4 +1,4 @@
-"""The decoder on tiny random configs: KV-cache decoding equals the full pass; the host-layer tap."""
+"""The decoder on tiny random configs: cached decoding equals the full pass; the host tap."""
 
 import functools
 

@@ -1,0 +1,179 @@
+"""Orbax checkpoints of attractor state (and of whole runs, to resume), with metadata.
+
+A checkpoint directory holds two items: `state` (the pytree, restored against an abstract
+target built from the metadata, so the pytree type comes back) and `meta` (JSON: attractor
+config, model id, step, position, sampling key data, library version). Orbax writes to a
+temporary directory and renames it on commit, so a killed save never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from attractor_jax.attractor import AttractorConfig, AttractorState, Timescale
+from attractor_jax.errors import InputError
+
+FORMAT = "attractor-jax/1"
+
+
+def config_to_dict(cfg: AttractorConfig) -> dict:
+  return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict) -> AttractorConfig:
+  d = dict(d)
+  d["timescales"] = tuple(Timescale(**t) for t in d["timescales"])
+  return AttractorConfig(**d)
+
+
+def metadata(cfg: AttractorConfig, model, generation=None, **extra) -> dict:
+  """The metadata saved beside a state: enough to rebuild its shape and check compatibility."""
+  from attractor_jax import __version__
+
+  meta = {"format": FORMAT, "library_version": __version__, "attractor_config": config_to_dict(cfg),
+          "model": model.spec, "width": model.config.width, **extra}
+  if generation is not None:
+    meta.update(step=int(generation.state.step) if generation.state is not None else 0,
+                position=int(generation.carry.position),
+                sample_key_data=np.asarray(generation.sample_key).tolist())
+  return meta
+
+
+@dataclasses.dataclass
+class Restored:
+  state: Any
+  meta: dict
+
+
+def _abstract_state(cfg: AttractorConfig, width: int, batch: tuple[int, ...] = ()):
+  n, k = cfg.num_banks, cfg.num_attractors
+  f32, i32 = jnp.float32, jnp.int32
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct((*batch, *shape), dtype)
+  return AttractorState(vectors=spec((n, k, width), f32), strength=spec((n, k), f32),
+                        idle=spec((n, k), i32), step=spec((), i32), feedback=spec((width,), f32),
+                        mean=spec((width,), f32), sigma=spec((), f32), rng=spec((2,), jnp.uint32))
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+def save_state(path: str | pathlib.Path, state: AttractorState, meta: dict, *,
+               overwrite: bool = True):
+  """Saves an AttractorState (optionally batched over seeds: leading axes) with metadata."""
+  if state is None:
+    raise InputError("there is no attractor state to save: the preset is 'off'")
+  _check_no_typed_keys(state)
+  batch = tuple(np.shape(state.step))
+  meta = {**meta, "batch_shape": list(batch)}
+  path = pathlib.Path(path).absolute()
+  _checkpointer().save(path, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=overwrite)
+
+
+def read_meta(path: str | pathlib.Path) -> dict:
+  """The metadata of a checkpoint; InputError when the directory is missing or damaged."""
+  path = pathlib.Path(path).absolute()
+  meta_file = path / "meta" / "metadata"
+  if not path.is_dir():
+    raise InputError(f"checkpoint {str(path)!r} does not exist: pass a directory made by save_state")
+  try:
+    meta = json.loads(meta_file.read_text())
+  except (OSError, ValueError) as e:
+    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted ({type(e).__name__}): "
+                     "restore an earlier checkpoint") from None
+  if meta.get("format") != FORMAT:
+    raise InputError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, not {FORMAT!r}")
+  return meta
+
+
+def restore_state(path: str | pathlib.Path, *, expect_config: AttractorConfig | None = None,
+                  expect_model: str | None = None) -> Restored:
+  """Restores an AttractorState saved by `save_state`, refusing a different config or model."""
+  path = pathlib.Path(path).absolute()
+  meta = read_meta(path)
+  cfg = config_from_dict(meta["attractor_config"])
+  if expect_config is not None and expect_config != cfg:
+    raise InputError(f"checkpoint {str(path)!r} was made with a different attractor config "
+                     f"({_diff(cfg, expect_config)}): use the same preset or config")
+  if expect_model is not None and expect_model != meta["model"]:
+    raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
+                     f"not {expect_model!r}: restore it into the same model")
+  target = _abstract_state(cfg, meta["width"], tuple(meta.get("batch_shape", [])))
+  try:
+    restored = _checkpointer().restore(path, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types on damaged directories
+    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
+                     f"({type(e).__name__}): restore an earlier checkpoint") from None
+  state = restored["state"]
+  for name in ("vectors", "strength", "feedback"):
+    if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
+      raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
+  return Restored(state=state, meta=meta)
+
+
+def _diff(a: AttractorConfig, b: AttractorConfig) -> str:
+  da, db = config_to_dict(a), config_to_dict(b)
+  keys = [k for k in da if da[k] != db[k]]
+  return ", ".join(f"{k}: saved {da[k]!r} vs given {db[k]!r}" for k in keys[:3])
+
+
+def _check_no_typed_keys(tree):
+  for leaf in jax.tree.leaves(tree):
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+      raise InputError("a typed PRNG key cannot be checkpointed: store jax.random.key_data(key)")
+
+
+def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
+  """Saves what a resume needs: KV cache, attractor state, last token, position, key data.
+
+  The cache is saved, not rebuilt: it depends on the feedback each pass received.
+  """
+  carry = generation.carry
+  tree = {"carry": carry, "sample_key": jnp.asarray(generation.sample_key),
+          "tokens": jnp.asarray(generation.prompt_tokens + generation.tokens, jnp.int32)}
+  meta = metadata(cfg, model, generation, kind="run", cache_len=int(carry.cache.max_len),
+                  num_tokens=int(tree["tokens"].shape[0]), prompt_len=len(generation.prompt_tokens))
+  _check_no_typed_keys(tree)
+  _checkpointer().save(pathlib.Path(path).absolute(), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:
+  """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
+  from attractor_jax.sampling import prefill
+
+  path = pathlib.Path(path).absolute()
+  meta = read_meta(path)
+  if meta.get("kind") != "run":
+    raise InputError(f"checkpoint {str(path)!r} holds a state, not a run: use restore_state")
+  saved = config_from_dict(meta["attractor_config"])
+  if saved != cfg:
+    raise InputError(f"checkpoint {str(path)!r} was made with a different attractor config "
+                     f"({_diff(saved, cfg)}): use the same preset or config")
+  if meta["model"] != model.spec:
+    raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
+                     f"not {model.spec!r}: restore it into the same model")
+  key = jax.random.key(0)
+  carry_shape, _ = jax.eval_shape(
+      lambda p: prefill(p, jnp.zeros((1,), jnp.int32), key, key, 0.0, 1.0, None,
+                        decoder=model.decoder, cfg=cfg, cache_len=meta["cache_len"], eos_id=-1),
+      model.params)
+  target = {"carry": carry_shape, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
+            "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
+  try:
+    restored = _checkpointer().restore(path, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types on damaged directories
+    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
+                     f"({type(e).__name__}): restore an earlier checkpoint") from None
+  return Restored(state=restored["state"], meta=meta)

@@ -1,0 +1,124 @@
+"""The `attractor-jax` command: generate, ppl, sweep. `--json` prints one JSON object on stdout.
+
+Bad input exits with status 2 and one line on stderr naming the value; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from attractor_jax.errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line and exit status 2."""
+
+  def error(self, message):
+    raise InputError(message)
+
+
+def _add_model(p):
+  p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, a .gguf, an HF dir or hub id")
+  p.add_argument("--preset", default="off", help="off, seed, gated, multiscale")
+  p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _add_generate_options(p):
+  p.add_argument("--prompt", required=True)
+  p.add_argument("--max-new-tokens", type=int, default=200)
+  p.add_argument("--temperature", type=float, default=0.0)
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+
+
+def _add_ppl_options(p):
+  p.add_argument("--text-file", required=True)
+  p.add_argument("--window", type=int, default=512)
+  p.add_argument("--max-tokens", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _Parser(prog="attractor-jax", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  gen = sub.add_parser("generate", help="generate text with an attractor preset")
+  _add_model(gen)
+  _add_generate_options(gen)
+  gen.add_argument("--seed", type=int, default=0)
+  gen.add_argument("--save-state", help="directory to save the final attractor state to")
+  gen.add_argument("--load-state", help="directory of a saved attractor state to continue from")
+  ppl = sub.add_parser("ppl", help="perplexity, baseline and with an attractor preset")
+  _add_model(ppl)
+  _add_ppl_options(ppl)
+  ppl.add_argument("--seeds", type=int, default=1)
+  return parser
+
+
+def read_text_file(path: str) -> str:
+  """Reads a UTF-8 text file, refusing missing, unreadable, non-UTF-8 or empty files."""
+  p = pathlib.Path(path)
+  try:
+    text = p.read_bytes().decode("utf-8")
+  except FileNotFoundError:
+    raise InputError(f"--text-file {path!r} does not exist: pass a UTF-8 text file") from None
+  except (IsADirectoryError, PermissionError) as e:
+    raise InputError(f"--text-file {path!r} cannot be read ({type(e).__name__})") from None
+  except UnicodeDecodeError as e:
+    raise InputError(f"--text-file {path!r} is not UTF-8 (byte {e.start}): convert it to UTF-8") \
+        from None
+  if not text.strip():
+    raise InputError(f"--text-file {path!r} is empty: pass a file with text")
+  return text
+
+
+def _generate(args) -> dict:
+  import attractor_jax as aj
+  from attractor_jax import checkpoint
+
+  cfg = aj.get_preset(args.preset)
+  state = None
+  if args.load_state:
+    state = checkpoint.restore_state(args.load_state, expect_config=cfg,
+                                     expect_model=args.model).state
+  model = aj.load(args.model)
+  g = aj.generate(model, args.prompt, args.max_new_tokens, attractor=cfg, seed=args.seed,
+                  temperature=args.temperature, top_p=args.top_p, state=state, chat=args.chat)
+  if args.save_state:
+    checkpoint.save_state(args.save_state, g.state, checkpoint.metadata(cfg, model, g))
+  return {"text": g.text, "tokens": g.tokens, "tokens_per_s": g.timing["tokens_per_s"],
+          "timing": g.timing, "attractor": g.summary(cfg), "preset": args.preset,
+          "model": args.model}
+
+
+def _ppl(args) -> dict:
+  import attractor_jax as aj
+
+  cfg = aj.get_preset(args.preset)
+  text = read_text_file(args.text_file)
+  model = aj.load(args.model)
+  out = aj.perplexity(model, text, args.window, args.max_tokens, attractor=cfg, seeds=args.seeds)
+  return {"preset": args.preset, "model": args.model, **out}
+
+
+_COMMANDS = {"generate": _generate, "ppl": _ppl}
+
+
+def main(argv=None) -> int:
+  try:
+    args = build_parser().parse_args(argv)
+    result = _COMMANDS[args.command](args)
+  except InputError as e:
+    print(f"attractor-jax: error: {e}", file=sys.stderr)
+    return 2
+  if args.json:
+    print(json.dumps(result))
+  else:
+    for key, value in result.items():
+      print(f"{key}: {value}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
