@@ -1,0 +1,134 @@
+"""Seed sweeps: one jitted, vmapped call runs S seeds; the seed axis is sharded over devices.
+
+Each seed owns its attractor init key and its sampling key. On one CPU this is a plain vmap;
+on a GPU node or a TPU slice the same call spreads seeds over every device, and under
+`jax.distributed.initialize()` over every host (results gathered on every process).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from attractor_jax import sampling, stats
+from attractor_jax.attractor import AttractorConfig
+from attractor_jax.errors import InputError
+from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
+from attractor_jax.generation import (cache_length, check_sampling, prompt_ids, seed_keys,
+                                      summarize_state)
+from attractor_jax.model import Model
+from attractor_jax.presets import presets
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+  if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+    if seeds < 1:
+      raise InputError(f"seeds={seeds!r}: pass an integer >= 1")
+    return list(range(int(seeds)))
+  out = [int(s) for s in seeds]
+  if not out or min(out) < 0:
+    raise InputError(f"seeds={seeds!r}: pass a count >= 1 or a non-empty list of seeds >= 0")
+  return out
+
+
+def shard_seeds(tree, devices=None):
+  """Places arrays with a leading seed axis over all devices (padding is the caller's job)."""
+  devices = jax.devices() if devices is None else devices
+  mesh = Mesh(np.asarray(devices), ("seeds",))
+  sharding = NamedSharding(mesh, PartitionSpec("seeds"))
+  return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def _pad_to_devices(n: int, devices) -> int:
+  return -(-n // len(devices)) * len(devices)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "cfg", "cache_len", "length", "eos_id"))
+def _generate_seeds(params, prompt_T, init_keys_S, sample_keys_S, temperature, top_p, *,
+                    decoder, cfg, cache_len, length, eos_id):
+  def one(init_key, sample_key):
+    carry, row0 = sampling.prefill(params, prompt_T, init_key, sample_key, temperature, top_p,
+                                   None, decoder=decoder, cfg=cfg, cache_len=cache_len,
+                                   eos_id=eos_id)
+    first = carry.token
+    tokens, count, carry, rows = sampling.decode(params, carry, sample_key, temperature, top_p,
+                                                 decoder=decoder, cfg=cfg, length=length,
+                                                 eos_id=eos_id)
+    tokens = jnp.concatenate([first[None], tokens])
+    count = jnp.where(first == eos_id, 1, count + 1)
+    trace = jax.tree.map(lambda r0, r: jnp.concatenate([r0[None], r]), row0, rows)
+    return tokens, count, carry.state, trace
+
+  return jax.vmap(one)(init_keys_S, sample_keys_S)
+
+
+def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: AttractorConfig,
+                   seeds: int | Sequence[int] = 8, temperature: float = 0.0, top_p: float = 1.0,
+                   devices=None) -> dict:
+  """Generates for every seed in one vmapped call. Returns per-seed tokens, states, traces."""
+  attractor.check_model(model.config)
+  check_sampling(max_new_tokens, temperature, top_p)
+  seeds = seed_list(seeds)
+  devices = jax.devices() if devices is None else devices
+  padded = seeds + [seeds[-1]] * (_pad_to_devices(len(seeds), devices) - len(seeds))
+  init_keys, sample_keys = (jnp.stack(k) for k in zip(*(seed_keys(s) for s in padded)))
+  init_keys, sample_keys = shard_seeds((init_keys, sample_keys), devices)
+  ids = prompt_ids(model, prompt)
+  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  tokens, count, states, trace = _generate_seeds(
+      model.params, jnp.asarray(ids), init_keys, sample_keys, jnp.float32(temperature),
+      jnp.float32(top_p), decoder=model.decoder, cfg=attractor,
+      cache_len=cache_length(model, len(ids), max_new_tokens), length=max_new_tokens - 1,
+      eos_id=eos)
+  gather = lambda a: np.asarray(jax.experimental.multihost_utils.process_allgather(a, tiled=True)
+                                if jax.process_count() > 1 else a)[: len(seeds)]
+  tokens, count = gather(tokens), gather(count)
+  states = None if states is None else jax.tree.map(lambda a: gather(a)[:, 0], states)
+  return {"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens, count)],
+          "states": states, "trace": jax.tree.map(gather, trace), "prompt_tokens": ids.tolist()}
+
+
+def generation_metrics(tokens: list[int]) -> dict[str, float]:
+  """Repetition metrics of one continuation (METHOD.md E3)."""
+  return {"seq_rep_4": seq_rep_n(tokens, 4), "rep_128": rep_l(tokens, 128),
+          "distinct_1": distinct_n(tokens, 1), "distinct_2": distinct_n(tokens, 2),
+          "length": float(len(tokens))}
+
+
+def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | Sequence[int] = 8,
+          prompt=None, max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,
+          text: str | None = None, window: int = 512, max_tokens: int | None = None) -> dict:
+  """Runs `task` ("generate" or "ppl") for every seed; per-seed values, summaries, and paired
+  differences against preset `off` (same seeds, same sampling keys)."""
+  seeds = seed_list(seeds)
+  if task == "ppl":
+    from attractor_jax.scoring import perplexity
+    if text is None:
+      raise InputError("task 'ppl' needs text (--text-file)")
+    out = perplexity(model, text, window, max_tokens, attractor=attractor, seeds=len(seeds))
+    return {"task": task, "seeds": seeds, **out}
+  if task != "generate":
+    raise InputError(f"task={task!r} is unknown: use 'generate' or 'ppl'")
+  if prompt is None:
+    raise InputError("task 'generate' needs a prompt (--prompt)")
+  runs = {name: generate_seeds(model, prompt, max_new_tokens, attractor=cfg, seeds=seeds,
+                               temperature=temperature, top_p=top_p)
+          for name, cfg in (("off", presets["off"]), ("layer", attractor))}
+  per_seed = {name: [generation_metrics(t) for t in run["tokens"]] for name, run in runs.items()}
+  metrics = list(per_seed["layer"][0])
+  column = lambda name, m: np.array([row[m] for row in per_seed[name]])
+  summary = {m: stats.summarize(column("layer", m)) for m in metrics}
+  paired = {m: stats.paired(column("layer", m), column("off", m)) for m in metrics}
+  states = runs["layer"]["states"]
+  return {
+      "task": task, "seeds": seeds, "per_seed": per_seed["layer"], "per_seed_off": per_seed["off"],
+      "summary": summary, "paired_vs_off": paired,
+      "texts": [model.tokenizer.decode(t) if model.tokenizer else "" for t in runs["layer"]["tokens"]],
+      "attractor": [summarize_state(jax.tree.map(lambda a: a[i], states), attractor)
+                    for i in range(len(seeds))] if states is not None else None,
+  }
