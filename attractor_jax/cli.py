@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
   _add_model(ppl)
   _add_ppl_options(ppl)
   ppl.add_argument("--seeds", type=int, default=1)
+  sw = sub.add_parser("sweep", help="one vmapped call over seeds, paired against preset off")
+  _add_model(sw)
+  sw.add_argument("--task", choices=("generate", "ppl"), required=True)
+  sw.add_argument("--seeds", type=int, default=8)
+  sw.add_argument("--prompt")
+  sw.add_argument("--max-new-tokens", type=int, default=200)
+  sw.add_argument("--temperature", type=float, default=0.0)
+  sw.add_argument("--top-p", type=float, default=1.0)
+  sw.add_argument("--text-file")
+  sw.add_argument("--window", type=int, default=512)
+  sw.add_argument("--max-tokens", type=int, default=None)
+  sw.add_argument("--out", help="write the result JSON here (atomically)")
   return parser
 
 
@@ -102,7 +114,30 @@ def _ppl(args) -> dict:
   return {"preset": args.preset, "model": args.model, **out}
 
 
-_COMMANDS = {"generate": _generate, "ppl": _ppl}
+def _sweep(args) -> dict:
+  from tqdm import tqdm
+
+  import attractor_jax as aj
+  from attractor_jax.results import write_json_atomic
+  from attractor_jax.sweep import sweep
+
+  cfg = aj.get_preset(args.preset)
+  text = read_text_file(args.text_file) if args.text_file else None
+  with tqdm(total=2, desc="loading model", file=sys.stderr) as bar:
+    model = aj.load(args.model)
+    bar.update()
+    bar.set_description(f"{args.task}: {args.seeds} seeds in one call")
+    result = sweep(model, args.task, attractor=cfg, seeds=args.seeds, prompt=args.prompt,
+                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens)
+    bar.update()
+  result = {"preset": args.preset, "model": args.model, **result}
+  if args.out:
+    write_json_atomic(args.out, result)
+  return result
+
+
+_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep}
 
 
 def main(argv=None) -> int:
