@@ -62,8 +62,9 @@ def test_prefill_then_decode_matches_full_forward(name, extra_slots, fill):
   cache = init_cache(cfg, B, T + extra_slots)
   if fill == "garbage":  # slots not yet written must be masked, whatever they hold
     k1, k2 = jax.random.split(jax.random.key(7))
-    cache = KVCache(k=10 * jax.random.normal(k1, cache.k.shape),
-                    v=10 * jax.random.normal(k2, cache.v.shape))
+    garbage = lambda key, arrays: tuple(10 * jax.random.normal(jax.random.fold_in(key, i), a.shape)
+                                        for i, a in enumerate(arrays))
+    cache = KVCache(k=garbage(k1, cache.k), v=garbage(k2, cache.v))
   assert cache.max_len == T + extra_slots
 
   logits, cache = _apply(params, tokens[:, :N_PREFILL], _positions(0, N_PREFILL), cache,

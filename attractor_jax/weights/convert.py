@@ -17,7 +17,8 @@ Getter = Callable[[str], np.ndarray]
 def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
   """Builds decoder params from HF-named tensors (`get(name)` returns a NumPy array).
 
-  Linear weights come in PyTorch's [out, in] layout (gpt2's Conv1D is already [in, out]).
+  Linear weights come in PyTorch's [out, in] layout (gpt2's Conv1D is already [in, out]);
+  the decoder wants [in, out], one dict per layer.
   Raises InputError naming the tensor when one is missing or has the wrong shape.
   """
   build = _llama if cfg.family == "llama" else _gpt2
@@ -29,31 +30,27 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
   return params
 
 
-def _stack(get: Getter, cfg: ModelConfig, name: str, transpose: bool = False) -> np.ndarray:
-  arrays = [get(name.format(i=i)) for i in range(cfg.num_layers)]
-  return np.stack([a.T if transpose else a for a in arrays]).astype(np.float32)
-
-
 def _llama(get: Getter, cfg: ModelConfig) -> dict:
-  pre = "model.layers.{i}."
-
-  def lin(name, bias):
-    out = {"kernel": _stack(get, cfg, pre + name + ".weight", transpose=True)}
+  def lin(pre, name, bias):
+    out = {"kernel": get(f"{pre}{name}.weight").T}
     if bias:
-      out["bias"] = _stack(get, cfg, pre + name + ".bias")
+      out["bias"] = get(f"{pre}{name}.bias")
     return out
 
-  ab, mb = cfg.attention_bias, cfg.mlp_bias
+  def layer(i):
+    pre, ab, mb = f"model.layers.{i}.", cfg.attention_bias, cfg.mlp_bias
+    return {
+        "attn_norm": {"scale": get(pre + "input_layernorm.weight")},
+        "attn": {"q": lin(pre, "self_attn.q_proj", ab), "k": lin(pre, "self_attn.k_proj", ab),
+                 "v": lin(pre, "self_attn.v_proj", ab), "o": lin(pre, "self_attn.o_proj", False)},
+        "mlp_norm": {"scale": get(pre + "post_attention_layernorm.weight")},
+        "mlp": {"gate": lin(pre, "mlp.gate_proj", mb), "up": lin(pre, "mlp.up_proj", mb),
+                "down": lin(pre, "mlp.down_proj", mb)},
+    }
+
   params = {
       "embed": {"embedding": get("model.embed_tokens.weight")},
-      "layers": {
-          "attn_norm": {"scale": _stack(get, cfg, pre + "input_layernorm.weight")},
-          "attn": {"q": lin("self_attn.q_proj", ab), "k": lin("self_attn.k_proj", ab),
-                   "v": lin("self_attn.v_proj", ab), "o": lin("self_attn.o_proj", False)},
-          "mlp_norm": {"scale": _stack(get, cfg, pre + "post_attention_layernorm.weight")},
-          "mlp": {"gate": lin("mlp.gate_proj", mb), "up": lin("mlp.up_proj", mb),
-                  "down": lin("mlp.down_proj", mb)},
-      },
+      "layers": [layer(i) for i in range(cfg.num_layers)],
       "final_norm": {"scale": get("model.norm.weight")},
   }
   if not cfg.tie_embeddings:
@@ -62,24 +59,22 @@ def _llama(get: Getter, cfg: ModelConfig) -> dict:
 
 
 def _gpt2(get: Getter, cfg: ModelConfig) -> dict:
-  pre = "h.{i}."
+  def affine(name):  # Conv1D weights are already [in, out]; LayerNorm weight is the scale
+    return {"kernel" if "ln" not in name else "scale": get(name + ".weight"),
+            "bias": get(name + ".bias")}
 
-  def conv(name):
-    return {"kernel": _stack(get, cfg, pre + name + ".weight"),
-            "bias": _stack(get, cfg, pre + name + ".bias")}
-
-  def ln(name, stacked=True):
-    if not stacked:
-      return {"scale": get(name + ".weight"), "bias": get(name + ".bias")}
-    return {"scale": _stack(get, cfg, pre + name + ".weight"),
-            "bias": _stack(get, cfg, pre + name + ".bias")}
+  def layer(i):
+    pre = f"h.{i}."
+    return {"attn_norm": affine(pre + "ln_1"),
+            "attn": {"qkv": affine(pre + "attn.c_attn"), "o": affine(pre + "attn.c_proj")},
+            "mlp_norm": affine(pre + "ln_2"),
+            "mlp": {"fc": affine(pre + "mlp.c_fc"), "proj": affine(pre + "mlp.c_proj")}}
 
   return _as_float32({
       "embed": {"embedding": get("wte.weight")},
       "pos_embed": {"embedding": get("wpe.weight")},
-      "layers": {"attn_norm": ln("ln_1"), "attn": {"qkv": conv("attn.c_attn"), "o": conv("attn.c_proj")},
-                 "mlp_norm": ln("ln_2"), "mlp": {"fc": conv("mlp.c_fc"), "proj": conv("mlp.c_proj")}},
-      "final_norm": ln("ln_f", stacked=False),
+      "layers": [layer(i) for i in range(cfg.num_layers)],
+      "final_norm": affine("ln_f"),
   })
 
 
