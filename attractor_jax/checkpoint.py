@@ -133,47 +133,57 @@ def _check_no_typed_keys(tree):
       raise InputError("a typed PRNG key cannot be checkpointed: store jax.random.key_data(key)")
 
 
-def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
-  """Saves what a resume needs: KV cache, attractor state, last token, position, key data.
+def run_tree(generation, cfg: AttractorConfig, model) -> tuple[dict, dict]:
+  """The (pytree, metadata) of a run: KV cache, attractor state, last token, position, keys.
 
   The cache is saved, not rebuilt: it depends on the feedback each pass received.
   """
   carry = generation.carry
   tree = {"carry": carry, "sample_key": jnp.asarray(generation.sample_key),
           "tokens": jnp.asarray(generation.prompt_tokens + generation.tokens, jnp.int32)}
+  _check_no_typed_keys(tree)
   meta = metadata(cfg, model, generation, kind="run", cache_len=int(carry.cache.max_len),
                   num_tokens=int(tree["tokens"].shape[0]), prompt_len=len(generation.prompt_tokens))
-  _check_no_typed_keys(tree)
-  _checkpointer().save(pathlib.Path(path).absolute(), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+  return tree, meta
 
 
-def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:
-  """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
+def run_target(meta: dict, cfg: AttractorConfig, model, where: str) -> dict:
+  """The abstract pytree a saved run restores into, after checking config and model."""
   from attractor_jax.sampling import prefill
 
-  path = pathlib.Path(path).absolute()
-  meta = read_meta(path)
   if meta.get("kind") != "run":
-    raise InputError(f"checkpoint {str(path)!r} holds a state, not a run: use restore_state")
+    raise InputError(f"checkpoint {where!r} holds a state, not a run: use restore_state")
   saved = config_from_dict(meta["attractor_config"])
   if saved != cfg:
-    raise InputError(f"checkpoint {str(path)!r} was made with a different attractor config "
+    raise InputError(f"checkpoint {where!r} was made with a different attractor config "
                      f"({_diff(saved, cfg)}): use the same preset or config")
   if meta["model"] != model.spec:
-    raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
+    raise InputError(f"checkpoint {where!r} was made with model {meta['model']!r}, "
                      f"not {model.spec!r}: restore it into the same model")
   key = jax.random.key(0)
   carry_shape, _ = jax.eval_shape(
       lambda p: prefill(p, jnp.zeros((1,), jnp.int32), key, key, 0.0, 1.0, None,
                         decoder=model.decoder, cfg=cfg, cache_len=meta["cache_len"], eos_id=-1),
       model.params)
-  target = {"carry": carry_shape, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
-            "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
+  return {"carry": carry_shape, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
+          "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
+
+
+def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
+  """Saves a run to `path` so that `resume` continues it exactly."""
+  tree, meta = run_tree(generation, cfg, model)
+  _checkpointer().save(pathlib.Path(path).absolute(), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:
+  """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
+  path = pathlib.Path(path).absolute()
+  target = run_target(read_meta(path), cfg, model, str(path))
   try:
     restored = _checkpointer().restore(path, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types on damaged directories
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
-  return Restored(state=restored["state"], meta=meta)
+  return Restored(state=restored["state"], meta=restored["meta"])

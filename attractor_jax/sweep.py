@@ -13,6 +13,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from attractor_jax import sampling, stats
@@ -85,7 +86,7 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Attr
       jnp.float32(top_p), decoder=model.decoder, cfg=attractor,
       cache_len=cache_length(model, len(ids), max_new_tokens), length=max_new_tokens - 1,
       eos_id=eos)
-  gather = lambda a: np.asarray(jax.experimental.multihost_utils.process_allgather(a, tiled=True)
+  gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
   tokens, count = gather(tokens), gather(count)
   states = None if states is None else jax.tree.map(lambda a: gather(a)[:, 0], states)

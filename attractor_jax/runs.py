@@ -1,0 +1,77 @@
+"""Long generations in chunks, each chunk saved by an orbax CheckpointManager (last N kept).
+
+A run killed at any point restarts from its newest checkpoint that restores; a damaged
+newest one falls back to the one before.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from attractor_jax import checkpoint
+from attractor_jax.attractor import AttractorConfig
+from attractor_jax.errors import InputError
+from attractor_jax.generation import Generation, generate, resume
+from attractor_jax.model import Model
+
+
+def _manager(run_dir, keep: int) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  return ocp.CheckpointManager(pathlib.Path(run_dir).absolute(), options=options)
+
+
+def latest_good(run_dir, cfg: AttractorConfig, model: Model, keep: int = 3):
+  """(tokens generated, restored run) of the newest checkpoint that restores; None if none."""
+  mngr = _manager(run_dir, keep)
+  for step in sorted(mngr.all_steps(), reverse=True):
+    where = f"{run_dir}/{step}"
+    try:
+      meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      target = checkpoint.run_target(meta, cfg, model, where)
+      run = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+      return step, run["state"]
+    except InputError:
+      raise
+    except Exception:  # a damaged checkpoint: try the one before
+      continue
+  return None
+
+
+def _save(mngr: ocp.CheckpointManager, g: Generation, cfg: AttractorConfig, model: Model,
+          done: int) -> dict:
+  tree, meta = checkpoint.run_tree(g, cfg, model)
+  mngr.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                          meta=ocp.args.JsonSave(meta)))
+  mngr.wait_until_finished()  # the next chunk donates these buffers
+  return tree
+
+
+def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
+                          attractor: AttractorConfig, every: int = 100, keep: int = 3,
+                          seed: int = 0, temperature: float = 0.0,
+                          top_p: float = 1.0) -> list[int]:
+  """Generates `max_new_tokens` in chunks of `every`, checkpointing after each chunk.
+
+  Restarts from the newest good checkpoint in `run_dir`. Returns the generated token ids.
+  """
+  if not isinstance(every, int) or every < 1:
+    raise InputError(f"every={every!r}: pass an integer >= 1")
+  mngr = _manager(run_dir, keep)
+  found = latest_good(run_dir, attractor, model, keep)
+  if found is None:
+    g = generate(model, prompt, min(every, max_new_tokens), attractor=attractor, seed=seed,
+                 temperature=temperature, top_p=top_p)
+    done = len(g.tokens)
+    run = _save(mngr, g, attractor, model, done)
+  else:
+    done, run = found
+  while done < max_new_tokens and not bool(run["carry"].done):
+    g = resume(model, run, min(every, max_new_tokens - done), attractor=attractor,
+               temperature=temperature, top_p=top_p)
+    done += len(g.tokens)
+    run = _save(mngr, g, attractor, model, done)
+  tokens = np.asarray(run["tokens"]).tolist()
+  return tokens[len(tokens) - done:]

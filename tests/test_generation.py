@@ -1,0 +1,256 @@
+"""Generation: parity with transformers, the jitted loop against a Python loop of `step`,
+compile counts, seed vmaps, sampling, input errors and resume.
+
+Tiny random llama for logic; the default model only for the transformers parity check.
+"""
+
+import collections
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attractor_jax import attractor, checkpoint, generation, sampling
+from attractor_jax.attractor import AttractorConfig
+from attractor_jax.config import ModelConfig
+from attractor_jax.errors import InputError
+from attractor_jax.generation import generate, resume
+from attractor_jax.layers import dense
+from attractor_jax.model import Model
+from attractor_jax.presets import presets
+from attractor_jax.step import step
+from attractor_jax.sweep import generate_seeds
+from attractor_jax.transformer import Decoder, init_cache
+from conftest import needs_torch
+
+TINY = ModelConfig(
+    family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
+    head_dim=8, mlp_width=48, max_len=256, norm_eps=1e-6, tie_embeddings=False)
+OFF = presets["off"]
+SEED1 = dataclasses.replace(presets["seed"], layer=1)  # the seed preset, hosted on a tiny model
+PROMPT = [5, 17, 42, 3, 88, 61, 9, 30]
+CACHE_LEN = 128  # what `generation.cache_length` gives PROMPT + up to 120 new tokens
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Model:
+  """A random 2-layer llama; every weight perturbed so that no norm or bias is a no-op."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  params = Decoder(TINY).init(jax.random.key(0), tokens, tokens)["params"]
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+  return Model(config=TINY, params=jax.tree.unflatten(treedef, noisy), tokenizer=None, spec="tiny")
+
+
+# ---- a reference: generation as a plain Python loop of `step` calls ----
+
+@functools.lru_cache(maxsize=None)
+def _jit_step(decoder: Decoder, cfg: AttractorConfig | None):
+  """`step` jitted for one config; cfg None is the plain decoder (no attractor code at all)."""
+  if cfg is None:
+    def plain(params, tokens, positions, cache, state):
+      logits, cache = decoder.apply({"params": params}, tokens, positions, cache)
+      return logits, cache, state
+    return jax.jit(plain)
+  return jax.jit(functools.partial(step, decoder=decoder, cfg=cfg))
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "layer"))
+def _prompt_attn(params, tokens_1xT, *, decoder, layer):
+  positions = jnp.arange(tokens_1xT.shape[1], dtype=jnp.int32)[None]
+  _, _, taps = decoder.apply({"params": params}, tokens_1xT, positions, method=Decoder.tapped,
+                             host_layer=layer)
+  return taps.attn_out_BxTxD[0]
+
+
+_sample = jax.jit(sampling.sample_token)
+
+
+def _loop(model, prompt, n, cfg, *, seed=0, temperature=0.0, top_p=1.0):
+  """n passes (prompt, then one per token) as generate makes them, one `step` call each.
+
+  Returns (tokens, logits [n, V] of each pass's last position, final state or None, cache).
+  """
+  init_key, sample_key = generation.seed_keys(seed)
+  fn = _jit_step(model.decoder, cfg)
+  tokens = jnp.asarray(prompt, jnp.int32)[None]
+  positions = jnp.arange(len(prompt), dtype=jnp.int32)[None]
+  cache, state = init_cache(model.config, 1, CACHE_LEN), None
+  if cfg is not None and cfg.enabled:  # prefill's fresh memory, from the prompt's host attention
+    attn_TxD = _prompt_attn(model.params, tokens, decoder=model.decoder, layer=cfg.layer)
+    state = jax.tree.map(lambda a: a[None], attractor.init_state(cfg, model.config, init_key,
+                                                                 attn_TxD))
+  out, rows = [], []
+  for t in range(n):
+    logits, cache, state = fn(model.params, tokens, positions, cache, state)
+    row = logits[0, -1]
+    token = _sample(row, jax.random.fold_in(sample_key, t), jnp.float32(temperature),
+                    jnp.float32(top_p))
+    out.append(int(token))
+    rows.append(np.asarray(row))
+    tokens = jnp.full((1, 1), token, jnp.int32)
+    positions = jnp.full((1, 1), len(prompt) + t, jnp.int32)
+  final = None if state is None else jax.tree.map(lambda a: a[0], state)
+  return out, np.stack(rows), final, cache
+
+
+def _assert_trees_close(a, b, atol=1e-5):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol,
+                                                       rtol=0), a, b)
+
+
+# ---- 1. the default model against transformers ----
+
+@needs_torch
+def test_greedy_off_matches_transformers_generate(smollm2):
+  import torch
+  import transformers
+  from attractor_jax.model import default_gguf_path
+
+  prompt = "Once upon a time, in a small village by the sea, there lived"
+  ours = generate(smollm2, prompt, 32, attractor=OFF)
+  path = default_gguf_path()
+  hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                         dtype=torch.float32).eval()
+  eos = int(smollm2.tokenizer.eos_id)
+  with torch.no_grad():  # HF stops at EOS as we do (this prompt runs 32 tokens without one)
+    out = hf.generate(torch.tensor([ours.prompt_tokens]), max_new_tokens=32, do_sample=False,
+                      eos_token_id=eos, pad_token_id=eos)
+  theirs = out[0, len(ours.prompt_tokens):].tolist()
+  assert ours.tokens == theirs
+  assert len(ours.tokens) == 32
+
+
+# ---- 2. alpha = 0 and burn-in leave the baseline untouched ----
+
+def test_alpha_zero_is_the_baseline(tiny):
+  base_tokens, base_logits, _, _ = _loop(tiny, PROMPT, 64, None)
+  tokens, logits, state, _ = _loop(tiny, PROMPT, 64, AttractorConfig(alpha=0.0, layer=1))
+  assert tokens == base_tokens
+  np.testing.assert_allclose(logits, base_logits, atol=1e-6, rtol=0)
+  assert int(state.step) == 64 and float(np.asarray(state.strength).max()) > 0  # it did learn
+
+
+@pytest.mark.parametrize("burn_in", [6])
+def test_burn_in_then_feedback(tiny, burn_in):
+  cfg = AttractorConfig(alpha=5.0, layer=1, gate="none", burn_in_steps=burn_in)
+  _, base_logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, None)
+  _, logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, cfg)
+  # Pass p adds the feedback of update p (the prompt pass is update 1): zero while p < burn_in.
+  np.testing.assert_allclose(logits[:burn_in], base_logits[:burn_in], atol=1e-6, rtol=0)
+  assert np.abs(logits[burn_in] - base_logits[burn_in]).max() > 1e-3
+
+
+# ---- 3. one compilation per phase ----
+
+def test_generation_compiles_once(tiny):
+  """A 100-token run compiles prefill and decode once each; a second same-shaped run
+  (other seed, temperature, prompt) compiles nothing."""
+  cfg = dataclasses.replace(SEED1, num_attractors=5)  # used by no other test: a fresh compile
+  compiled = collections.Counter()
+
+  def listen(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiled[kwargs.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    first = generate(tiny, PROMPT, 100, attractor=cfg)
+    first_counts = dict(compiled)
+    compiled.clear()
+    second = generate(tiny, PROMPT[::-1], 100, attractor=cfg, seed=7, temperature=0.9, top_p=0.8)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert len(first.tokens) == len(second.tokens) == 100
+  assert first_counts["jit(prefill)"] == 1 and first_counts["jit(decode)"] == 1, first_counts
+  assert not compiled, dict(compiled)
+
+
+# ---- 4. the jitted loop is a loop of `step` calls ----
+
+def test_jitted_generation_equals_python_loop_of_step(tiny):
+  g = generate(tiny, PROMPT, 20, attractor=SEED1, trace=True)
+  tokens, logits, state, cache = _loop(tiny, PROMPT, 20, SEED1)
+  assert g.tokens == tokens
+  traced = np.asarray(dense(jnp.asarray(g.trace.hidden), tiny.params["lm_head"]))
+  np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
+  assert g.tokens == np.argmax(traced, axis=-1).tolist()  # temperature 0 is argmax
+  _assert_trees_close(g.state, state)
+  assert int(g.state.step) == 20
+  _assert_trees_close(g.carry.cache, cache)
+  assert int(g.carry.position) == len(PROMPT) + 19 and int(g.carry.token) == g.tokens[-1]
+
+
+# ---- 5. a vmap over seeds is a loop over seeds ----
+
+def test_vmapped_seeds_equal_a_loop_over_seeds(tiny):
+  seeds = [0, 1, 2, 3]
+  swept = generate_seeds(tiny, PROMPT, 20, attractor=SEED1, seeds=seeds, temperature=1.0)
+  for i, s in enumerate(seeds):
+    g = generate(tiny, PROMPT, 20, attractor=SEED1, seed=s, temperature=1.0)
+    assert swept["tokens"][i] == g.tokens, s
+    _assert_trees_close(jax.tree.map(lambda a: a[i], swept["states"]), g.state)
+  assert len({tuple(t) for t in swept["tokens"]}) > 1  # the seeds do sample differently
+
+
+# ---- 6. sampling and input errors ----
+
+def test_sample_token_temperature_zero_is_argmax_and_tiny_top_p_keeps_the_top():
+  logits_SxV = jax.random.normal(jax.random.key(0), (16, 97)) * 3.0
+  keys = jax.random.split(jax.random.key(1), 16)
+  top = np.argmax(np.asarray(logits_SxV), axis=-1)
+  sample = jax.vmap(sampling.sample_token, in_axes=(0, 0, None, None))
+  np.testing.assert_array_equal(sample(logits_SxV, keys, 0.0, 1.0), top)
+  for temperature in (1.0, 5.0):
+    np.testing.assert_array_equal(sample(logits_SxV, keys, temperature, 1e-6), top)
+  flat = jnp.broadcast_to(logits_SxV[0], (16, 97))  # one row, 16 keys: a real sampler varies
+  assert len(set(np.asarray(sample(flat, keys, 5.0, 1.0)).tolist())) > 1
+
+
+@pytest.mark.parametrize("kwargs,named", [
+    (dict(max_new_tokens=0), "max_new_tokens=0"),
+    (dict(max_new_tokens=2.5), "max_new_tokens=2.5"),
+    (dict(temperature=-1.0), "temperature=-1.0"),
+    (dict(temperature=math.nan), "temperature=nan"),
+    (dict(top_p=0.0), "top_p=0.0"),
+    (dict(top_p=1.5), "top_p=1.5"),
+    (dict(seed=-1), "seed=-1"),
+    (dict(seed=1.5), "seed=1.5"),
+])
+def test_bad_sampling_arguments_raise_naming_the_value(tiny, kwargs, named):
+  with pytest.raises(InputError, match=named.replace(".", r"\.")):
+    generate(tiny, PROMPT, **{"max_new_tokens": 4, **kwargs})
+
+
+def test_prompt_beyond_the_context_raises(tiny):
+  with pytest.raises(InputError, match="exceeds the model's context 256"):
+    generate(tiny, [1] * 200, 57)
+  with pytest.raises(InputError, match="exceeds the model's context 256"):
+    generate(tiny, [1] * 257, 1)
+
+
+@pytest.mark.parametrize("prompt", ["", "  \n", []])
+def test_empty_prompt_raises(tiny, prompt):
+  with pytest.raises(InputError):
+    generate(tiny, prompt, 4)
+
+
+# ---- 7. resume ----
+
+@pytest.mark.parametrize("prompt_len", [len(PROMPT), 100])  # 100: the resumed run grows its cache
+def test_resume_equals_one_call(tiny, tmp_path, prompt_len):
+  prompt = (PROMPT * 13)[:prompt_len]
+  first = generate(tiny, prompt, 20, attractor=SEED1, seed=3, temperature=0.8)
+  checkpoint.save_run(tmp_path / "run", first, SEED1, tiny)
+  run = checkpoint.restore_run(tmp_path / "run", SEED1, tiny).state
+  second = resume(tiny, run, 20, attractor=SEED1, temperature=0.8)
+  whole = generate(tiny, prompt, 40, attractor=SEED1, seed=3, temperature=0.8)
+  assert second.prompt_tokens == prompt + first.tokens
+  assert first.tokens + second.tokens == whole.tokens
+  _assert_trees_close(second.state, whole.state)
+  assert int(second.carry.position) == int(whole.carry.position)
