@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
   sw.add_argument("--window", type=int, default=512)
   sw.add_argument("--max-tokens", type=int, default=None)
   sw.add_argument("--out", help="write the result JSON here (atomically)")
+  bench = sub.add_parser("bench", help="performance ratios vs transformers and the bandwidth limit")
+  bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
+  bench.add_argument("--out", default="results/bench.json")
+  bench.add_argument("--json", action="store_true")
   return parser
 
 
@@ -137,7 +141,17 @@ def _sweep(args) -> dict:
   return result
 
 
-_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep}
+def _bench(args) -> dict:
+  from attractor_jax import bench
+  from attractor_jax.results import write_json_atomic
+
+  result = bench.run(quick=args.quick, progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
+  write_json_atomic(args.out, result)
+  pathlib.Path(args.out).with_suffix(".md").write_text(bench.markdown(result) + "\n")
+  return result
+
+
+_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench}
 
 
 def main(argv=None) -> int:
