@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import shutil
 from typing import Any
 
 import jax
@@ -66,6 +68,23 @@ def _checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
+def _save_replacing(path: pathlib.Path, tree, meta: dict, overwrite: bool = True):
+  """Saves next to `path`, then swaps it in: the old checkpoint survives a killed save."""
+  path = pathlib.Path(path).absolute()
+  if path.exists() and not overwrite:
+    raise InputError(f"checkpoint {str(path)!r} exists: pass overwrite=True or another path")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fresh = path.with_name(f".{path.name}.saving-{os.getpid()}")
+  old = path.with_name(f".{path.name}.old-{os.getpid()}")
+  shutil.rmtree(fresh, ignore_errors=True)
+  _checkpointer().save(fresh, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+  if path.exists():
+    os.replace(path, old)
+  os.replace(fresh, path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
 def save_state(path: str | pathlib.Path, state: AttractorState, meta: dict, *,
                overwrite: bool = True):
   """Saves an AttractorState (optionally batched over seeds: leading axes) with metadata."""
@@ -73,10 +92,7 @@ def save_state(path: str | pathlib.Path, state: AttractorState, meta: dict, *,
     raise InputError("there is no attractor state to save: the preset is 'off'")
   _check_no_typed_keys(state)
   batch = tuple(np.shape(state.step))
-  meta = {**meta, "batch_shape": list(batch)}
-  path = pathlib.Path(path).absolute()
-  _checkpointer().save(path, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=overwrite)
+  _save_replacing(path, state, {**meta, "batch_shape": list(batch)}, overwrite)
 
 
 def read_meta(path: str | pathlib.Path) -> dict:
@@ -90,8 +106,17 @@ def read_meta(path: str | pathlib.Path) -> dict:
   except (OSError, ValueError) as e:
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted ({type(e).__name__}): "
                      "restore an earlier checkpoint") from None
-  if meta.get("format") != FORMAT:
-    raise InputError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, not {FORMAT!r}")
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}")
+  missing = [k for k in ("attractor_config", "model", "width") if k not in meta]
+  if missing:
+    raise InputError(f"checkpoint {str(path)!r} metadata lacks {', '.join(missing)}: "
+                     "it is corrupted; restore an earlier checkpoint")
+  try:
+    config_from_dict(meta["attractor_config"])
+  except (TypeError, KeyError, ValueError) as e:
+    raise InputError(f"checkpoint {str(path)!r} has an unreadable attractor config ({e})") from None
   return meta
 
 
@@ -171,9 +196,7 @@ def run_target(meta: dict, cfg: AttractorConfig, model, where: str) -> dict:
 
 def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
   """Saves a run to `path` so that `resume` continues it exactly."""
-  tree, meta = run_tree(generation, cfg, model)
-  _checkpointer().save(pathlib.Path(path).absolute(), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+  _save_replacing(path, *run_tree(generation, cfg, model))
 
 
 def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:

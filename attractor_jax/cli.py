@@ -93,7 +93,11 @@ def _generate(args) -> dict:
   import attractor_jax as aj
   from attractor_jax import checkpoint
 
+  from attractor_jax.generation import check_sampling, seed_keys
+
   cfg = aj.get_preset(args.preset)
+  check_sampling(args.max_new_tokens, args.temperature, args.top_p)
+  seed_keys(args.seed)
   state = None
   if args.load_state:
     state = checkpoint.restore_state(args.load_state, expect_config=cfg,
@@ -111,7 +115,10 @@ def _generate(args) -> dict:
 def _ppl(args) -> dict:
   import attractor_jax as aj
 
+  from attractor_jax.sweep import seed_list
+
   cfg = aj.get_preset(args.preset)
+  seed_list(args.seeds)
   text = read_text_file(args.text_file)
   model = aj.load(args.model)
   out = aj.perplexity(model, text, args.window, args.max_tokens, attractor=cfg, seeds=args.seeds)

@@ -26,7 +26,8 @@ def sample_token(logits_V, key, temperature, top_p):
   scaled = logits_V / jnp.maximum(temperature, 1e-6)
   order = jnp.argsort(-scaled)
   probs = jax.nn.softmax(scaled[order])
-  outside = jnp.cumsum(probs) - probs >= top_p  # keeps the smallest prefix reaching top_p
+  # Keeps the smallest prefix reaching top_p; top_p = 1 keeps all (float32 sums reach 1 early).
+  outside = (top_p < 1.0) & (jnp.cumsum(probs) - probs >= top_p)
   masked = jnp.where(outside, -jnp.inf, scaled[order])
   sampled = order[jax.random.categorical(key, masked)].astype(jnp.int32)
   return jnp.where(temperature == 0.0, greedy, sampled)

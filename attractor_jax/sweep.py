@@ -27,14 +27,16 @@ from attractor_jax.presets import presets
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
-  if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+  """A seed count n (-> 0..n-1) or an explicit list of seeds, validated."""
+  is_int = lambda s: isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+  if is_int(seeds):
     if seeds < 1:
       raise InputError(f"seeds={seeds!r}: pass an integer >= 1")
     return list(range(int(seeds)))
-  out = [int(s) for s in seeds]
-  if not out or min(out) < 0:
-    raise InputError(f"seeds={seeds!r}: pass a count >= 1 or a non-empty list of seeds >= 0")
-  return out
+  if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds \
+      or not all(is_int(s) and s >= 0 for s in seeds):
+    raise InputError(f"seeds={seeds!r}: pass a count >= 1 or a non-empty list of integers >= 0")
+  return [int(s) for s in seeds]
 
 
 def shard_seeds(tree, devices=None):

@@ -1,6 +1,7 @@
-"""Orbax checkpoints of attractor states and runs: round trips, refusals, damage, resume, SIGKILL."""
+"""Orbax checkpoints of attractor states and runs: round trips, refusals, damage, resume, kill."""
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -41,7 +42,7 @@ def tiny_model(seed: int = 0) -> Model:
   """A 2-layer llama-style model with random params (no tokenizer: ids in, eos -1)."""
   cfg = tiny_config()
   tokens = jnp.zeros((1, 1), jnp.int32)
-  params = Decoder(cfg).init(jax.random.key(seed), tokens, tokens)["params"]
+  params = jax.jit(Decoder(cfg).init)(jax.random.key(seed), tokens, tokens)["params"]
   return Model(config=cfg, params=params, tokenizer=None, spec="tiny")
 
 
@@ -50,8 +51,8 @@ def shape_model(width: int = 32, spec: str = "tiny") -> Model:
   return Model(config=tiny_config(width), params=None, tokenizer=None, spec=spec)
 
 
-def make_state(batch: int | None = None, width: int = 32, updates: int = 3, seed: int = 0):
-  """A state after a few updates (so strength, idle and step are not their initial values)."""
+@functools.lru_cache(maxsize=None)
+def _state_fn(batch: int | None, width: int, updates: int):
   mcfg = tiny_config(width)
 
   def one(key):
@@ -61,8 +62,13 @@ def make_state(batch: int | None = None, width: int = 32, updates: int = 3, seed
       state, _ = attractor.update(CFG, state, x)
     return state
 
+  return jax.jit(one if batch is None else jax.vmap(one))
+
+
+def make_state(batch: int | None = None, width: int = 32, updates: int = 3, seed: int = 0):
+  """A state after a few updates (so strength, idle and step are not their initial values)."""
   key = jax.random.key(seed)
-  return jax.jit(one)(key) if batch is None else jax.jit(jax.vmap(one))(jax.random.split(key, batch))
+  return _state_fn(batch, width, updates)(key if batch is None else jax.random.split(key, batch))
 
 
 def leaves(state) -> dict:
@@ -75,6 +81,10 @@ def assert_same_state(got, want):
     g = np.asarray(getattr(got, name))
     assert g.dtype == w.dtype and g.shape == w.shape, name
     np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def as_json(x):
+  return json.loads(json.dumps(x))
 
 
 def run_env() -> dict:
@@ -109,11 +119,11 @@ def test_state_round_trip(tmp_path, batch):
   assert_same_state(restored.state, state)
   if batch:
     assert restored.state.vectors.shape == (4, 1, CFG.num_attractors, 32)
-    assert len({float(v) for v in np.asarray(restored.state.sigma)}) == 4  # seeds differ
+    assert len({float(v) for v in np.asarray(restored.state.vectors)[:, 0, 0, 0]}) == 4
   meta = restored.meta
   assert meta == checkpoint.read_meta(path)
   assert meta["format"] == checkpoint.FORMAT
-  assert meta["attractor_config"] == checkpoint.config_to_dict(CFG)
+  assert meta["attractor_config"] == as_json(checkpoint.config_to_dict(CFG))
   assert checkpoint.config_from_dict(meta["attractor_config"]) == CFG
   assert meta["model"] == "tiny" and meta["width"] == 32 and meta["note"] == "x"
   assert meta["library_version"] == attractor_jax.__version__
@@ -140,12 +150,13 @@ def test_overwrite_replaces_a_checkpoint(saved):
 
 def test_restore_refuses_another_config(saved):
   path, _ = saved
-  with pytest.raises(InputError, match=r"different attractor config \(alpha: saved 0.1 vs given 0.3"):
+  with pytest.raises(InputError, match=r"config \(alpha: saved 0.1 vs given 0.3"):
     checkpoint.restore_state(path, expect_config=dataclasses.replace(CFG, alpha=0.3))
   with pytest.raises(InputError, match="num_attractors: saved 8 vs given 4"):
     checkpoint.restore_state(path, expect_config=dataclasses.replace(CFG, num_attractors=4))
   with pytest.raises(InputError, match="timescales"):
-    checkpoint.restore_state(path, expect_config=dataclasses.replace(presets["multiscale"], layer=1))
+    checkpoint.restore_state(path, expect_config=dataclasses.replace(presets["multiscale"],
+                                                                     layer=1))
 
 
 def test_restore_refuses_another_model(saved):
@@ -169,13 +180,6 @@ def test_nothing_to_save_when_off(tmp_path):
     checkpoint.save_state(tmp_path / "ck", None, checkpoint.metadata(CFG, shape_model()))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug, attractor_jax/checkpoint.py save_state (line 78) and save_run (line 150): "
-    "Checkpointer.save(..., force=True) deletes the existing directory before writing the "
-    "new one, so a save killed or failing mid-way loses the previous good checkpoint at that "
-    "path (the module docstring says a killed save never replaces a good one). Fix: save "
-    "without force to a sibling temp path (path.name + '.tmp-<pid>'), then rename the old "
-    "directory aside, rename the new one into place, and delete the old one"))
 def test_failed_overwrite_keeps_the_previous_checkpoint(saved, monkeypatch):
   path, state = saved
 
@@ -203,7 +207,10 @@ def _garbage(rel, data):
 
 
 def _truncate(rel):
-  return lambda bad: (bad / rel).write_bytes((bad / rel).read_bytes()[: (bad / rel).stat().st_size // 2])
+  def cut(bad):
+    data = (bad / rel).read_bytes()
+    (bad / rel).write_bytes(data[: len(data) // 2])
+  return cut
 
 
 def _delete_data(bad):
@@ -227,6 +234,11 @@ DAMAGE = {
 }
 
 
+# orbax reports unread coroutines of a failed restore as unraisable exceptions: noise here
+quiet_orbax = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@quiet_orbax
 @pytest.mark.parametrize("how", list(DAMAGE))
 def test_damaged_checkpoint_raises_input_error(saved, tmp_path, how):
   path, _ = saved
@@ -242,6 +254,7 @@ def test_missing_directory_raises_input_error(tmp_path):
     checkpoint.read_meta(tmp_path / "nowhere")
 
 
+@quiet_orbax
 @pytest.mark.parametrize("damage", ["delete", "truncate"])
 def test_any_file_damaged_restores_exactly_or_raises_input_error(saved, tmp_path, damage):
   """Every file of `state/` in turn: never a raw exception, never silently wrong values."""
@@ -267,13 +280,6 @@ def test_any_file_damaged_restores_exactly_or_raises_input_error(saved, tmp_path
   assert "InputError" in outcomes.values(), outcomes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug, attractor_jax/checkpoint.py read_meta (line 91) and restore_state (lines "
-    "106, 115): meta/metadata that parses as JSON but is not a dict ([1, 2], null, 0) raises "
-    "AttributeError at `meta.get`, and a dict lacking attractor_config/model/width raises "
-    "KeyError. Fix: in read_meta raise InputError unless isinstance(meta, dict) and "
-    "{'attractor_config', 'model', 'width'} <= meta.keys(); wrap config_from_dict in "
-    "restore_state/restore_run to turn TypeError/KeyError into InputError"))
 @pytest.mark.parametrize("text", ["[1, 2]", "null", "0", json.dumps({"format": checkpoint.FORMAT})])
 def test_meta_that_is_json_but_not_metadata_raises_input_error(saved, tmp_path, text):
   path, _ = saved
@@ -353,7 +359,7 @@ def test_resume_in_a_fresh_process_continues_exactly(tmp_path):
   assert int(c_state["step"]) == 100
   meta = json.loads((tmp_path / "c_meta.json").read_text())
   assert meta["kind"] == "run" and meta["model"] == "tiny"
-  assert meta["attractor_config"] == checkpoint.config_to_dict(CFG)
+  assert meta["attractor_config"] == as_json(checkpoint.config_to_dict(CFG))
   assert meta["step"] == 50 and meta["position"] == len(PROMPT) + 49
   assert meta["num_tokens"] == len(PROMPT) + 50 and meta["prompt_len"] == len(PROMPT)
   assert meta["cache_len"] == 128 and meta["library_version"] == attractor_jax.__version__

@@ -24,7 +24,7 @@ from attractor_jax.model import Model
 from attractor_jax.presets import presets
 from attractor_jax.step import step
 from attractor_jax.sweep import generate_seeds
-from attractor_jax.transformer import Decoder, init_cache
+from attractor_jax.transformer import Decoder, init_cache, param_shapes
 from conftest import needs_torch
 
 TINY = ModelConfig(
@@ -33,18 +33,19 @@ TINY = ModelConfig(
 OFF = presets["off"]
 SEED1 = dataclasses.replace(presets["seed"], layer=1)  # the seed preset, hosted on a tiny model
 PROMPT = [5, 17, 42, 3, 88, 61, 9, 30]
-CACHE_LEN = 128  # what `generation.cache_length` gives PROMPT + up to 120 new tokens
+# Tests 4, 5 and 7 share one shape (this prompt, 40 tokens: 256 cache slots), so one compile.
+LONG = (PROMPT * 13)[:100]
 
 
 @pytest.fixture(scope="module")
 def tiny() -> Model:
-  """A random 2-layer llama; every weight perturbed so that no norm or bias is a no-op."""
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  params = Decoder(TINY).init(jax.random.key(0), tokens, tokens)["params"]
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
-  return Model(config=TINY, params=jax.tree.unflatten(treedef, noisy), tokenizer=None, spec="tiny")
+  """A random 2-layer llama (NumPy draws: no compile); norm scales are 1 + noise."""
+  rng = np.random.default_rng(0)
+  draw = lambda path, shape: jnp.asarray(
+      ("scale" in jax.tree_util.keystr(path)) + 0.1 * rng.standard_normal(shape), jnp.float32)
+  params = jax.tree_util.tree_map_with_path(draw, param_shapes(TINY),
+                                            is_leaf=lambda s: isinstance(s, tuple))
+  return Model(config=TINY, params=params, tokenizer=None, spec="tiny")
 
 
 # ---- a reference: generation as a plain Python loop of `step` calls ----
@@ -80,7 +81,8 @@ def _loop(model, prompt, n, cfg, *, seed=0, temperature=0.0, top_p=1.0):
   fn = _jit_step(model.decoder, cfg)
   tokens = jnp.asarray(prompt, jnp.int32)[None]
   positions = jnp.arange(len(prompt), dtype=jnp.int32)[None]
-  cache, state = init_cache(model.config, 1, CACHE_LEN), None
+  cache_len = generation.cache_length(model, len(prompt), n)
+  cache, state = init_cache(model.config, 1, cache_len), None
   if cfg is not None and cfg.enabled:  # prefill's fresh memory, from the prompt's host attention
     attn_TxD = _prompt_attn(model.params, tokens, decoder=model.decoder, layer=cfg.layer)
     state = jax.tree.map(lambda a: a[None], attractor.init_state(cfg, model.config, init_key,
@@ -136,8 +138,8 @@ def test_alpha_zero_is_the_baseline(tiny):
   assert int(state.step) == 64 and float(np.asarray(state.strength).max()) > 0  # it did learn
 
 
-@pytest.mark.parametrize("burn_in", [6])
-def test_burn_in_then_feedback(tiny, burn_in):
+def test_burn_in_passes_are_the_baseline_then_feedback_acts(tiny):
+  burn_in = 6
   cfg = AttractorConfig(alpha=5.0, layer=1, gate="none", burn_in_steps=burn_in)
   _, base_logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, None)
   _, logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, cfg)
@@ -174,25 +176,25 @@ def test_generation_compiles_once(tiny):
 # ---- 4. the jitted loop is a loop of `step` calls ----
 
 def test_jitted_generation_equals_python_loop_of_step(tiny):
-  g = generate(tiny, PROMPT, 20, attractor=SEED1, trace=True)
-  tokens, logits, state, cache = _loop(tiny, PROMPT, 20, SEED1)
+  g = generate(tiny, LONG, 40, attractor=SEED1, trace=True)
+  tokens, logits, state, cache = _loop(tiny, LONG, 40, SEED1)
   assert g.tokens == tokens
   traced = np.asarray(dense(jnp.asarray(g.trace.hidden), tiny.params["lm_head"]))
   np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
   assert g.tokens == np.argmax(traced, axis=-1).tolist()  # temperature 0 is argmax
   _assert_trees_close(g.state, state)
-  assert int(g.state.step) == 20
+  assert int(g.state.step) == 40
   _assert_trees_close(g.carry.cache, cache)
-  assert int(g.carry.position) == len(PROMPT) + 19 and int(g.carry.token) == g.tokens[-1]
+  assert int(g.carry.position) == len(LONG) + 39 and int(g.carry.token) == g.tokens[-1]
 
 
 # ---- 5. a vmap over seeds is a loop over seeds ----
 
 def test_vmapped_seeds_equal_a_loop_over_seeds(tiny):
   seeds = [0, 1, 2, 3]
-  swept = generate_seeds(tiny, PROMPT, 20, attractor=SEED1, seeds=seeds, temperature=1.0)
+  swept = generate_seeds(tiny, LONG, 40, attractor=SEED1, seeds=seeds, temperature=1.0)
   for i, s in enumerate(seeds):
-    g = generate(tiny, PROMPT, 20, attractor=SEED1, seed=s, temperature=1.0)
+    g = generate(tiny, LONG, 40, attractor=SEED1, seed=s, temperature=1.0)
     assert swept["tokens"][i] == g.tokens, s
     _assert_trees_close(jax.tree.map(lambda a: a[i], swept["states"]), g.state)
   assert len({tuple(t) for t in swept["tokens"]}) > 1  # the seeds do sample differently
@@ -242,9 +244,9 @@ def test_empty_prompt_raises(tiny, prompt):
 
 # ---- 7. resume ----
 
-@pytest.mark.parametrize("prompt_len", [len(PROMPT), 100])  # 100: the resumed run grows its cache
-def test_resume_equals_one_call(tiny, tmp_path, prompt_len):
-  prompt = (PROMPT * 13)[:prompt_len]
+def test_resume_equals_one_call(tiny, tmp_path):
+  """20 tokens fit 128 cache slots; resuming for 20 more grows the cache to 256."""
+  prompt = LONG
   first = generate(tiny, prompt, 20, attractor=SEED1, seed=3, temperature=0.8)
   checkpoint.save_run(tmp_path / "run", first, SEED1, tiny)
   run = checkpoint.restore_run(tmp_path / "run", SEED1, tiny).state
@@ -253,4 +255,5 @@ def test_resume_equals_one_call(tiny, tmp_path, prompt_len):
   assert second.prompt_tokens == prompt + first.tokens
   assert first.tokens + second.tokens == whole.tokens
   _assert_trees_close(second.state, whole.state)
+  assert first.carry.cache.max_len == 128 and second.carry.cache.max_len == 256
   assert int(second.carry.position) == int(whole.carry.position)
