@@ -105,8 +105,8 @@ def test_hf_dir_without_safetensors(tmp_path):
 
 @needs_torch
 @pytest.mark.parametrize("edit,weight,shapes", [
-    ({"intermediate_size": 64}, "['layers']['mlp']['down']['kernel']",
-     ("(2, 48, 32)", "(2, 64, 32)")),
+    ({"intermediate_size": 64}, "['layers'][0]['mlp']['down']['kernel']",
+     ("(48, 32)", "(64, 32)")),
     ({"hidden_size": 48, "head_dim": None}, "['embed']['embedding']", ("(97, 32)", "(97, 48)")),
 ], ids=["intermediate_size", "hidden_size"])
 def test_config_disagreeing_with_weights(tiny_llama, tmp_path, edit, weight, shapes):
