@@ -16,7 +16,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax.generation import cache_length, prompt_ids
-from attractor_jax.sweep import generate_seeds
+from attractor_jax.seed_sweep import generate_seeds
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 

@@ -115,7 +115,7 @@ def _generate(args) -> dict:
 def _ppl(args) -> dict:
   import attractor_jax as aj
 
-  from attractor_jax.sweep import seed_list
+  from attractor_jax.seed_sweep import seed_list
 
   cfg = aj.get_preset(args.preset)
   seed_list(args.seeds)
@@ -130,7 +130,7 @@ def _sweep(args) -> dict:
 
   import attractor_jax as aj
   from attractor_jax.results import write_json_atomic
-  from attractor_jax.sweep import sweep
+  from attractor_jax.seed_sweep import sweep
 
   cfg = aj.get_preset(args.preset)
   text = read_text_file(args.text_file) if args.text_file else None

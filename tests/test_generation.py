@@ -23,7 +23,7 @@ from attractor_jax.layers import dense
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
 from attractor_jax.step import step
-from attractor_jax.sweep import generate_seeds
+from attractor_jax.seed_sweep import generate_seeds
 from attractor_jax.transformer import Decoder, init_cache, param_shapes
 from conftest import needs_torch
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor_jax import sweep
+from attractor_jax import seed_sweep as sweep
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.generation import generate
@@ -61,7 +61,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from attractor_jax import sweep
+from attractor_jax import seed_sweep as sweep
 from attractor_jax.generation import seed_keys
 from test_sweep import CFG, PROMPT, tiny_model
 
