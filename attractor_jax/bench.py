@@ -7,7 +7,6 @@ reference side; it is optional (skipped when torch is not installed).
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax.generation import cache_length, prompt_ids
+from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seed_sweep import generate_seeds
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
@@ -113,7 +113,8 @@ def run(quick: bool = False, progress=lambda msg: None) -> dict:
   met = {k: (None if ratios[k] is None else
              (ratios[k] >= t if op == ">=" else ratios[k] <= t)) for k, (op, t) in targets.items()}
   return {
-      "quick": quick, "model": model.spec, "machine": _machine(), "tokens": tokens,
+      "quick": quick, "model": model.spec, "machine": machine_info(), "git_commit": git_commit(),
+      "tokens": tokens,
       "repeats": repeats, "weight_bytes": weight_bytes, "gemv_bandwidth_gbs": bandwidth,
       "bandwidth_limit_ms_per_token": limit_ms,
       "decode_ms_per_token": {k: _stats(v) for k, v in times.items() if v},
@@ -146,12 +147,6 @@ def _scoring_seconds(model, hf, repeats: int) -> dict:
   if theirs:
     out["transformers"] = statistics.median(theirs)
   return out
-
-
-def _machine() -> dict:
-  import os
-  return {"platform": platform.platform(), "processor": platform.processor(),
-          "cpus": os.cpu_count(), "jax": jax.__version__, "devices": str(jax.devices())}
 
 
 def markdown(result: dict) -> str:

@@ -129,7 +129,7 @@ def _sweep(args) -> dict:
   from tqdm import tqdm
 
   import attractor_jax as aj
-  from attractor_jax.results import write_json_atomic
+  from attractor_jax.results import git_commit, machine_info, write_json_atomic
   from attractor_jax.seed_sweep import sweep
 
   cfg = aj.get_preset(args.preset)
@@ -142,7 +142,8 @@ def _sweep(args) -> dict:
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens)
     bar.update()
-  result = {"preset": args.preset, "model": args.model, **result}
+  result = {"preset": args.preset, "model": args.model, **result, "machine": machine_info(),
+            "git_commit": git_commit()}
   if args.out:
     write_json_atomic(args.out, result)
   return result

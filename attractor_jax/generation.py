@@ -125,6 +125,7 @@ def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 20
   generated = [first] + (np.asarray(tokens)[: int(count)].tolist() if first != eos else [])
   final = None if carry.state is None else jax.tree.map(lambda a: a[0], carry.state)
   rows = jax.tree.map(lambda r0, r: np.concatenate([np.asarray(r0)[None], np.asarray(r)]), row0, rows)
+  check_finite(rows, len(generated), final)
   text = model.tokenizer.decode(generated) if model.tokenizer is not None else ""
   return Generation(
       text=text, tokens=generated, prompt_tokens=ids.tolist(), state=final, carry=carry,
@@ -156,6 +157,20 @@ def check_state(state: AttractorState, cfg: AttractorConfig, model: Model):
       raise InputError(f"state.{name} has NaN or Inf values: restore an earlier good state")
 
 
+def check_finite(rows: sampling.Trace, passes: int, state: AttractorState | None):
+  """Raises InputError naming the first of `passes` passes after which the state held NaN/Inf."""
+  if rows.finite is None:
+    return
+  ok = np.asarray(rows.finite)[:passes]
+  if ok.all():
+    return
+  i = int(np.argmin(ok))
+  raise InputError(
+      f"the attractor state became NaN or Inf in the pass that produced token {i} of this call "
+      f"(attractor update {int(state.step) - (passes - 1 - i)}): lower alpha or beta, or "
+      "restore an earlier good state")
+
+
 def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: AttractorConfig,
            temperature: float = 0.0, top_p: float = 1.0) -> Generation:
   """Continues a run restored by `checkpoint.restore_run` for `max_new_tokens` more tokens."""
@@ -172,10 +187,11 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: Attractor
       dict(decoder=model.decoder, cfg=attractor, length=max_new_tokens, eos_id=eos))
   generated = np.asarray(tokens)[: int(count)].tolist()
   all_tokens = np.asarray(run["tokens"]).tolist()
+  final = None if carry.state is None else jax.tree.map(lambda a: a[0], carry.state)
+  check_finite(rows, len(generated), final)
   return Generation(
       text=model.tokenizer.decode(generated) if model.tokenizer is not None else "",
-      tokens=generated, prompt_tokens=all_tokens, carry=carry,
-      state=None if carry.state is None else jax.tree.map(lambda a: a[0], carry.state),
+      tokens=generated, prompt_tokens=all_tokens, carry=carry, state=final,
       sample_key=np.asarray(run["sample_key"]), trace=None,
       timing={"compile_s": c, "prefill_s": 0.0, "decode_s": d_s,
               "tokens_per_s": len(generated) / max(d_s, 1e-9)})

@@ -42,6 +42,13 @@ class Trace(flax.struct.PyTreeNode):
   gate: jax.Array | None = None  # [n, N]
   feedback_norm: jax.Array | None = None  # [n]
   active: jax.Array | None = None  # [n, N, K]
+  finite: jax.Array | None = None  # [n] bool: the state after this pass has no NaN or Inf
+
+
+def state_finite(state) -> jax.Array:
+  """One bool: no NaN or Inf in the state's vectors, strengths and feedback."""
+  return (jnp.isfinite(state.vectors).all() & jnp.isfinite(state.strength).all()
+          & jnp.isfinite(state.feedback).all())
 
 
 def _trace_row(taps, state, info) -> Trace:
@@ -49,7 +56,8 @@ def _trace_row(taps, state, info) -> Trace:
   if info is None:
     return Trace(hidden=hidden)
   return Trace(hidden=hidden, strength=state.strength[0], max_sim=info.max_sim[0],
-               gate=info.gate[0], feedback_norm=info.feedback_norm[0], active=info.active[0])
+               gate=info.gate[0], feedback_norm=info.feedback_norm[0], active=info.active[0],
+               finite=state_finite(state))
 
 
 class Carry(flax.struct.PyTreeNode):

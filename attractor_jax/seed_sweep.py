@@ -7,7 +7,12 @@ on a GPU node or a TPU slice the same call spreads seeds over every device, and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
+import pathlib
+import zipfile
 from typing import Sequence
 
 import jax
@@ -17,13 +22,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from attractor_jax import sampling, stats
-from attractor_jax.attractor import AttractorConfig
+from attractor_jax.attractor import AttractorConfig, AttractorState
 from attractor_jax.errors import InputError
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
 from attractor_jax.generation import (cache_length, check_sampling, prompt_ids, seed_keys,
                                       summarize_state)
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
+from attractor_jax.results import write_npz_atomic
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -70,30 +76,99 @@ def _generate_seeds(params, prompt_T, init_keys_S, sample_keys_S, temperature, t
   return jax.vmap(one)(init_keys_S, sample_keys_S)
 
 
+def check_batch_size(batch_size: int | None, n_seeds: int) -> int:
+  """Seeds per vmapped call: `batch_size` (capped at the seed count), or all seeds when None."""
+  if batch_size is None:
+    return n_seeds
+  if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+      or batch_size < 1:
+    raise InputError(f"batch_size={batch_size!r}: pass an integer >= 1 (seeds per call)")
+  return min(int(batch_size), n_seeds)
+
+
 def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: AttractorConfig,
                    seeds: int | Sequence[int] = 8, temperature: float = 0.0, top_p: float = 1.0,
-                   devices=None) -> dict:
-  """Generates for every seed in one vmapped call. Returns per-seed tokens, states, traces."""
+                   devices=None, batch_size: int | None = None, resume_dir=None) -> dict:
+  """Generates for every seed, `batch_size` seeds per vmapped call (default: all in one call).
+
+  With `resume_dir`, each finished batch is written there atomically, and a rerun with the
+  same model spec, prompt, settings and seeds loads it instead of generating it again.
+  Returns per-seed tokens, states (NumPy, seed axis first) and traces.
+  """
   attractor.check_model(model.config)
   check_sampling(max_new_tokens, temperature, top_p)
   seeds = seed_list(seeds)
+  size = check_batch_size(batch_size, len(seeds))
   devices = jax.devices() if devices is None else devices
-  padded = seeds + [seeds[-1]] * (_pad_to_devices(len(seeds), devices) - len(seeds))
+  ids = prompt_ids(model, prompt)
+  settings = dict(model=model.spec, model_config=repr(model.config), dtype=str(model.dtype),
+                  prompt=ids.tolist(), max_new_tokens=max_new_tokens, attractor=repr(attractor),
+                  temperature=float(temperature), top_p=float(top_p))
+  parts = []
+  for i in range(0, len(seeds), size):
+    batch = seeds[i:i + size]
+    run = functools.partial(_run_batch, model, ids, max_new_tokens, attractor, temperature,
+                            top_p, devices, batch, _pad_to_devices(size, devices))
+    parts.append(run() if resume_dir is None else
+                 _stored(resume_dir, {**settings, "seeds": batch}, run))
+  join = lambda *trees: jax.tree.map(lambda *a: np.concatenate(a), *trees)  # None joins to None
+  tokens, count, states, trace = (join(*column) for column in zip(*parts))
+  return {"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens, count)],
+          "states": states, "trace": trace, "prompt_tokens": ids.tolist()}
+
+
+def _run_batch(model: Model, ids, max_new_tokens, cfg, temperature, top_p, devices, seeds,
+               width):
+  """One vmapped call over `seeds`, padded to `width` (one shape for every batch).
+
+  Returns NumPy (tokens [S, max_new_tokens], counts [S], states or None, trace).
+  """
+  padded = seeds + [seeds[-1]] * (width - len(seeds))
   init_keys, sample_keys = (jnp.stack(k) for k in zip(*(seed_keys(s) for s in padded)))
   init_keys, sample_keys = shard_seeds((init_keys, sample_keys), devices)
-  ids = prompt_ids(model, prompt)
   eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
   tokens, count, states, trace = _generate_seeds(
       model.params, jnp.asarray(ids), init_keys, sample_keys, jnp.float32(temperature),
-      jnp.float32(top_p), decoder=model.decoder, cfg=attractor,
+      jnp.float32(top_p), decoder=model.decoder, cfg=cfg,
       cache_len=cache_length(model, len(ids), max_new_tokens), length=max_new_tokens - 1,
       eos_id=eos)
   gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
-  tokens, count = gather(tokens), gather(count)
   states = None if states is None else jax.tree.map(lambda a: gather(a)[:, 0], states)
-  return {"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens, count)],
-          "states": states, "trace": jax.tree.map(gather, trace), "prompt_tokens": ids.tolist()}
+  return gather(tokens), gather(count), states, jax.tree.map(gather, trace)
+
+
+def _stored(resume_dir, key: dict, run):
+  """`run()`'s batch, loaded from `resume_dir` when a finished copy is there, else run and saved."""
+  text = json.dumps(key, sort_keys=True)
+  digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+  path = pathlib.Path(resume_dir) / f"seeds-{key['seeds'][0]}-{digest}.npz"
+  try:
+    with np.load(path) as z:
+      if str(z["key"]) == text:
+        return _from_arrays(z)
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent or unreadable: redo it
+    pass
+  part = run()
+  write_npz_atomic(path, {"key": np.asarray(text), **_to_arrays(part)})
+  return part
+
+
+def _to_arrays(part) -> dict[str, np.ndarray]:
+  tokens, count, states, trace = part
+  out = {"tokens": tokens, "count": count}
+  for prefix, tree in (("state", states), ("trace", trace)):
+    if tree is not None:
+      out.update({f"{prefix}.{f.name}": getattr(tree, f.name) for f in dataclasses.fields(tree)
+                  if getattr(tree, f.name) is not None})
+  return out
+
+
+def _from_arrays(z):
+  fields = lambda prefix: {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith(prefix + ".")}
+  states = fields("state")
+  return (z["tokens"], z["count"], AttractorState(**states) if states else None,
+          sampling.Trace(**fields("trace")))
 
 
 def generation_metrics(tokens: list[int]) -> dict[str, float]:
@@ -105,14 +180,21 @@ def generation_metrics(tokens: list[int]) -> dict[str, float]:
 
 def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | Sequence[int] = 8,
           prompt=None, max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,
-          text: str | None = None, window: int = 512, max_tokens: int | None = None) -> dict:
+          text: str | None = None, window: int = 512, max_tokens: int | None = None,
+          batch_size: int | None = None, resume_dir=None) -> dict:
   """Runs `task` ("generate" or "ppl") for every seed; per-seed values, summaries, and paired
-  differences against preset `off` (same seeds, same sampling keys)."""
+  differences against preset `off` (same seeds, same sampling keys).
+
+  For "generate", `batch_size` and `resume_dir` are those of `generate_seeds` (both runs, the
+  layer's and `off`'s, keep their finished batches there).
+  """
   seeds = seed_list(seeds)
   if task == "ppl":
     from attractor_jax.scoring import perplexity
     if text is None:
       raise InputError("task 'ppl' needs text (--text-file)")
+    if batch_size is not None or resume_dir is not None:
+      raise InputError("batch_size and resume_dir apply to task 'generate' only")
     out = perplexity(model, text, window, max_tokens, attractor=attractor, seeds=len(seeds))
     return {"task": task, "seeds": seeds, **out}
   if task != "generate":
@@ -120,7 +202,8 @@ def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | S
   if prompt is None:
     raise InputError("task 'generate' needs a prompt (--prompt)")
   runs = {name: generate_seeds(model, prompt, max_new_tokens, attractor=cfg, seeds=seeds,
-                               temperature=temperature, top_p=top_p)
+                               temperature=temperature, top_p=top_p, batch_size=batch_size,
+                               resume_dir=resume_dir)
           for name, cfg in (("off", presets["off"]), ("layer", attractor))}
   per_seed = {name: [generation_metrics(t) for t in run["tokens"]] for name, run in runs.items()}
   metrics = list(per_seed["layer"][0])
