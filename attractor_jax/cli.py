@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
   bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
   bench.add_argument("--out", default="results/bench.json")
   bench.add_argument("--json", action="store_true")
+  report = sub.add_parser("report", help="build RESULTS.md from results/*.json")
+  report.add_argument("--results", default="results")
+  report.add_argument("--out", default="RESULTS.md")
+  report.add_argument("--json", action="store_true")
   return parser
 
 
@@ -159,7 +163,17 @@ def _bench(args) -> dict:
   return result
 
 
-_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench}
+def _report(args) -> dict:
+  from attractor_jax import report
+
+  if not pathlib.Path(args.results).is_dir():
+    raise InputError(f"--results {args.results!r} is not a directory of result JSON files")
+  report.write(args.results, args.out)
+  return {"written": args.out}
+
+
+_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench,
+             "report": _report}
 
 
 def main(argv=None) -> int:

@@ -305,15 +305,16 @@ _KV_VALUES = (
     "yellow", "scarlet", "cotton", "granite", "violet", "bronze", "emerald", "olive", "maroon",
     "indigo", "walnut", "pewter", "canvas", "coral", "saffron")
 _FILLER_NOVEL = "prideprejudice"
+_WHOLE_SENTENCE = re.compile(r"[A-Z](?!.*(?:--|\.\.)).*[a-z][.!?]")
 
 
 @lru_cache(maxsize=1)
 def _filler_sentences() -> tuple[str, ...]:
-  """Sentences of 8-30 words from the novel's narrative paragraphs (no quotes), free of kv words."""
+  """Whole sentences of 8-30 words from the novel's narrative (no quotes, dashes), free of kv words."""
   banned = set(_KV_KEYS) | set(_KV_VALUES) | {"key"}
   return tuple(
       s for ch in _chapters(_FILLER_NOVEL) for para in ch if not re.search("[\"'_*]", para)
-      for s in _sentences(para) if 8 <= len(s.split()) <= 30
+      for s in _sentences(para) if 8 <= len(s.split()) <= 30 and _WHOLE_SENTENCE.fullmatch(s)
       and not banned & {w.lower() for w in re.findall("[A-Za-z]+", s)})
 
 
