@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
   sw.add_argument("--window", type=int, default=512)
   sw.add_argument("--max-tokens", type=int, default=None)
   sw.add_argument("--out", help="write the result JSON here (atomically)")
+  sw.add_argument("--batch-size", type=int, default=None,
+                  help="seeds per vmapped call (task generate; default: all in one call)")
+  sw.add_argument("--resume-dir", help="keep finished seed batches here; a rerun reuses them")
   bench = sub.add_parser("bench", help="performance ratios vs transformers and the bandwidth limit")
   bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
   bench.add_argument("--out", default="results/bench.json")
@@ -133,18 +136,23 @@ def _sweep(args) -> dict:
   from tqdm import tqdm
 
   import attractor_jax as aj
+  from attractor_jax.generation import check_sampling
   from attractor_jax.results import git_commit, machine_info, write_json_atomic
-  from attractor_jax.seed_sweep import sweep
+  from attractor_jax.seed_sweep import check_batch_size, seed_list, sweep
 
   cfg = aj.get_preset(args.preset)
+  per_call = check_batch_size(args.batch_size, len(seed_list(args.seeds)))
+  if args.task == "generate":
+    check_sampling(args.max_new_tokens, args.temperature, args.top_p)
   text = read_text_file(args.text_file) if args.text_file else None
   with tqdm(total=2, desc="loading model", file=sys.stderr) as bar:
     model = aj.load(args.model)
     bar.update()
-    bar.set_description(f"{args.task}: {args.seeds} seeds in one call")
+    bar.set_description(f"{args.task}: {args.seeds} seeds, {per_call} per call")
     result = sweep(model, args.task, attractor=cfg, seeds=args.seeds, prompt=args.prompt,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens)
+                   top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens,
+                   batch_size=args.batch_size, resume_dir=args.resume_dir)
     bar.update()
   result = {"preset": args.preset, "model": args.model, **result, "machine": machine_info(),
             "git_commit": git_commit()}

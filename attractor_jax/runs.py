@@ -55,7 +55,9 @@ def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
                           top_p: float = 1.0) -> list[int]:
   """Generates `max_new_tokens` in chunks of `every`, checkpointing after each chunk.
 
-  Restarts from the newest good checkpoint in `run_dir`. Returns the generated token ids.
+  Restarts from the newest good checkpoint in `run_dir`. A chunk whose attractor state goes
+  NaN or Inf raises InputError and is not saved: the last good checkpoint stays the newest.
+  Returns the generated token ids.
   """
   if not isinstance(every, int) or every < 1:
     raise InputError(f"every={every!r}: pass an integer >= 1")
@@ -69,8 +71,12 @@ def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
   else:
     done, run = found
   while done < max_new_tokens and not bool(run["carry"].done):
-    g = resume(model, run, min(every, max_new_tokens - done), attractor=attractor,
-               temperature=temperature, top_p=top_p)
+    try:
+      g = resume(model, run, min(every, max_new_tokens - done), attractor=attractor,
+                 temperature=temperature, top_p=top_p)
+    except InputError as e:
+      raise InputError(f"{e} (the last good checkpoint, after {done} tokens, is kept in "
+                       f"{str(run_dir)!r})") from None
     done += len(g.tokens)
     run = _save(mngr, g, attractor, model, done)
   tokens = np.asarray(run["tokens"]).tolist()

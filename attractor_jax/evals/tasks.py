@@ -246,15 +246,16 @@ _SENTENCE_END = re.compile(r"[.!?][\"')]*$")
 
 
 @lru_cache(maxsize=32)
-def _cloze_candidates(novel: str, lo: int, hi: int) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+def _cloze_candidates(
+    novel: str, lo: int, hi: int) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
   """(chapter, target's char offset, allowed context starts as char offsets) per candidate."""
   out = []
   for c, paragraphs in enumerate(_chapters(novel)):
     text = "\n".join(paragraphs)
     tokens = list(re.finditer(r"\S+", text))
     words = [re.findall("[A-Za-z]+", t.group()) for t in tokens]
-    starts = [j for j, t in enumerate(tokens)
-              if j == 0 or text[t.start() - 1] == "\n" or _SENTENCE_END.search(tokens[j - 1].group())]
+    starts = [j for j, t in enumerate(tokens) if j == 0 or text[t.start() - 1] == "\n"
+              or _SENTENCE_END.search(tokens[j - 1].group())]
     for i, tok in enumerate(tokens):
       final = _CLAUSE_FINAL.fullmatch(tok.group())
       if i < lo or not final or final.group(1).lower() in _STOPWORDS:
@@ -310,7 +311,7 @@ _WHOLE_SENTENCE = re.compile(r"[A-Z](?!.*(?:--|\.\.)).*[a-z][.!?]")
 
 @lru_cache(maxsize=1)
 def _filler_sentences() -> tuple[str, ...]:
-  """Whole sentences of 8-30 words from the novel's narrative (no quotes, dashes), free of kv words."""
+  """Whole sentences of 8-30 words from the novel's narrative (no quotes), free of kv words."""
   banned = set(_KV_KEYS) | set(_KV_VALUES) | {"key"}
   return tuple(
       s for ch in _chapters(_FILLER_NOVEL) for para in ch if not re.search("[\"'_*]", para)
@@ -388,12 +389,12 @@ def fact_recall_items(n: int = 40, seed: int = 0) -> list[FactItem]:
     fact = f"Remember this: the {colour} {obj} is in the {place}."
     prompt = f"{fact}\n\n{rng.choice(_OPENINGS)}"
     if rng.random() < 0.5:
+      question, right = f"Where is the {colour} {obj}?", f" the {place}"
       others = [f" the {x}" for x in _FACT_PLACES if x != place]
-      question, choices = f"Where is the {colour} {obj}?", _choices(f" the {place}", others, index, rng)
     else:
+      question, right = f"What colour is the {obj} in the {place}?", f" {colour}"
       others = [f" {x}" for x in _COLOURS if x != colour]
-      question, choices = f"What colour is the {obj} in the {place}?", _choices(f" {colour}", others, index, rng)
-    items.append(FactItem(fact, prompt, question, choices, index))
+    items.append(FactItem(fact, prompt, question, _choices(right, others, index, rng), index))
   return items
 
 
