@@ -34,6 +34,11 @@ def _check_int(name, value, lo, hi=None):
     raise InputError(f"{name}={value!r} is out of range: it must be an integer {bound}")
 
 
+def _check_bool(name, value):
+  if not isinstance(value, bool):
+    raise InputError(f"{name}={value!r} is not a bool: pass True or False")
+
+
 def _check_choice(name, value, allowed):
   if value not in allowed:
     raise InputError(f"{name}={value!r} is unknown: use one of {', '.join(allowed)}")
@@ -92,6 +97,8 @@ class AttractorConfig:
     _check_choice("decay", self.decay, ("unused", "all"))
     _check_choice("gate", self.gate, ("none", "similarity"))
     _check_choice("init", self.init, ("noise", "prompt"))
+    _check_bool("reseed_dead", self.reseed_dead)
+    _check_bool("center", self.center)
     _check_range("beta", self.beta, 0.0, 1e4)
     _check_range("theta_act", self.theta_act, -1.0, 1.0)
     _check_range("eps_active", self.eps_active, 0.0, 1.0)

@@ -141,19 +141,19 @@ def _sweep(args) -> dict:
   from attractor_jax.seed_sweep import check_batch_size, seed_list, sweep
 
   cfg = aj.get_preset(args.preset)
-  per_call = check_batch_size(args.batch_size, len(seed_list(args.seeds)))
+  n_seeds = len(seed_list(args.seeds))
+  per_call = check_batch_size(args.batch_size, n_seeds)
   if args.task == "generate":
     check_sampling(args.max_new_tokens, args.temperature, args.top_p)
   text = read_text_file(args.text_file) if args.text_file else None
-  with tqdm(total=2, desc="loading model", file=sys.stderr) as bar:
-    model = aj.load(args.model)
-    bar.update()
-    bar.set_description(f"{args.task}: {args.seeds} seeds, {per_call} per call")
+  model = aj.load(args.model)
+  # Shown from the first finished batch on (delay), so bad input still prints one line only.
+  with tqdm(total=2 * n_seeds, desc=f"{args.task}: off, then {args.preset}, {per_call} seeds "
+            "per call", unit="seed", file=sys.stderr, delay=0.1) as bar:
     result = sweep(model, args.task, attractor=cfg, seeds=args.seeds, prompt=args.prompt,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens,
-                   batch_size=args.batch_size, resume_dir=args.resume_dir)
-    bar.update()
+                   batch_size=args.batch_size, resume_dir=args.resume_dir, progress=bar.update)
   result = {"preset": args.preset, "model": args.model, **result, "machine": machine_info(),
             "git_commit": git_commit()}
   if args.out:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import pathlib
 import zipfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -88,11 +88,13 @@ def check_batch_size(batch_size: int | None, n_seeds: int) -> int:
 
 def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: AttractorConfig,
                    seeds: int | Sequence[int] = 8, temperature: float = 0.0, top_p: float = 1.0,
-                   devices=None, batch_size: int | None = None, resume_dir=None) -> dict:
+                   devices=None, batch_size: int | None = None, resume_dir=None,
+                   progress: Callable[[int], object] | None = None) -> dict:
   """Generates for every seed, `batch_size` seeds per vmapped call (default: all in one call).
 
   With `resume_dir`, each finished batch is written there atomically, and a rerun with the
   same model spec, prompt, settings and seeds loads it instead of generating it again.
+  `progress(n)` is called after each batch with its n seeds.
   Returns per-seed tokens, states (NumPy, seed axis first) and traces.
   """
   attractor.check_model(model.config)
@@ -111,6 +113,8 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Attr
                             top_p, devices, batch, _pad_to_devices(size, devices))
     parts.append(run() if resume_dir is None else
                  _stored(resume_dir, {**settings, "seeds": batch}, run))
+    if progress is not None:
+      progress(len(batch))
   join = lambda *trees: jax.tree.map(lambda *a: np.concatenate(a), *trees)  # None joins to None
   tokens, count, states, trace = (join(*column) for column in zip(*parts))
   return {"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens, count)],
@@ -181,12 +185,13 @@ def generation_metrics(tokens: list[int]) -> dict[str, float]:
 def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | Sequence[int] = 8,
           prompt=None, max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,
           text: str | None = None, window: int = 512, max_tokens: int | None = None,
-          batch_size: int | None = None, resume_dir=None) -> dict:
+          batch_size: int | None = None, resume_dir=None,
+          progress: Callable[[int], object] | None = None) -> dict:
   """Runs `task` ("generate" or "ppl") for every seed; per-seed values, summaries, and paired
   differences against preset `off` (same seeds, same sampling keys).
 
-  For "generate", `batch_size` and `resume_dir` are those of `generate_seeds` (both runs, the
-  layer's and `off`'s, keep their finished batches there).
+  For "generate", `batch_size`, `resume_dir` and `progress` are those of `generate_seeds`
+  (two runs: `off`'s, then the layer's; both keep their finished batches in `resume_dir`).
   """
   seeds = seed_list(seeds)
   if task == "ppl":
@@ -194,7 +199,8 @@ def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | S
     if text is None:
       raise InputError("task 'ppl' needs text (--text-file)")
     if batch_size is not None or resume_dir is not None:
-      raise InputError("batch_size and resume_dir apply to task 'generate' only")
+      raise InputError("batch_size and resume_dir (--batch-size, --resume-dir) apply to task "
+                       "'generate' only")
     out = perplexity(model, text, window, max_tokens, attractor=attractor, seeds=len(seeds))
     return {"task": task, "seeds": seeds, **out}
   if task != "generate":
@@ -203,7 +209,7 @@ def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | S
     raise InputError("task 'generate' needs a prompt (--prompt)")
   runs = {name: generate_seeds(model, prompt, max_new_tokens, attractor=cfg, seeds=seeds,
                                temperature=temperature, top_p=top_p, batch_size=batch_size,
-                               resume_dir=resume_dir)
+                               resume_dir=resume_dir, progress=progress)
           for name, cfg in (("off", presets["off"]), ("layer", attractor))}
   per_seed = {name: [generation_metrics(t) for t in run["tokens"]] for name, run in runs.items()}
   metrics = list(per_seed["layer"][0])

@@ -1,0 +1,231 @@
+"""Nothing lost, same answer twice, long runs: killed writes, resumed sweeps, determinism across
+processes, 10,000-token generations, and the guard against a NaN or Inf attractor state."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attractor_jax as aj
+from attractor_jax import attractor, cli, runs, seed_sweep
+from attractor_jax.errors import InputError
+from attractor_jax.presets import presets
+from tiny_jax import random_model
+
+TESTS = pathlib.Path(__file__).parent
+SEED1 = dataclasses.replace(presets["seed"], layer=1)
+PROMPT = [5, 17, 42, 3, 60, 9]
+
+
+def _env() -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS))
+
+
+def _python(code: str, cwd) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(), cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc: subprocess.Popen):
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, f"subprocess failed:\n{out}\n{err[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return random_model()
+
+
+# ---- a killed writer never leaves half a result file ----
+
+_WRITE_FOREVER = """
+import pathlib
+from attractor_jax.results import write_json_atomic
+rows = list(range(300_000))  # about 2 MB of JSON: most of the loop is inside a write
+for i in range(1_000_000):
+  write_json_atomic("result.json", {"i": i, "rows": rows, "complete": True})
+  pathlib.Path("written").write_text(str(i))
+"""
+
+
+def test_sigkill_while_writing_json_leaves_no_half_file(tmp_path):
+  """Three kills at different moments: result.json is absent or a whole, valid write. The
+  temporary file left beside it shows that a kill landed mid-write."""
+  mid_write = 0
+  for k, delay in enumerate((0.0, 0.13, 0.41)):
+    d = tmp_path / str(k)
+    d.mkdir()
+    proc = _python(_WRITE_FOREVER, d)
+    try:
+      deadline = time.monotonic() + 60
+      while not (d / "written").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-4000:]
+        time.sleep(0.01)
+      time.sleep(delay)
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    result = json.loads((d / "result.json").read_text())
+    assert result["complete"] and result["rows"] == list(range(300_000))
+    assert result["i"] >= int((d / "written").read_text())
+    mid_write += any(p.name.startswith(".result.json.") for p in d.iterdir())
+  assert mid_write >= 1
+
+
+# ---- a sweep in seed batches, resumed from the batches already written ----
+
+def _spy_calls(monkeypatch) -> list:
+  calls, inner = [], seed_sweep._generate_seeds
+
+  def spy(params, prompt, init_keys, *args, **kw):
+    calls.append(init_keys.shape[0])
+    return inner(params, prompt, init_keys, *args, **kw)
+
+  monkeypatch.setattr(seed_sweep, "_generate_seeds", spy)
+  return calls
+
+
+def _assert_same_runs(a, b, exact=True):
+  assert a["tokens"] == b["tokens"] and a["seeds"] == b["seeds"]
+  close = (np.testing.assert_array_equal if exact else
+           lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5, rtol=0))
+  for key in ("states", "trace"):
+    for f in dataclasses.fields(a[key]):
+      x, y = getattr(a[key], f.name), getattr(b[key], f.name)
+      assert (x is None) == (y is None), f.name
+      if x is not None:
+        close(np.asarray(x), np.asarray(y))
+
+
+def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, tmp_path,
+                                                                         monkeypatch):
+  kw = dict(attractor=SEED1, seeds=[4, 0, 9, 2, 7], temperature=0.8)
+  whole = aj.generate_seeds(tiny, PROMPT, 12, **kw)
+  calls = _spy_calls(monkeypatch)
+  batched = aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw)
+  assert calls == [2, 2, 2]  # the last batch (one seed) is padded to the same shape
+  _assert_same_runs(batched, whole, exact=False)
+  assert len({tuple(t) for t in batched["tokens"]}) == 5
+  files = sorted(tmp_path.glob("seeds-*.npz"))
+  assert [f.name.split("-")[1] for f in files] == ["4", "7", "9"]
+
+  calls.clear()  # a finished sweep, run again: nothing is generated
+  _assert_same_runs(aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw),
+                    batched)
+  assert calls == []
+
+  # killed after its first two batches: only the last one is generated again
+  (next(tmp_path.glob("seeds-7-*.npz"))).unlink()
+  (tmp_path / ".seeds-7-half.npz.tmp").write_bytes(b"PK\x03\x04 cut off")  # a kill's leftover
+  _assert_same_runs(aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw),
+                    batched)
+  assert calls == [2]
+
+  calls.clear()  # other settings never reuse these batches
+  aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path,
+                    **{**kw, "temperature": 0.7})
+  assert calls == [2, 2, 2]
+
+
+def test_cli_sweep_resumes_from_its_batches(tiny, tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(aj, "load", lambda spec="smollm2-135m", dtype=None: random_model(
+      tokenizer=True))
+  monkeypatch.setitem(presets, "seed", SEED1)
+  argv = ["sweep", "--task", "generate", "--prompt", "Once upon", "--preset", "seed",
+          "--seeds", "3", "--batch-size", "2", "--max-new-tokens", "10", "--temperature", "0.8",
+          "--resume-dir", str(tmp_path / "batches"), "--out", str(tmp_path / "out.json"), "--json"]
+  assert cli.main(argv) == 0
+  first = json.loads(capsys.readouterr().out)
+  assert len(list((tmp_path / "batches").glob("seeds-*.npz"))) == 4  # 2 batches x (off, seed)
+  calls = _spy_calls(monkeypatch)
+  assert cli.main(argv) == 0
+  again = json.loads(capsys.readouterr().out)
+  assert calls == []
+  assert again["per_seed"] == first["per_seed"] and again["per_seed_off"] == first["per_seed_off"]
+  assert json.loads((tmp_path / "out.json").read_text())["texts"] == first["texts"]
+
+
+# ---- the same seeded run in two processes ----
+
+_SEEDED_RUN = """
+import dataclasses, numpy as np
+from attractor_jax.generation import generate
+from attractor_jax.presets import presets
+from tiny_jax import random_model
+cfg = dataclasses.replace(presets["seed"], layer=1)
+g = generate(random_model(), [5, 17, 42, 3, 60, 9], 64, attractor=cfg, seed=3, temperature=0.8)
+np.savez("run.npz", tokens=np.asarray(g.tokens),
+         **{f.name: np.asarray(getattr(g.state, f.name)) for f in dataclasses.fields(g.state)})
+"""
+
+
+def test_same_seed_same_tokens_and_state_in_two_processes(tmp_path):
+  dirs = [tmp_path / "a", tmp_path / "b"]
+  for d in dirs:
+    d.mkdir()
+  for proc in [_python(_SEEDED_RUN, d) for d in dirs]:
+    _wait(proc)
+  a, b = (np.load(d / "run.npz") for d in dirs)
+  assert set(a.files) == set(b.files) and len(set(a["tokens"].tolist())) > 5
+  for name in a.files:
+    assert a[name].dtype == b[name].dtype, name
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# ---- long runs: 10,000 tokens stay finite; a NaN state is caught and never checkpointed ----
+
+@pytest.mark.parametrize("name", ["seed", "gated", "multiscale"])
+def test_ten_thousand_tokens_stay_finite(name):
+  """10,000 sampled tokens on a 1-layer model (the guard in `generate` would raise otherwise)."""
+  model = random_model(num_layers=1, max_len=10_240)
+  cfg = dataclasses.replace(presets[name], layer=0)
+  g = aj.generate(model, PROMPT, 10_000, attractor=cfg, seed=1, temperature=0.8, trace=True)
+  assert len(g.tokens) == 10_000 and int(g.state.step) == 10_000
+  assert g.trace.finite.shape == (10_000,) and g.trace.finite.all()
+  s = np.asarray(g.trace.strength)
+  assert 0.0 <= s.min() and s.max() <= 1.0 and s[-1].max() > 0.5  # it stayed in use
+  for leaf in (g.state.vectors, g.state.feedback, g.state.mean):
+    assert np.isfinite(np.asarray(leaf)).all()
+
+
+def _poison(monkeypatch, at: int):
+  """Makes attractor update number `at` write NaN into the vectors (and so every later pass)."""
+  real = attractor.update
+
+  def update(cfg, state, x_D):
+    new, info = real(cfg, state, x_D)
+    return new.replace(vectors=jnp.where(new.step == at, jnp.nan, new.vectors)), info
+
+  monkeypatch.setattr(attractor, "update", update)
+
+
+# A config no other test compiles: the poisoned update stays in its own jit cache entries.
+POISONED = dataclasses.replace(SEED1, alpha=0.0123)
+
+
+def test_generate_names_the_pass_where_the_state_went_non_finite(tiny, monkeypatch):
+  _poison(monkeypatch, at=17)
+  with pytest.raises(InputError, match=r"token 16 of this call \(attractor update 17\)"):
+    aj.generate(tiny, PROMPT, 30, attractor=POISONED)
+
+
+def test_checkpointed_run_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+  _poison(monkeypatch, at=25)
+  with pytest.raises(InputError, match=r"update 25\).*after 20 tokens"):
+    runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, attractor=POISONED, every=10)
+  done, run = runs.latest_good(tmp_path, POISONED, tiny)
+  assert done == 20 and sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [
+      10, 20]
+  state = run["carry"].state
+  assert int(np.asarray(state.step)[0]) == 20
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in (state.vectors, state.feedback))
