@@ -1,7 +1,7 @@
 """`attractor-jax report`: builds RESULTS.md from results/*.json (nothing typed by hand).
 
 First the seed's claims beside ours, then a section per experiment, then conclusions that
-follow from the numbers (a CI that spans zero is reported as "no detectable change").
+follow from the numbers (a CI that spans zero, or p >= 0.05, is reported as "no detectable change").
 Experiments without a result file are listed as not yet measured.
 """
 
@@ -28,9 +28,9 @@ def _ci(ci, fmt="{:+.2f}") -> str:
   return f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
 
 
-def _verdict(ci) -> str:
-  if ci[0] <= 0 <= ci[1]:
-    return "no detectable change (95% CI spans 0)"
+def _verdict(ci, p: float) -> str:
+  if ci[0] <= 0 <= ci[1] or p >= 0.05:
+    return f"no detectable change (CI spans 0 or p = {p:.2f})"
   return "higher than off" if ci[0] > 0 else "lower than off"
 
 
@@ -91,7 +91,7 @@ def _e3(res: dict) -> tuple[list[str], list[str]]:
                      f"{_ci(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} |")
     s = paired["seq_rep_4"]
     rows.append(f"{preset}: seq-rep-4 {s['mean_diff']:+.3f} {_ci(s['ci95'], '{:+.3f}')} vs off "
-                f"({_verdict(s['ci95'])})")
+                f"({_verdict(s['ci95'], s['p_value'])})")
   section += ["", f"{r['n_items']} items ({len(r['data'])} prompts x {r['seeds']} seeds), "
               f"{r['max_new_tokens']} tokens, temperature {r['sampling']['temperature']}, "
               f"top-p {r['sampling']['top_p']}; CIs resample prompts. Command: "
@@ -117,10 +117,57 @@ def _e4(res: dict) -> tuple[list[str], list[str]]:
                    f"{_ci([100 * c for c in a['ci95']])} | {a['p_value']:.3f} | "
                    f"{g['mean_diff']:+.4f} | {_ci(g['ci95'], '{:+.4f}')} |")
     rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {_ci([100 * c for c in a['ci95']])} "
-                f"({_verdict(a['ci95'])})")
+                f"({_verdict(a['ci95'], a['p_value'])})")
   section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
               f"contexts read in {r['segment']}-token passes; CIs resample stories. Command: "
               "`python -m experiments.e4_comprehension`.", ""]
+  return rows, section
+
+
+def _e5(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e5_sweeps")
+  if not r:
+    return [], []
+  section = ["## E5: sweeps of K and lambda (preset seed otherwise)", "",
+             "| axis | value | KL(base \\|\\| layer) per token | 95% CI (seeds) | ppl change % | seed std of ppl |",
+             "|---|---|---|---|---|---|"]
+  for row in r["rows"]:
+    kl = row["kl_per_token"]
+    section.append(f"| {row['axis']} | {row['value']} | {kl['mean']:.2e} | "
+                   f"{_ci(kl['ci95'], '{:.2e}')} | {row['delta_ppl_pct']:+.3f} | {row['ppl_seed_std']:.4f} |")
+  by = lambda axis: [x for x in r["rows"] if x["axis"] == axis]
+  rows = [f"{axis}: KL/token from {part[0]['kl_per_token']['mean']:.1e} ({axis}={part[0]['value']}) "
+          f"to {part[-1]['kl_per_token']['mean']:.1e} ({axis}={part[-1]['value']}); seed std of ppl "
+          f"{part[0]['ppl_seed_std']:.3f} to {part[-1]['ppl_seed_std']:.3f}"
+          for axis in ("K", "lambda") if (part := by(axis))]
+  section += ["", f"Data: {r['data']}; {r['seeds']} seeds; baseline ppl {r['baseline_ppl']:.2f}. "
+              "Command: `python -m experiments.e5_sweeps`.", ""]
+  section += [f"![{p}](results/{pathlib.Path(p).name})" for p in r["plots"]] + [""]
+  return rows, section
+
+
+def _e6(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e6_topics")
+  if not r:
+    return [], []
+  off = r["summary"]["off"]["mean"]
+  section = ["## E6: topic switch (snap-back), dead attractors, read-out", "",
+             "| preset | snap-back share | diff vs off | 95% CI | p | dead share at end |",
+             "|---|---|---|---|---|---|", f"| off | {off:.3f} | | | | |"]
+  rows = [f"off snap-back share {off:.3f}"]
+  for preset, p in r["paired_vs_off"].items():
+    d = r["dead_share"][preset]["mean"]
+    section.append(f"| {preset} | {r['summary'][preset]['mean']:.3f} | {p['mean_diff']:+.3f} | "
+                   f"{_ci(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | {d:.2f} |")
+    rows.append(f"{preset}: snap-back {p['mean_diff']:+.3f} {_ci(p['ci95'], '{:+.3f}')} "
+                f"({_verdict(p['ci95'], p['p_value'])}); dead {100 * d:.0f}%")
+  first = next(iter(r["attractor_readout_top5"].items()), None)
+  section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "
+              f"{r['max_new_tokens']} tokens. Command: `python -m experiments.e6_topics`.", ""]
+  if first:
+    section += [f"Attractor read-out (top 5 tokens of each attractor through the unembedding), "
+                f"{first[0]}, seed 0:", ""]
+    section += [f"- {' '.join(repr(t) for t in toks)}" for toks in first[1]] + [""]
   return rows, section
 
 
@@ -128,7 +175,8 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   """The text of RESULTS.md."""
   results = pathlib.Path(results_dir)
   res = _load(results)
-  parts = {"E1": _e1(res), "E2": _e2(res), "E3": _e3(res), "E4": _e4(res)}
+  parts = {"E1": _e1(res), "E2": _e2(res), "E3": _e3(res), "E4": _e4(res),
+           "E5": _e5(res), "E6": _e6(res)}
   lines = ["# Results", "", "Generated by `attractor-jax report` from `results/*.json`; every "
            "number below is in one of those files, with the command that produced it.", "",
            "## The seed's claims beside ours", "", "| # | seed's claim | ours |", "|---|---|---|"]

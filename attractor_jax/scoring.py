@@ -58,12 +58,13 @@ def token_nll(logits_BxTxV, targets_BxT):
   return -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
 
 
-def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, *, decoder: Decoder,
-                        cfg):
+def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, ref_logp_NxWxV=None,
+                        *, decoder: Decoder, cfg):
   """Scores windows token by token with the attractor layer on, for S seeds at once.
 
   Each pass is one token, as in generation; the KV cache restarts at every window while the
-  attractor state carries over (the persistent memory under test). Returns NLL sums [S, N].
+  attractor state carries over (the persistent memory under test). Returns NLL sums [S, N]
+  and, given reference log-probs (the baseline's), KL(reference || layer) sums [S, N].
   """
   from attractor_jax.attractor import init_state
   from attractor_jax.step import step
@@ -71,25 +72,37 @@ def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, *, de
 
   W = windows_NxW.shape[1]
 
-  def one_window(state, window_W):
+  def one_window(state, window):
+    window_W, ref_WxV = window
+
     def one_token(carry, pos):
       cache, state = carry
       logits, cache, state = step(params, window_W[pos][None, None], pos[None, None], cache,
                                   state, decoder=decoder, cfg=cfg)
       target = window_W[jnp.minimum(pos + 1, W - 1)]
-      nll = token_nll(logits[:, -1], target[None])[0]
-      return (cache, state), jnp.where(pos < W - 1, nll, 0.0)
+      scored = pos < W - 1
+      nll = jnp.where(scored, token_nll(logits[:, -1], target[None])[0], 0.0)
+      if ref_WxV is None:
+        return (cache, state), (nll, 0.0)
+      logp_V = jax.nn.log_softmax(logits[0, -1])
+      kl = jnp.sum(jnp.exp(ref_WxV[pos]) * (ref_WxV[pos] - logp_V))
+      return (cache, state), (nll, jnp.where(scored, kl, 0.0))
 
     cache = init_cache(decoder.config, 1, W, decoder.dtype)
-    (_, state), nll_W = jax.lax.scan(one_token, (cache, state), jnp.arange(W))
-    return state, nll_W.sum()
+    (_, state), (nll_W, kl_W) = jax.lax.scan(one_token, (cache, state), jnp.arange(W))
+    return state, (nll_W.sum(), jnp.sum(kl_W))
 
   def one_seed(key):
     state = jax.tree.map(lambda a: a[None], init_state(cfg, decoder.config, key, prompt_attn_TxD))
-    _, nll_N = jax.lax.scan(one_window, state, windows_NxW)
-    return nll_N
+    _, (nll_N, kl_N) = jax.lax.scan(one_window, state, (windows_NxW, ref_logp_NxWxV))
+    return nll_N, kl_N
 
   return jax.vmap(one_seed)(init_keys_S)
+
+
+def baseline_logp(model: Model, windows_NxW: np.ndarray) -> jax.Array:
+  """The baseline model's next-token log-probs of each window: [N, W, V]."""
+  return jax.nn.log_softmax(model.logits(windows_NxW), axis=-1)
 
 
 _stepwise_jit = jax.jit(stepwise_window_nll, static_argnames=("decoder", "cfg"))
@@ -127,9 +140,9 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
                                    jnp.arange(window)[None], method=Decoder.tapped,
                                    host_layer=attractor.layer)
   keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
-  nll_SxN = np.asarray(_stepwise_jit(model.params, jnp.asarray(windows), keys,
-                                     taps.attn_out_BxTxD[0], decoder=model.decoder,
-                                     cfg=attractor), np.float64)
+  nll_SxN, _ = _stepwise_jit(model.params, jnp.asarray(windows), keys, taps.attn_out_BxTxD[0],
+                              decoder=model.decoder, cfg=attractor)
+  nll_SxN = np.asarray(nll_SxN, np.float64)
   ppl_S = np.exp(nll_SxN.sum(axis=1) / predictions)
   diff_N = (nll_SxN.mean(axis=0) - base_N) / (window - 1)
   lo, hi = stats.bootstrap_ci(diff_N) if len(diff_N) > 1 else (diff_N[0], diff_N[0])

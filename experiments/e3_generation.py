@@ -61,15 +61,16 @@ def main(argv=None):
   parser.add_argument("--out", default="results/e3_generation.json")
   args = parser.parse_args(argv)
   seeds, tokens, novels = (2, 60, NOVELS[:1]) if args.quick else (8, 500, NOVELS)
+  presets = PRESETS[:1] if args.quick else PRESETS
   t0 = time.time()
   model = aj.load()
-  rows, curves = {p: [] for p in ("off", *PRESETS)}, {}
-  bar = tqdm(total=len(novels) * (1 + len(PRESETS)), desc="E3 generations", file=sys.stderr)
+  rows, curves = {p: [] for p in ("off", *presets)}, {}
+  bar = tqdm(total=len(novels) * (1 + len(presets)), desc="E3 generations", file=sys.stderr)
   for cluster, novel in enumerate(novels):
     ids = opening_ids(model, novel)
     prompt = ids
     prompt_D = prompt_vector(model, ids)
-    for preset in ("off", *PRESETS):
+    for preset in ("off", *presets):
       run = aj.generate_seeds(model, prompt, tokens, attractor=aj.presets[preset], seeds=seeds,
                               temperature=0.8, top_p=0.95)
       for s, toks in enumerate(run["tokens"]):
@@ -82,9 +83,9 @@ def main(argv=None):
   clusters = np.array([r["cluster"] for r in rows["off"]])
   col = lambda p, m: np.array([r[m] for r in rows[p]])
   paired = {p: {m: stats.paired(col(p, m), col("off", m), clusters=clusters) for m in metrics}
-            for p in PRESETS}
+            for p in presets}
   summary = {p: {m: stats.summarize(col(p, m), clusters=clusters) for m in metrics}
-             for p in ("off", *PRESETS)}
+             for p in ("off", *presets)}
   width = min(len(c) for cs in curves.values() for c in cs)
   mean_curves = {p: np.mean([c[:width] for c in cs], axis=0).tolist() for p, cs in curves.items()}
   plot = args.out.replace(".json", ".png")
@@ -95,7 +96,7 @@ def main(argv=None):
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
       "model": model.spec, "data": [f"first {PROMPT_TOKENS} tokens of {n}, chapter 1" for n in novels],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
-      "sampling": {"temperature": 0.8, "top_p": 0.95}, "presets": list(PRESETS),
+      "sampling": {"temperature": 0.8, "top_p": 0.95}, "presets": list(presets),
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
       "plot": plot, "items": rows, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})

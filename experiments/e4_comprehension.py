@@ -33,7 +33,7 @@ def main(argv=None):
   parser.add_argument("--out", default="results/e4_comprehension.json")
   args = parser.parse_args(argv)
   n, seeds = (16, 2) if args.quick else (240, 8)
-  presets = args.presets.split(",")
+  presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
   items = comprehension_items(n, seed=0, split="test")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from attractor_jax.presets import presets
 from tiny_jax import random_model
 
 TESTS = pathlib.Path(__file__).parent
-SEED1 = dataclasses.replace(presets["seed"], layer=1)
+SEED0 = dataclasses.replace(presets["seed"], layer=0)  # the tiny model here has 1 layer
 PROMPT = [5, 17, 42, 3, 60, 9]
 
 
@@ -42,7 +43,7 @@ def _wait(proc: subprocess.Popen):
 
 @pytest.fixture(scope="module")
 def tiny():
-  return random_model()
+  return random_model(num_layers=1)
 
 
 # ---- a killed writer never leaves half a result file ----
@@ -109,7 +110,7 @@ def _assert_same_runs(a, b, exact=True):
 
 def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, tmp_path,
                                                                          monkeypatch):
-  kw = dict(attractor=SEED1, seeds=[4, 0, 9, 2, 7], temperature=0.8)
+  kw = dict(attractor=SEED0, seeds=[4, 0, 9, 2, 7], temperature=0.8)
   whole = aj.generate_seeds(tiny, PROMPT, 12, **kw)
   calls = _spy_calls(monkeypatch)
   batched = aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw)
@@ -139,10 +140,10 @@ def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, t
 
 def test_cli_sweep_resumes_from_its_batches(tiny, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(aj, "load", lambda spec="smollm2-135m", dtype=None: random_model(
-      tokenizer=True))
-  monkeypatch.setitem(presets, "seed", SEED1)
-  argv = ["sweep", "--task", "generate", "--prompt", "Once upon", "--preset", "seed",
-          "--seeds", "3", "--batch-size", "2", "--max-new-tokens", "10", "--temperature", "0.8",
+      tokenizer=True, num_layers=1))
+  monkeypatch.setitem(presets, "seed", SEED0)
+  argv = ["sweep", "--task", "generate", "--prompt", "Once u", "--preset", "seed",
+          "--seeds", "3", "--batch-size", "2", "--max-new-tokens", "12", "--temperature", "0.8",
           "--resume-dir", str(tmp_path / "batches"), "--out", str(tmp_path / "out.json"), "--json"]
   assert cli.main(argv) == 0
   first = json.loads(capsys.readouterr().out)
@@ -199,7 +200,10 @@ def test_ten_thousand_tokens_stay_finite(name):
 
 
 def _poison(monkeypatch, at: int):
-  """Makes attractor update number `at` write NaN into the vectors (and so every later pass)."""
+  """Makes attractor update number `at` write NaN into the vectors (and so every later pass).
+
+  Returns a config no other test compiles, so the poisoned update has its own jit cache entries.
+  """
   real = attractor.update
 
   def update(cfg, state, x_D):
@@ -207,25 +211,20 @@ def _poison(monkeypatch, at: int):
     return new.replace(vectors=jnp.where(new.step == at, jnp.nan, new.vectors)), info
 
   monkeypatch.setattr(attractor, "update", update)
+  return dataclasses.replace(SEED0, alpha=0.01 + at / 1e5)
 
 
-# A config no other test compiles: the poisoned update stays in its own jit cache entries.
-POISONED = dataclasses.replace(SEED1, alpha=0.0123)
-
-
-def test_generate_names_the_pass_where_the_state_went_non_finite(tiny, monkeypatch):
-  _poison(monkeypatch, at=17)
-  with pytest.raises(InputError, match=r"token 16 of this call \(attractor update 17\)"):
-    aj.generate(tiny, PROMPT, 30, attractor=POISONED)
-
-
-def test_checkpointed_run_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-  _poison(monkeypatch, at=25)
-  with pytest.raises(InputError, match=r"update 25\).*after 20 tokens"):
-    runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, attractor=POISONED, every=10)
-  done, run = runs.latest_good(tmp_path, POISONED, tiny)
+def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monkeypatch):
+  """Update 25 goes NaN: the chunked run stops there keeping its checkpoint at 20 tokens, and
+  continuing that checkpoint's state with `generate` names the same update."""
+  cfg = _poison(monkeypatch, at=25)
+  with pytest.raises(InputError, match=r"token 4 of this call \(attractor update 25\).*after 20 "):
+    runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, attractor=cfg, every=10)
+  done, run = runs.latest_good(tmp_path, cfg, tiny)
   assert done == 20 and sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [
       10, 20]
-  state = run["carry"].state
-  assert int(np.asarray(state.step)[0]) == 20
-  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in (state.vectors, state.feedback))
+  state = jax.tree.map(lambda a: np.asarray(a)[0], run["carry"].state)
+  assert int(state.step) == 20
+  assert all(np.isfinite(leaf).all() for leaf in (state.vectors, state.strength, state.feedback))
+  with pytest.raises(InputError, match=r"token 4 of this call \(attractor update 25\)"):
+    aj.generate(tiny, PROMPT, 10, attractor=cfg, state=state)
