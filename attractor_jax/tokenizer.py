@@ -36,11 +36,11 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
 __all__ = [
-    "SUPPORTED_GGUF_MODELS",
-    "SUPPORTED_GGUF_PRE",
-    "Tokenizer",
-    "tokenizer_from_gguf",
-    "tokenizer_from_hf_dir",
+  "SUPPORTED_GGUF_MODELS",
+  "SUPPORTED_GGUF_PRE",
+  "Tokenizer",
+  "tokenizer_from_gguf",
+  "tokenizer_from_hf_dir",
 ]
 
 SUPPORTED_GGUF_MODELS = ("gpt2",)
@@ -52,54 +52,54 @@ _USER_DEFINED = 4  # llama.cpp token type: added, not special
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Tokenizer:
-    """Text <-> token ids for one model, plus its chat template.
+  """Text <-> token ids for one model, plus its chat template.
 
-    Build one with `tokenizer_from_gguf` or `tokenizer_from_hf_dir`. `encode` never adds special
-    tokens except BOS, and BOS only where the model asks for it (`add_bos`), or where the caller
-    says so. Special tokens written in the text (like ``<|im_start|>``) are matched whole.
+  Build one with `tokenizer_from_gguf` or `tokenizer_from_hf_dir`. `encode` never adds special
+  tokens except BOS, and BOS only where the model asks for it (`add_bos`), or where the caller
+  says so. Special tokens written in the text (like ``<|im_start|>``) are matched whole.
+  """
+
+  bos_id: int | None
+  eos_id: int | None
+  vocab_size: int
+  add_bos: bool
+  chat_template: str | None
+  special_tokens: Mapping[str, str | None]  # bos_token, eos_token, unk_token, pad_token
+  _encode: Callable[[str], list[int]] = dataclasses.field(repr=False)
+  _decode: Callable[[Sequence[int], bool], str] = dataclasses.field(repr=False)
+  source: str = ""
+
+  def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+    """Token ids of `text`; BOS first if `add_bos` (default: what the model says)."""
+    if not isinstance(text, str):
+      raise TypeError(f"encode takes a str, got {type(text).__name__}")
+    ids = list(self._encode(text))
+    if self.add_bos if add_bos is None else add_bos:
+      if self.bos_id is None:
+        raise ValueError(f"add_bos=True but this tokenizer ({self.source}) has no BOS token")
+      ids.insert(0, self.bos_id)
+    return ids
+
+  def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+    """The text of `ids` (a list, tuple or 1-D array of ints)."""
+    return self._decode([int(i) for i in ids], skip_special_tokens)
+
+  def apply_chat_template(
+    self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+  ) -> str:
+    """Render `messages` ([{"role": ..., "content": ...}, ...]) with the model's chat template.
+
+    Rendered in a jinja2 `ImmutableSandboxedEnvironment`, as transformers does (templates come
+    from model files, so they are untrusted code). Returns text; `encode` it to get ids.
     """
-
-    bos_id: int | None
-    eos_id: int | None
-    vocab_size: int
-    add_bos: bool
-    chat_template: str | None
-    special_tokens: Mapping[str, str | None]  # bos_token, eos_token, unk_token, pad_token
-    _encode: Callable[[str], list[int]] = dataclasses.field(repr=False)
-    _decode: Callable[[Sequence[int], bool], str] = dataclasses.field(repr=False)
-    source: str = ""
-
-    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
-        """Token ids of `text`; BOS first if `add_bos` (default: what the model says)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        ids = list(self._encode(text))
-        if self.add_bos if add_bos is None else add_bos:
-            if self.bos_id is None:
-                raise ValueError(f"add_bos=True but this tokenizer ({self.source}) has no BOS token")
-            ids.insert(0, self.bos_id)
-        return ids
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        """The text of `ids` (a list, tuple or 1-D array of ints)."""
-        return self._decode([int(i) for i in ids], skip_special_tokens)
-
-    def apply_chat_template(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
-    ) -> str:
-        """Render `messages` ([{"role": ..., "content": ...}, ...]) with the model's chat template.
-
-        Rendered in a jinja2 `ImmutableSandboxedEnvironment`, as transformers does (templates come
-        from model files, so they are untrusted code). Returns text; `encode` it to get ids.
-        """
-        if not self.chat_template:
-            raise ValueError(f"this tokenizer ({self.source}) has no chat template")
-        template = _compile_chat_template(self.chat_template)
-        context = {k: v for k, v in self.special_tokens.items() if v is not None}
-        context.update(kwargs)
-        return template.render(
-            messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt, **context
-        )
+    if not self.chat_template:
+      raise ValueError(f"this tokenizer ({self.source}) has no chat template")
+    template = _compile_chat_template(self.chat_template)
+    context = {k: v for k, v in self.special_tokens.items() if v is not None}
+    context.update(kwargs)
+    return template.render(
+      messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt, **context
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,121 +107,121 @@ class Tokenizer:
 
 
 def _gguf_field(reader: Any, name: str, default: Any = None) -> Any:
-    field = reader.fields.get(name)
-    return default if field is None else field.contents()
+  field = reader.fields.get(name)
+  return default if field is None else field.contents()
 
 
 @lru_cache(maxsize=1)
 def _byte_alphabet() -> dict[int, str]:
-    """GPT-2's byte -> printable-unicode map (the spelling byte-level vocabularies are stored in)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+  """GPT-2's byte -> printable-unicode map (the spelling byte-level vocabularies are stored in)."""
+  bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+  bs += list(range(ord("®"), ord("ÿ") + 1))
+  cs = bs[:]
+  n = 0
+  for b in range(256):
+    if b not in bs:
+      bs.append(b)
+      cs.append(256 + n)
+      n += 1
+  return dict(zip(bs, map(chr, cs)))
 
 
 def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-    if pre == "smollm":
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    if pre in ("gpt2", "default"):
-        return byte_level
-    raise ValueError(
-        f"unsupported GGUF tokenizer.ggml.pre {pre!r}; supported: {', '.join(SUPPORTED_GGUF_PRE)}"
-    )
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+  if pre == "smollm":
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+  if pre in ("gpt2", "default"):
+    return byte_level
+  raise ValueError(
+    f"unsupported GGUF tokenizer.ggml.pre {pre!r}; supported: {', '.join(SUPPORTED_GGUF_PRE)}"
+  )
 
 
 def tokenizer_from_gguf(reader_or_path: Any) -> Tokenizer:
-    """The tokenizer a GGUF file describes (a path, or an open `gguf.GGUFReader`).
+  """The tokenizer a GGUF file describes (a path, or an open `gguf.GGUFReader`).
 
-    Byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the file's tokens and merges, a
-    ByteLevel decoder, control tokens (token_type 3) added as special tokens and user-defined ones
-    (type 4) as plain added tokens, the pre-tokenizer that ``tokenizer.ggml.pre`` names, BOS/EOS
-    ids, ``add_bos_token`` and ``tokenizer.chat_template``. Anything else -> ValueError.
-    """
-    if isinstance(reader_or_path, (str, os.PathLike)):
-        import gguf
+  Byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the file's tokens and merges, a
+  ByteLevel decoder, control tokens (token_type 3) added as special tokens and user-defined ones
+  (type 4) as plain added tokens, the pre-tokenizer that ``tokenizer.ggml.pre`` names, BOS/EOS
+  ids, ``add_bos_token`` and ``tokenizer.chat_template``. Anything else -> ValueError.
+  """
+  if isinstance(reader_or_path, (str, os.PathLike)):
+    import gguf
 
-        path = os.fspath(reader_or_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no GGUF file at {path!r}")
-        reader = gguf.GGUFReader(path)
-        source = path
-    else:
-        reader = reader_or_path
-        source = str(getattr(reader, "path", "GGUFReader"))
+    path = os.fspath(reader_or_path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"no GGUF file at {path!r}")
+    reader = gguf.GGUFReader(path)
+    source = path
+  else:
+    reader = reader_or_path
+    source = str(getattr(reader, "path", "GGUFReader"))
 
-    kind = _gguf_field(reader, "tokenizer.ggml.model")
-    if kind not in SUPPORTED_GGUF_MODELS:
-        raise ValueError(
-            f"unsupported GGUF tokenizer.ggml.model {kind!r} in {source}; "
-            f"supported: {', '.join(SUPPORTED_GGUF_MODELS)}"
-        )
-    pre = _gguf_field(reader, "tokenizer.ggml.pre", "default")
-    pre_tokenizer = _pre_tokenizer(pre)  # raises early for an unknown `pre`
-
-    tokens: list[str] = list(_gguf_field(reader, "tokenizer.ggml.tokens"))
-    token_types: list[int] = list(_gguf_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
-    merges_raw = _gguf_field(reader, "tokenizer.ggml.merges")
-    if merges_raw is None:
-        raise ValueError(f"GGUF {source} has a byte-level BPE vocabulary but no tokenizer.ggml.merges")
-
-    spelling = _byte_alphabet()
-    alphabet = set(spelling.values())
-
-    def spelled(token: str) -> str:  # same respelling as transformers, for files with raw tokens
-        return token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8"))
-
-    vocab: dict[str, int] = {}
-    for index, token in enumerate(tokens):
-        vocab.setdefault(token if token_types[index] in (_CONTROL, _USER_DEFINED) else spelled(token), index)
-    merges = []
-    for merge in merges_raw:
-        parts = merge.split(" ")
-        if len(parts) != 2:
-            raise ValueError(f"GGUF {source}: malformed merge {merge!r} (want 'left right')")
-        merges.append((parts[0], parts[1]))
-
-    bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
-    backend = tokenizers.Tokenizer(bpe)
-    backend.pre_tokenizer = pre_tokenizer
-    backend.decoder = decoders.ByteLevel()
-    typed = list(zip(tokens, token_types))
-    control = [AddedToken(t, special=True, normalized=False) for t, k in typed if k == _CONTROL]
-    user = [AddedToken(t, special=False, normalized=False) for t, k in typed if k == _USER_DEFINED]
-    if control:
-        backend.add_special_tokens(control)
-    if user:
-        backend.add_tokens(user)
-
-    def token_of(key: str) -> tuple[int | None, str | None]:
-        index = _gguf_field(reader, f"tokenizer.ggml.{key}")
-        if index is None or not 0 <= int(index) < len(tokens):
-            return None, None
-        return int(index), tokens[int(index)]
-
-    bos_id, bos = token_of("bos_token_id")
-    eos_id, eos = token_of("eos_token_id")
-    _, unk = token_of("unknown_token_id")
-    _, pad = token_of("padding_token_id")
-
-    return Tokenizer(
-        bos_id=bos_id,
-        eos_id=eos_id,
-        vocab_size=len(tokens),
-        add_bos=bool(_gguf_field(reader, "tokenizer.ggml.add_bos_token", False)),
-        chat_template=_gguf_field(reader, "tokenizer.chat_template"),
-        special_tokens={"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad},
-        _encode=lambda text: backend.encode(text, add_special_tokens=False).ids,
-        _decode=lambda ids, skip: backend.decode(ids, skip_special_tokens=skip),
-        source=source,
+  kind = _gguf_field(reader, "tokenizer.ggml.model")
+  if kind not in SUPPORTED_GGUF_MODELS:
+    raise ValueError(
+      f"unsupported GGUF tokenizer.ggml.model {kind!r} in {source}; "
+      f"supported: {', '.join(SUPPORTED_GGUF_MODELS)}"
     )
+  pre = _gguf_field(reader, "tokenizer.ggml.pre", "default")
+  pre_tokenizer = _pre_tokenizer(pre)  # raises early for an unknown `pre`
+
+  tokens: list[str] = list(_gguf_field(reader, "tokenizer.ggml.tokens"))
+  token_types: list[int] = list(_gguf_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
+  merges_raw = _gguf_field(reader, "tokenizer.ggml.merges")
+  if merges_raw is None:
+    raise ValueError(f"GGUF {source} has a byte-level BPE vocabulary but no tokenizer.ggml.merges")
+
+  spelling = _byte_alphabet()
+  alphabet = set(spelling.values())
+
+  def spelled(token: str) -> str:  # same respelling as transformers, for files with raw tokens
+    return token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8"))
+
+  vocab: dict[str, int] = {}
+  for index, token in enumerate(tokens):
+    vocab.setdefault(token if token_types[index] in (_CONTROL, _USER_DEFINED) else spelled(token), index)
+  merges = []
+  for merge in merges_raw:
+    parts = merge.split(" ")
+    if len(parts) != 2:
+      raise ValueError(f"GGUF {source}: malformed merge {merge!r} (want 'left right')")
+    merges.append((parts[0], parts[1]))
+
+  bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
+  backend = tokenizers.Tokenizer(bpe)
+  backend.pre_tokenizer = pre_tokenizer
+  backend.decoder = decoders.ByteLevel()
+  typed = list(zip(tokens, token_types))
+  control = [AddedToken(t, special=True, normalized=False) for t, k in typed if k == _CONTROL]
+  user = [AddedToken(t, special=False, normalized=False) for t, k in typed if k == _USER_DEFINED]
+  if control:
+    backend.add_special_tokens(control)
+  if user:
+    backend.add_tokens(user)
+
+  def token_of(key: str) -> tuple[int | None, str | None]:
+    index = _gguf_field(reader, f"tokenizer.ggml.{key}")
+    if index is None or not 0 <= int(index) < len(tokens):
+      return None, None
+    return int(index), tokens[int(index)]
+
+  bos_id, bos = token_of("bos_token_id")
+  eos_id, eos = token_of("eos_token_id")
+  _, unk = token_of("unknown_token_id")
+  _, pad = token_of("padding_token_id")
+
+  return Tokenizer(
+    bos_id=bos_id,
+    eos_id=eos_id,
+    vocab_size=len(tokens),
+    add_bos=bool(_gguf_field(reader, "tokenizer.ggml.add_bos_token", False)),
+    chat_template=_gguf_field(reader, "tokenizer.chat_template"),
+    special_tokens={"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad},
+    _encode=lambda text: backend.encode(text, add_special_tokens=False).ids,
+    _decode=lambda ids, skip: backend.decode(ids, skip_special_tokens=skip),
+    source=source,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,33 +229,33 @@ def tokenizer_from_gguf(reader_or_path: Any) -> Tokenizer:
 
 
 def tokenizer_from_hf_dir(path: str | os.PathLike) -> Tokenizer:
-    """Wrap `transformers.AutoTokenizer.from_pretrained(path)` in the same interface.
+  """Wrap `transformers.AutoTokenizer.from_pretrained(path)` in the same interface.
 
-    `add_bos` is whether the HF tokenizer puts BOS first when it adds its special tokens; `encode`
-    then never lets HF add anything else (no EOS, no separators).
-    """
-    from transformers import AutoTokenizer
+  `add_bos` is whether the HF tokenizer puts BOS first when it adds its special tokens; `encode`
+  then never lets HF add anything else (no EOS, no separators).
+  """
+  from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(os.fspath(path))
-    bos_id = hf.bos_token_id
-    with_specials = hf.encode("a", add_special_tokens=True)
-    add_bos = bos_id is not None and len(with_specials) > 0 and with_specials[0] == bos_id
-    return Tokenizer(
-        bos_id=bos_id,
-        eos_id=hf.eos_token_id,
-        vocab_size=len(hf),
-        add_bos=add_bos,
-        chat_template=hf.chat_template if isinstance(hf.chat_template, str) else None,
-        special_tokens={
-            "bos_token": hf.bos_token,
-            "eos_token": hf.eos_token,
-            "unk_token": hf.unk_token,
-            "pad_token": hf.pad_token,
-        },
-        _encode=lambda text: hf.encode(text, add_special_tokens=False),
-        _decode=lambda ids, skip: hf.decode(ids, skip_special_tokens=skip),
-        source=os.fspath(path),
-    )
+  hf = AutoTokenizer.from_pretrained(os.fspath(path))
+  bos_id = hf.bos_token_id
+  with_specials = hf.encode("a", add_special_tokens=True)
+  add_bos = bos_id is not None and len(with_specials) > 0 and with_specials[0] == bos_id
+  return Tokenizer(
+    bos_id=bos_id,
+    eos_id=hf.eos_token_id,
+    vocab_size=len(hf),
+    add_bos=add_bos,
+    chat_template=hf.chat_template if isinstance(hf.chat_template, str) else None,
+    special_tokens={
+      "bos_token": hf.bos_token,
+      "eos_token": hf.eos_token,
+      "unk_token": hf.unk_token,
+      "pad_token": hf.pad_token,
+    },
+    _encode=lambda text: hf.encode(text, add_special_tokens=False),
+    _decode=lambda ids, skip: hf.decode(ids, skip_special_tokens=skip),
+    source=os.fspath(path),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,22 +264,22 @@ def tokenizer_from_hf_dir(path: str | os.PathLike) -> Tokenizer:
 
 @lru_cache(maxsize=8)
 def _compile_chat_template(source: str) -> Any:
-    import jinja2
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+  import jinja2
+  from jinja2.ext import loopcontrols
+  from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
+  def raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+  def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
                sort_keys: bool = False) -> str:
-        # Jinja's own tojson escapes HTML characters; transformers overrides it the same way.
-        return json.dumps(
-            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-        )
+    # Jinja's own tojson escapes HTML characters; transformers overrides it the same way.
+    return json.dumps(
+      x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(source)
+  env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+  env.filters["tojson"] = tojson
+  env.globals["raise_exception"] = raise_exception
+  env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+  return env.from_string(source)

