@@ -4,6 +4,7 @@ test_generation, test_sweep and test_attractor are not repeated here."""
 
 import dataclasses
 import math
+import re
 import subprocess
 import sys
 
@@ -78,7 +79,7 @@ MODEL_FILES = [("qwen", "'qwen2'"), ("garbage", "garbage.gguf"), ("dir", "dir.gg
 
 @pytest.mark.parametrize("name,named", MODEL_FILES)
 def test_load_refuses_bad_model_files(bad_files, name, named):
-  with pytest.raises(InputError, match=named.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(InputError, match=re.escape(named)):
     aj.load(bad_files[name])
 
 
@@ -149,11 +150,11 @@ def test_perplexity_refuses_empty_text_wide_windows_and_no_seeds(tiny):
 
 @pytest.mark.parametrize("kwargs,named", [
     (dict(batch_size=0), "batch_size=0"), (dict(batch_size=2.5), "batch_size=2.5"),
-    (dict(batch_size=True), "batch_size=True"), (dict(seeds=[3, -1]), "seeds="),
+    (dict(batch_size=True), "batch_size=True"),
     (dict(temperature=-1.0), "temperature=-1.0"), (dict(top_p=0.0), "top_p=0.0"),
 ])
 def test_generate_seeds_refuses_bad_arguments(tiny, kwargs, named):
-  with pytest.raises(InputError, match=named.replace(".", r"\.")):
+  with pytest.raises(InputError, match=re.escape(named)):
     aj.generate_seeds(tiny, PROMPT, 4, attractor=SEED1, **{"seeds": 2, **kwargs})
 
 
@@ -207,7 +208,7 @@ def test_every_config_field_has_a_case():
 @pytest.mark.parametrize("field", sorted(CONFIG_CASES))
 def test_config_refuses_each_field_out_of_range(field):
   value = CONFIG_CASES[field]
-  with pytest.raises(InputError, match=f"{field}={value!r}".replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(InputError, match=re.escape(f"{field}={value!r}")):
     AttractorConfig(**{field: value})
 
 
