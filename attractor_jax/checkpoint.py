@@ -132,18 +132,21 @@ def restore_state(path: str | pathlib.Path, *, expect_config: AttractorConfig | 
   if expect_model is not None and expect_model != meta["model"]:
     raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
                      f"not {expect_model!r}: restore it into the same model")
-  target = _abstract_state(cfg, meta["width"], tuple(meta.get("batch_shape", [])))
-  try:
-    restored = _checkpointer().restore(path, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax raises many types on damaged directories
-    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
-                     f"({type(e).__name__}): restore an earlier checkpoint") from None
-  state = restored["state"]
+  state = _restore(path, _abstract_state(cfg, meta["width"], tuple(meta.get("batch_shape", []))))
   for name in ("vectors", "strength", "feedback"):
     if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
       raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
   return Restored(state=state, meta=meta)
+
+
+def _restore(path: pathlib.Path, target):
+  """Restores the `state` item against an abstract target; InputError when it is damaged."""
+  try:
+    return _checkpointer().restore(path, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+  except Exception as e:  # orbax raises many types on damaged directories
+    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
+                     f"({type(e).__name__}): restore an earlier checkpoint") from None
 
 
 def _diff(a: AttractorConfig, b: AttractorConfig) -> str:
@@ -202,11 +205,5 @@ def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
 def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:
   """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
   path = pathlib.Path(path).absolute()
-  target = run_target(read_meta(path), cfg, model, str(path))
-  try:
-    restored = _checkpointer().restore(path, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax raises many types on damaged directories
-    raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
-                     f"({type(e).__name__}): restore an earlier checkpoint") from None
-  return Restored(state=restored["state"], meta=restored["meta"])
+  meta = read_meta(path)
+  return Restored(state=_restore(path, run_target(meta, cfg, model, str(path))), meta=meta)
