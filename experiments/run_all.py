@@ -32,7 +32,8 @@ def main(argv=None):
     subprocess.run([sys.executable, "-m", f"experiments.{name}", *flag, "--out",
                     str(out / f"{name}.json")], check=True, cwd=root)
   env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(out),
-         "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "2048", "WINDOW": "128" if args.quick else "512",
+         "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "2048",
+         "WINDOW": "128" if args.quick else "512",
          "PRESETS": "seed" if args.quick else "seed gated multiscale"}
   print("run_all: e1_perplexity", file=sys.stderr)
   subprocess.run(["bash", "experiments/e1_perplexity.sh"], check=True, cwd=root, env=env)
