@@ -1,7 +1,7 @@
 """`attractor-jax report`: builds RESULTS.md from results/*.json (nothing typed by hand).
 
 First the seed's claims beside ours, then a section per experiment, then conclusions that
-follow from the numbers (a CI that spans zero, or p >= 0.05, is reported as "no detectable change").
+follow from the numbers (a CI that spans zero is reported as "no detectable change"; p-values are always shown).
 Experiments without a result file are listed as not yet measured.
 """
 
@@ -29,9 +29,11 @@ def _ci(ci, fmt="{:+.2f}") -> str:
 
 
 def _verdict(ci, p: float) -> str:
-  if ci[0] <= 0 <= ci[1] or p >= 0.05:
-    return f"no detectable change (CI spans 0 or p = {p:.2f})"
-  return "higher than off" if ci[0] > 0 else "lower than off"
+  """Direction when the bootstrap CI excludes 0; the permutation p is always shown (with few
+  clusters its smallest possible value can exceed 0.05, e.g. 2/16 with 4 prompts)."""
+  if ci[0] <= 0 <= ci[1]:
+    return f"no detectable change: CI spans 0, p = {p:.3f}"
+  return f"{'higher' if ci[0] > 0 else 'lower'} than off: CI excludes 0, p = {p:.3f}"
 
 
 def _e1(res: dict) -> tuple[list[str], list[str]]:
