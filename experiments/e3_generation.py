@@ -86,8 +86,11 @@ def main(argv=None):
             for p in presets}
   summary = {p: {m: stats.summarize(col(p, m), clusters=clusters) for m in metrics}
              for p in ("off", *presets)}
-  width = min(len(c) for cs in curves.values() for c in cs)
-  mean_curves = {p: np.mean([c[:width] for c in cs], axis=0).tolist() for p, cs in curves.items()}
+  width = max(len(c) for cs in curves.values() for c in cs)
+  padded = lambda c: np.pad(np.asarray(c, float), (0, width - len(c)), constant_values=np.nan)
+  # Continuations that stopped at EOS drop out of the later windows' means.
+  mean_curves = {p: np.nanmean([padded(c) for c in cs], axis=0).tolist()
+                 for p, cs in curves.items()}
   plot = args.out.replace(".json", ".png")
   plot_lines(plot, mean_curves, x=[50 * (i + 1) for i in range(width)],
              xlabel="generated tokens (end of 50-token window)", ylabel="seq-rep-4 in window",
