@@ -3,8 +3,8 @@
     logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
 
 Layers are a list of per-layer param dicts, unrolled in the trace. (A `lax.scan` over
-stacked weights compiles faster but runs ~4x slower at batch 1 on CPU: XLA copies each
-layer's weight slice before the matrix-vector products.) `cache=None` runs plain causal
+stacked weights compiles faster but runs several times slower at batch 1 on CPU: XLA copies
+each layer's weight slice before the matrix-vector products.) `cache=None` runs plain causal
 attention over the pass's own tokens.
 """
 
