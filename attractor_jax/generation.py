@@ -112,7 +112,7 @@ def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 20
   if state is not None:
     check_state(state, cfg, model)
     state = jax.tree.map(lambda a: jnp.asarray(a)[None], state)
-  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  eos = model.eos_id
   temp, top = jnp.float32(temperature), jnp.float32(top_p)
   (carry, row0), c0, p_s = compile_and_run(
       prefill_jit, (model.params, jnp.asarray(ids), init_key, sample_key, temp, top, state),
@@ -181,7 +181,7 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: Attractor
   if pad > 0:  # grow the cache: the new slots are masked until written
     grow = lambda arrays: tuple(jnp.pad(a, [(0, 0), (0, pad), (0, 0), (0, 0)]) for a in arrays)
     carry = carry.replace(cache=carry.cache.replace(k=grow(carry.cache.k), v=grow(carry.cache.v)))
-  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  eos = model.eos_id
   (tokens, count, carry, rows), c, d_s = compile_and_run(
       decode_jit, (model.params, carry, sample_key, jnp.float32(temperature), jnp.float32(top_p)),
       dict(decoder=model.decoder, cfg=attractor, length=max_new_tokens, eos_id=eos))

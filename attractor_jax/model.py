@@ -33,17 +33,22 @@ class Model:
   dtype: Any = jnp.float32
 
   @property
+  def eos_id(self) -> int:
+    """The end-of-sequence id; -1 (never sampled) for a model without a tokenizer."""
+    return int(self.tokenizer.eos_id) if self.tokenizer is not None else -1
+
+  @property
   def decoder(self) -> Decoder:
     return Decoder(self.config, dtype=self.dtype)
 
   def logits(self, token_ids) -> jax.Array:
     """One full causal forward pass: token ids [batch, seq] -> float32 logits [batch, seq, vocab]."""
     tokens = check_tokens(token_ids, self.config)
-    return _full_forward(self.params, tokens, decoder=self.decoder)
+    return full_forward(self.params, tokens, decoder=self.decoder)
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
-def _full_forward(params, tokens_BxT, *, decoder: Decoder):
+def full_forward(params, tokens_BxT, *, decoder: Decoder):
   positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
   logits, _ = decoder.apply({"params": params}, tokens_BxT, positions)
   return logits

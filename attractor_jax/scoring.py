@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attractor_jax.errors import InputError
-from attractor_jax.model import Model
+from attractor_jax.model import Model, full_forward
 from attractor_jax.transformer import Decoder
 
 _WINDOWS_PER_CALL = 4
@@ -47,8 +47,7 @@ def window_nll(model: Model, windows_NxW: np.ndarray) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def _nll_full(params, tokens_BxW, *, decoder: Decoder):
-  positions = jnp.broadcast_to(jnp.arange(tokens_BxW.shape[1]), tokens_BxW.shape)
-  logits, _ = decoder.apply({"params": params}, tokens_BxW, positions)
+  logits = full_forward(params, tokens_BxW, decoder=decoder)
   return token_nll(logits[:, :-1], tokens_BxW[:, 1:]).sum(axis=-1)
 
 

@@ -130,7 +130,7 @@ def _run_batch(model: Model, ids, max_new_tokens, cfg, temperature, top_p, devic
   padded = seeds + [seeds[-1]] * (width - len(seeds))
   init_keys, sample_keys = (jnp.stack(k) for k in zip(*(seed_keys(s) for s in padded)))
   init_keys, sample_keys = shard_seeds((init_keys, sample_keys), devices)
-  eos = int(model.tokenizer.eos_id) if model.tokenizer is not None else -1
+  eos = model.eos_id
   tokens, count, states, trace = _generate_seeds(
       model.params, jnp.asarray(ids), init_keys, sample_keys, jnp.float32(temperature),
       jnp.float32(top_p), decoder=model.decoder, cfg=cfg,
