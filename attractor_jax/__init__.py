@@ -5,6 +5,12 @@ from attractor_jax.attractor import (AttractorConfig, AttractorState, Timescale,
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate
+from attractor_jax.memories.base import Memory, Observation
+from attractor_jax.memories.cache import CacheConfig
+from attractor_jax.memories.dynamic_eval import DynamicEvalConfig
+from attractor_jax.memories.fastweights import FastWeightsConfig
+from attractor_jax.memories.hopfield import HopfieldConfig
+from attractor_jax.memories.steering import SteeringConfig
 from attractor_jax.model import Model, load
 from attractor_jax.presets import get_preset, presets
 from attractor_jax.checkpoint import restore_state, save_state

@@ -7,41 +7,19 @@ Shape suffixes: N banks, K attractors per bank, D model width, T positions of a 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Literal
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
+from attractor_jax.memories.base import Memory
+from attractor_jax.validation import check_bool, check_choice, check_int, check_range
 
 _COS_EPS = 1e-8
-
-
-def _check_range(name, value, lo, hi):
-  if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) \
-      or not lo <= value <= hi:
-    raise InputError(f"{name}={value!r} is out of range: it must be a number in [{lo}, {hi}]")
-
-
-def _check_int(name, value, lo, hi=None):
-  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < lo \
-      or (hi and value > hi):
-    bound = f"[{lo}, {hi}]" if hi else f">= {lo}"
-    raise InputError(f"{name}={value!r} is out of range: it must be an integer {bound}")
-
-
-def _check_bool(name, value):
-  if not isinstance(value, bool):
-    raise InputError(f"{name}={value!r} is not a bool: pass True or False")
-
-
-def _check_choice(name, value, allowed):
-  if value not in allowed:
-    raise InputError(f"{name}={value!r} is unknown: use one of {', '.join(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,18 +32,19 @@ class Timescale:
 
   def __post_init__(self):
     for name in ("eta", "gamma", "lam"):
-      _check_range(f"timescale.{name}", getattr(self, name), 0.0, 1.0)
+      check_range(f"timescale.{name}", getattr(self, name), 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AttractorConfig:
+class AttractorConfig(Memory):
   """Every knob of METHOD.md; frozen, hashable, validated on construction.
 
   `enabled=False` is preset `off`: no layer at all (not even its compute).
   """
 
-  enabled: bool = True
-  layer: int = 15
+  kind = "attractor"
+  uses_prompt = True
+
   num_attractors: int = 8
   pool: Literal["last", "mean"] = "last"
   beta: float = 10.0
@@ -91,26 +70,26 @@ class AttractorConfig:
     if not self.enabled:
       return
     object.__setattr__(self, "timescales", tuple(self.timescales))
-    _check_int("layer", self.layer, 0)
-    _check_int("num_attractors", self.num_attractors, 1, 4096)
-    _check_choice("pool", self.pool, ("last", "mean"))
-    _check_choice("decay", self.decay, ("unused", "all"))
-    _check_choice("gate", self.gate, ("none", "similarity"))
-    _check_choice("init", self.init, ("noise", "prompt"))
-    _check_bool("reseed_dead", self.reseed_dead)
-    _check_bool("center", self.center)
-    _check_range("beta", self.beta, 0.0, 1e4)
-    _check_range("theta_act", self.theta_act, -1.0, 1.0)
-    _check_range("eps_active", self.eps_active, 0.0, 1.0)
-    _check_range("s_dead", self.s_dead, 0.0, 1.0)
-    _check_int("dead_after", self.dead_after, 0)
-    _check_range("theta_gate", self.theta_gate, -1.0, 1.0)
-    _check_range("tau_gate", self.tau_gate, 1e-6, 1e3)
-    _check_int("burn_in_steps", self.burn_in_steps, 0)
-    _check_range("burn_in_strength", self.burn_in_strength, 0.0, 1.0)
-    _check_range("alpha", self.alpha, 0.0, 1e3)
-    _check_range("init_noise", self.init_noise, 0.0, 1e3)
-    _check_range("init_strength", self.init_strength, 0.0, 1.0)
+    check_int("layer", self.layer, 0)
+    check_int("num_attractors", self.num_attractors, 1, 4096)
+    check_choice("pool", self.pool, ("last", "mean"))
+    check_choice("decay", self.decay, ("unused", "all"))
+    check_choice("gate", self.gate, ("none", "similarity"))
+    check_choice("init", self.init, ("noise", "prompt"))
+    check_bool("reseed_dead", self.reseed_dead)
+    check_bool("center", self.center)
+    check_range("beta", self.beta, 0.0, 1e4)
+    check_range("theta_act", self.theta_act, -1.0, 1.0)
+    check_range("eps_active", self.eps_active, 0.0, 1.0)
+    check_range("s_dead", self.s_dead, 0.0, 1.0)
+    check_int("dead_after", self.dead_after, 0)
+    check_range("theta_gate", self.theta_gate, -1.0, 1.0)
+    check_range("tau_gate", self.tau_gate, 1e-6, 1e3)
+    check_int("burn_in_steps", self.burn_in_steps, 0)
+    check_range("burn_in_strength", self.burn_in_strength, 0.0, 1.0)
+    check_range("alpha", self.alpha, 0.0, 1e3)
+    check_range("init_noise", self.init_noise, 0.0, 1e3)
+    check_range("init_strength", self.init_strength, 0.0, 1.0)
     if not self.timescales or not all(isinstance(t, Timescale) for t in self.timescales):
       raise InputError(f"timescales={self.timescales!r}: pass a non-empty tuple of Timescale")
 
@@ -118,11 +97,26 @@ class AttractorConfig:
   def num_banks(self) -> int:
     return len(self.timescales)
 
-  def check_model(self, model_config: ModelConfig):
-    """Refuses a host layer the model does not have."""
-    if self.enabled and self.layer >= model_config.num_layers:
-      raise InputError(f"layer={self.layer} is beyond the model's {model_config.num_layers} "
-                       f"layers: pass 0 <= layer < {model_config.num_layers}")
+  def fresh_state(self, model_config, key, prompt_attn_TxD=None) -> "AttractorState":
+    return init_state(self, model_config, key, prompt_attn_TxD)
+
+  def feedback(self, state):
+    return state.feedback
+
+  def observe(self, state, obs, params):
+    return update(self, state, pool(obs.attn_out, self.pool))
+
+  def trace_fields(self, state, info):
+    return {"strength": state.strength, "max_sim": info.max_sim, "gate": info.gate,
+            "feedback_norm": info.feedback_norm, "active": info.active}
+
+  def summary(self, state):
+    """Mean strength, active and dead attractors, updates made."""
+    s, idle = np.asarray(state.strength), np.asarray(state.idle)
+    return {"enabled": True, "kind": self.kind, "step": int(state.step),
+            "mean_strength": float(s.mean()), "active": int((idle == 0).sum()),
+            "dead": int(((s < self.s_dead) & (idle > self.dead_after)).sum()),
+            "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback))}
 
 
 @flax.struct.dataclass

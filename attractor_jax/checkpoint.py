@@ -1,8 +1,8 @@
-"""Orbax checkpoints of attractor state (and of whole runs, to resume), with metadata.
+"""Orbax checkpoints of memory state (and of whole runs, to resume), with metadata.
 
 A checkpoint directory holds two items: `state` (the pytree, restored against an abstract
-target built from the metadata, so the pytree type comes back) and `meta` (JSON: attractor
-config, model id, step, position, sampling key data, library version). Orbax writes to a
+target built from the metadata, so the pytree type comes back) and `meta` (JSON: the memory's
+config and kind, model id and config, step, position, sampling key data, library version). Orbax writes to a
 temporary directory and renames it on commit, so a killed save never replaces a good one.
 """
 
@@ -20,28 +20,37 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from attractor_jax.attractor import AttractorConfig, AttractorState, Timescale
+from attractor_jax.attractor import Timescale
+from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
+from attractor_jax.memories.base import Memory, abstract_state
 
-FORMAT = "attractor-jax/1"
-
-
-def config_to_dict(cfg: AttractorConfig) -> dict:
-  return dataclasses.asdict(cfg)
+FORMAT = "attractor-jax/2"  # 2: any memory kind; the model config is saved
 
 
-def config_from_dict(d: dict) -> AttractorConfig:
+def config_to_dict(cfg: Memory) -> dict:
+  return {"kind": cfg.kind, **dataclasses.asdict(cfg)}
+
+
+def config_from_dict(d: dict) -> Memory:
+  from attractor_jax.presets import kinds
+
   d = dict(d)
-  d["timescales"] = tuple(Timescale(**t) for t in d["timescales"])
-  return AttractorConfig(**d)
+  kind = d.pop("kind")
+  if kind not in kinds:
+    raise ValueError(f"unknown memory kind {kind!r}")
+  if kind == "attractor":
+    d["timescales"] = tuple(Timescale(**t) for t in d["timescales"])
+  return kinds[kind](**d)
 
 
-def metadata(cfg: AttractorConfig, model, generation=None, **extra) -> dict:
+def metadata(cfg: Memory, model, generation=None, **extra) -> dict:
   """The metadata saved beside a state: enough to rebuild its shape and check compatibility."""
   from attractor_jax import __version__
 
   meta = {"format": FORMAT, "library_version": __version__, "attractor_config": config_to_dict(cfg),
-          "model": model.spec, "width": model.config.width, **extra}
+          "model": model.spec, "width": model.config.width,
+          "model_config": dataclasses.asdict(model.config), **extra}
   if generation is not None:
     meta.update(step=int(generation.state.step) if generation.state is not None else 0,
                 position=int(generation.carry.position),
@@ -53,15 +62,6 @@ def metadata(cfg: AttractorConfig, model, generation=None, **extra) -> dict:
 class Restored:
   state: Any
   meta: dict
-
-
-def _abstract_state(cfg: AttractorConfig, width: int, batch: tuple[int, ...] = ()):
-  n, k = cfg.num_banks, cfg.num_attractors
-  f32, i32 = jnp.float32, jnp.int32
-  spec = lambda shape, dtype: jax.ShapeDtypeStruct((*batch, *shape), dtype)
-  return AttractorState(vectors=spec((n, k, width), f32), strength=spec((n, k), f32),
-                        idle=spec((n, k), i32), step=spec((), i32), feedback=spec((width,), f32),
-                        mean=spec((width,), f32), sigma=spec((), f32), rng=spec((2,), jnp.uint32))
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -85,11 +85,10 @@ def _save_replacing(path: pathlib.Path, tree, meta: dict, overwrite: bool = True
   shutil.rmtree(old, ignore_errors=True)
 
 
-def save_state(path: str | pathlib.Path, state: AttractorState, meta: dict, *,
-               overwrite: bool = True):
-  """Saves an AttractorState (optionally batched over seeds: leading axes) with metadata."""
+def save_state(path: str | pathlib.Path, state, meta: dict, *, overwrite: bool = True):
+  """Saves a memory state (optionally batched over seeds: leading axes) with metadata."""
   if state is None:
-    raise InputError("there is no attractor state to save: the preset is 'off'")
+    raise InputError("there is no memory state to save: the preset is 'off'")
   _check_no_typed_keys(state)
   batch = tuple(np.shape(state.step))
   _save_replacing(path, state, {**meta, "batch_shape": list(batch)}, overwrite)
@@ -109,32 +108,36 @@ def read_meta(path: str | pathlib.Path) -> dict:
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
     raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}")
-  missing = [k for k in ("attractor_config", "model", "width") if k not in meta]
+  missing = [k for k in ("attractor_config", "model", "width", "model_config") if k not in meta]
   if missing:
     raise InputError(f"checkpoint {str(path)!r} metadata lacks {', '.join(missing)}: "
                      "it is corrupted; restore an earlier checkpoint")
   try:
     config_from_dict(meta["attractor_config"])
+    ModelConfig(**meta["model_config"])
   except (TypeError, KeyError, ValueError) as e:
-    raise InputError(f"checkpoint {str(path)!r} has an unreadable attractor config ({e})") from None
+    raise InputError(f"checkpoint {str(path)!r} has an unreadable memory or model config ({e})") from None
   return meta
 
 
-def restore_state(path: str | pathlib.Path, *, expect_config: AttractorConfig | None = None,
+def restore_state(path: str | pathlib.Path, *, expect_config: Memory | None = None,
                   expect_model: str | None = None) -> Restored:
-  """Restores an AttractorState saved by `save_state`, refusing a different config or model."""
+  """Restores a memory state saved by `save_state`, refusing a different config or model."""
   path = pathlib.Path(path).absolute()
   meta = read_meta(path)
   cfg = config_from_dict(meta["attractor_config"])
   if expect_config is not None and expect_config != cfg:
-    raise InputError(f"checkpoint {str(path)!r} was made with a different attractor config "
+    raise InputError(f"checkpoint {str(path)!r} was made with a different memory config "
                      f"({_diff(cfg, expect_config)}): use the same preset or config")
   if expect_model is not None and expect_model != meta["model"]:
     raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
                      f"not {expect_model!r}: restore it into the same model")
-  state = _restore(path, _abstract_state(cfg, meta["width"], tuple(meta.get("batch_shape", []))))
-  for name in ("vectors", "strength", "feedback"):
-    if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
+  target = abstract_state(cfg, ModelConfig(**meta["model_config"]),
+                          tuple(meta.get("batch_shape", [])))
+  state = _restore(path, target)
+  for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
+      name = jax.tree_util.keystr(leaf_path).lstrip(".")
       raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
   return Restored(state=state, meta=meta)
 
@@ -149,10 +152,10 @@ def _restore(path: pathlib.Path, target):
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
 
 
-def _diff(a: AttractorConfig, b: AttractorConfig) -> str:
+def _diff(a: Memory, b: Memory) -> str:
   da, db = config_to_dict(a), config_to_dict(b)
-  keys = [k for k in da if da[k] != db[k]]
-  return ", ".join(f"{k}: saved {da[k]!r} vs given {db[k]!r}" for k in keys[:3])
+  keys = [k for k in {**da, **db} if da.get(k) != db.get(k)]
+  return ", ".join(f"{k}: saved {da.get(k)!r} vs given {db.get(k)!r}" for k in keys[:3])
 
 
 def _check_no_typed_keys(tree):
@@ -161,8 +164,8 @@ def _check_no_typed_keys(tree):
       raise InputError("a typed PRNG key cannot be checkpointed: store jax.random.key_data(key)")
 
 
-def run_tree(generation, cfg: AttractorConfig, model) -> tuple[dict, dict]:
-  """The (pytree, metadata) of a run: KV cache, attractor state, last token, position, keys.
+def run_tree(generation, cfg: Memory, model) -> tuple[dict, dict]:
+  """The (pytree, metadata) of a run: KV cache, memory state, last token, position, keys.
 
   The cache is saved, not rebuilt: it depends on the feedback each pass received.
   """
@@ -175,7 +178,7 @@ def run_tree(generation, cfg: AttractorConfig, model) -> tuple[dict, dict]:
   return tree, meta
 
 
-def run_target(meta: dict, cfg: AttractorConfig, model, where: str) -> dict:
+def run_target(meta: dict, cfg: Memory, model, where: str) -> dict:
   """The abstract pytree a saved run restores into, after checking config and model."""
   from attractor_jax.sampling import prefill
 
@@ -183,7 +186,7 @@ def run_target(meta: dict, cfg: AttractorConfig, model, where: str) -> dict:
     raise InputError(f"checkpoint {where!r} holds a state, not a run: use restore_state")
   saved = config_from_dict(meta["attractor_config"])
   if saved != cfg:
-    raise InputError(f"checkpoint {where!r} was made with a different attractor config "
+    raise InputError(f"checkpoint {where!r} was made with a different memory config "
                      f"({_diff(saved, cfg)}): use the same preset or config")
   if meta["model"] != model.spec:
     raise InputError(f"checkpoint {where!r} was made with model {meta['model']!r}, "
@@ -197,12 +200,12 @@ def run_target(meta: dict, cfg: AttractorConfig, model, where: str) -> dict:
           "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
 
 
-def save_run(path: str | pathlib.Path, generation, cfg: AttractorConfig, model):
+def save_run(path: str | pathlib.Path, generation, cfg: Memory, model):
   """Saves a run to `path` so that `resume` continues it exactly."""
   _save_replacing(path, *run_tree(generation, cfg, model))
 
 
-def restore_run(path: str | pathlib.Path, cfg: AttractorConfig, model) -> Restored:
+def restore_run(path: str | pathlib.Path, cfg: Memory, model) -> Restored:
   """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
   path = pathlib.Path(path).absolute()
   meta = read_meta(path)

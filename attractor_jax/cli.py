@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model(p):
   p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, a .gguf, an HF dir or hub id")
-  p.add_argument("--preset", default="off", help="off, seed, gated, multiscale")
+  p.add_argument("--preset", default="off", help="attractor: off, seed, gated, multiscale; related work: cache, "
+                 "hopfield, steering, fastweights, dynamic-eval")
   p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -43,13 +44,13 @@ def _add_ppl_options(p):
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="attractor-jax", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-  gen = sub.add_parser("generate", help="generate text with an attractor preset")
+  gen = sub.add_parser("generate", help="generate text with a memory preset")
   _add_model(gen)
   _add_generate_options(gen)
   gen.add_argument("--seed", type=int, default=0)
-  gen.add_argument("--save-state", help="directory to save the final attractor state to")
-  gen.add_argument("--load-state", help="directory of a saved attractor state to continue from")
-  ppl = sub.add_parser("ppl", help="perplexity, baseline and with an attractor preset")
+  gen.add_argument("--save-state", help="directory to save the final memory state to")
+  gen.add_argument("--load-state", help="directory of a saved memory state to continue from")
+  ppl = sub.add_parser("ppl", help="perplexity, baseline and with a memory preset")
   _add_model(ppl)
   _add_ppl_options(ppl)
   ppl.add_argument("--seeds", type=int, default=1)

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attractor_jax import sampling
-from attractor_jax.attractor import AttractorConfig, AttractorState
 from attractor_jax.errors import InputError
+from attractor_jax.memories.base import Memory, abstract_state
 from attractor_jax.model import Model, check_tokens
 from attractor_jax.presets import presets
 
@@ -29,25 +29,21 @@ class Generation:
   text: str
   tokens: list[int]  # generated ids, up to and including EOS
   prompt_tokens: list[int]
-  state: AttractorState | None  # final attractor state (no batch axis); None when off
+  state: Any  # final memory state (no batch axis); None when off
   carry: sampling.Carry  # token, position, step, KV cache, state: what a resume needs
   sample_key: np.ndarray  # key data of the sampling key
   trace: sampling.Trace | None  # per generated token, when trace=True (NumPy)
   timing: dict[str, float]
 
-  def summary(self, cfg: AttractorConfig) -> dict[str, Any]:
+  def summary(self, cfg: Memory) -> dict[str, Any]:
     return summarize_state(self.state, cfg)
 
 
-def summarize_state(state: AttractorState | None, cfg: AttractorConfig) -> dict[str, Any]:
-  """Mean strength, active and dead attractors, updates made: the demo's and CLI's summary."""
+def summarize_state(state, cfg: Memory) -> dict[str, Any]:
+  """The memory's few summary numbers (the demo's and CLI's), or {"enabled": False}."""
   if state is None or not cfg.enabled:
     return {"enabled": False}
-  s = np.asarray(state.strength)
-  idle = np.asarray(state.idle)
-  return {"enabled": True, "step": int(state.step), "mean_strength": float(s.mean()),
-          "active": int((idle == 0).sum()), "dead": int(((s < cfg.s_dead) & (idle > cfg.dead_after)).sum()),
-          "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback))}
+  return cfg.summary(state)
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
@@ -92,16 +88,18 @@ def compile_and_run(jitted, args, static):
 
 
 def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 200, *,
-             attractor: AttractorConfig | None = None, seed: int = 0, temperature: float = 0.0,
-             top_p: float = 1.0, state: AttractorState | None = None, trace: bool = False,
+             attractor: Memory | None = None, seed: int = 0, temperature: float = 0.0,
+             top_p: float = 1.0, state=None, trace: bool = False,
              chat: bool = False) -> Generation:
   """Generates up to `max_new_tokens` after `prompt`, with the attractor layer `attractor`.
 
   Args:
-    attractor: an AttractorConfig or preset (default: `off`).
-    seed: derives the attractor init key and the sampling key.
-    state: an attractor state to continue from (persistent memory across prompts).
-    trace: record per-pass strengths, similarity, gate, feedback norm and hidden states.
+    attractor: a memory config or preset: an AttractorConfig or any `memories` config
+      (default: `off`).
+    seed: derives the memory's init key and the sampling key.
+    state: a memory state to continue from (persistent memory across prompts).
+    trace: record per-pass hidden states, feedback norms and (attractor) strengths,
+      similarity and gate.
     chat: wrap the prompt in the tokenizer's chat template.
   """
   cfg = presets["off"] if attractor is None else attractor
@@ -143,21 +141,24 @@ def seed_keys(seed: int):
   return init_key, sample_key
 
 
-def check_state(state: AttractorState, cfg: AttractorConfig, model: Model):
-  """Refuses a state whose shapes do not fit the config and model, or that is not finite."""
-  want = (cfg.num_banks, cfg.num_attractors, model.config.width)
-  got = tuple(np.shape(state.vectors))
+def check_state(state, cfg: Memory, model: Model):
+  """Refuses a state whose type or shapes do not fit the config and model, or not finite."""
   if not cfg.enabled:
-    raise InputError("a state was given but the attractor preset is 'off': pass a preset with a layer")
-  if got != want:
-    raise InputError(f"state vectors have shape {got}, but this config and model need {want} "
-                     "(banks, attractors, width): restore a state made with the same config")
-  for name in ("vectors", "strength", "feedback"):
-    if not np.all(np.isfinite(np.asarray(getattr(state, name)))):
+    raise InputError("a state was given but the preset is 'off': pass a preset with a memory")
+  want = abstract_state(cfg, model.config)
+  if type(state) is not type(want):
+    raise InputError(f"the state is a {type(state).__name__}, but memory {cfg.kind!r} needs a "
+                     f"{type(want).__name__}: restore a state made with the same preset")
+  for (path, leaf), spec in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(want)):
+    name = jax.tree_util.keystr(path).lstrip(".")
+    if tuple(np.shape(leaf)) != spec.shape:
+      raise InputError(f"state.{name} has shape {tuple(np.shape(leaf))}, but this config and "
+                       f"model need {spec.shape}: restore a state made with the same config")
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
       raise InputError(f"state.{name} has NaN or Inf values: restore an earlier good state")
 
 
-def check_finite(rows: sampling.Trace, passes: int, state: AttractorState | None):
+def check_finite(rows: sampling.Trace, passes: int, state):
   """Raises InputError naming the first of `passes` passes after which the state held NaN/Inf."""
   if rows.finite is None:
     return
@@ -166,12 +167,12 @@ def check_finite(rows: sampling.Trace, passes: int, state: AttractorState | None
     return
   i = int(np.argmin(ok))
   raise InputError(
-      f"the attractor state became NaN or Inf in the pass that produced token {i} of this call "
-      f"(attractor update {int(state.step) - (passes - 1 - i)}): lower alpha or beta, or "
+      f"the memory state became NaN or Inf in the pass that produced token {i} of this call "
+      f"(memory update {int(state.step) - (passes - 1 - i)}): lower alpha or beta, or "
       "restore an earlier good state")
 
 
-def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: AttractorConfig,
+def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: Memory,
            temperature: float = 0.0, top_p: float = 1.0) -> Generation:
   """Continues a run restored by `checkpoint.restore_run` for `max_new_tokens` more tokens."""
   check_sampling(max_new_tokens, temperature, top_p)

@@ -1,12 +1,23 @@
-"""Named attractor configurations (METHOD.md "Presets"); defaults live in AttractorConfig.
+"""Named memory configurations: the attractor presets of METHOD.md and the related-work memories.
 
 The numbers are first guesses on the default model (host layer 15 of 30, K=8); they are
 recorded here, in one place, and the calibration experiment reports how they were checked.
 """
 
 from attractor_jax.attractor import AttractorConfig, Timescale
+from attractor_jax.memories.base import Memory
+from attractor_jax.memories.cache import CacheConfig
+from attractor_jax.memories.dynamic_eval import DynamicEvalConfig
+from attractor_jax.memories.fastweights import FastWeightsConfig
+from attractor_jax.memories.hopfield import HopfieldConfig
+from attractor_jax.memories.steering import SteeringConfig
 
-presets: dict[str, AttractorConfig] = {
+# Every memory class by its `kind` (how checkpoints name a config).
+kinds: dict[str, type[Memory]] = {cls.kind: cls for cls in (
+    AttractorConfig, CacheConfig, HopfieldConfig, SteeringConfig, FastWeightsConfig,
+    DynamicEvalConfig)}
+
+presets: dict[str, Memory] = {
     # No attractor layer at all: exactly the baseline model.
     "off": AttractorConfig(enabled=False),
     # The seed's original configuration: no gate, no burn-in.
@@ -19,10 +30,16 @@ presets: dict[str, AttractorConfig] = {
         Timescale(eta=0.1, gamma=0.1, lam=0.02),
         Timescale(eta=0.02, gamma=0.02, lam=0.002),
     )),
+    # Related work (issue 6), run through the same suite.
+    "cache": CacheConfig(),
+    "hopfield": HopfieldConfig(),
+    "steering": SteeringConfig(),
+    "fastweights": FastWeightsConfig(),
+    "dynamic-eval": DynamicEvalConfig(),
 }
 
 
-def get_preset(name: str) -> AttractorConfig:
+def get_preset(name: str) -> Memory:
   """The preset called `name`; InputError listing the names otherwise."""
   from attractor_jax.errors import InputError
 

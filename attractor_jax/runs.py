@@ -12,9 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from attractor_jax import checkpoint
-from attractor_jax.attractor import AttractorConfig
 from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate, resume
+from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
 
 
@@ -23,7 +23,7 @@ def _manager(run_dir, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(pathlib.Path(run_dir).absolute(), options=options)
 
 
-def latest_good(run_dir, cfg: AttractorConfig, model: Model, keep: int = 3):
+def latest_good(run_dir, cfg: Memory, model: Model, keep: int = 3):
   """(tokens generated, restored run) of the newest checkpoint that restores; None if none."""
   mngr = _manager(run_dir, keep)
   for step in sorted(mngr.all_steps(), reverse=True):
@@ -40,7 +40,7 @@ def latest_good(run_dir, cfg: AttractorConfig, model: Model, keep: int = 3):
   return None
 
 
-def _save(mngr: ocp.CheckpointManager, g: Generation, cfg: AttractorConfig, model: Model,
+def _save(mngr: ocp.CheckpointManager, g: Generation, cfg: Memory, model: Model,
           done: int) -> dict:
   tree, meta = checkpoint.run_tree(g, cfg, model)
   mngr.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
@@ -50,12 +50,12 @@ def _save(mngr: ocp.CheckpointManager, g: Generation, cfg: AttractorConfig, mode
 
 
 def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
-                          attractor: AttractorConfig, every: int = 100, keep: int = 3,
+                          attractor: Memory, every: int = 100, keep: int = 3,
                           seed: int = 0, temperature: float = 0.0,
                           top_p: float = 1.0) -> list[int]:
   """Generates `max_new_tokens` in chunks of `every`, checkpointing after each chunk.
 
-  Restarts from the newest good checkpoint in `run_dir`. A chunk whose attractor state goes
+  Restarts from the newest good checkpoint in `run_dir`. A chunk whose memory state goes
   NaN or Inf raises InputError and is not saved: the last good checkpoint stays the newest.
   Returns the generated token ids.
   """

@@ -13,8 +13,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from attractor_jax import attractor
-from attractor_jax.attractor import AttractorConfig
+from attractor_jax.memories.base import Memory
 from attractor_jax.step import tapped_step
 from attractor_jax.transformer import Decoder, KVCache, init_cache
 
@@ -46,18 +45,18 @@ class Trace(flax.struct.PyTreeNode):
 
 
 def state_finite(state) -> jax.Array:
-  """One bool: no NaN or Inf in the state's vectors, strengths and feedback."""
-  return (jnp.isfinite(state.vectors).all() & jnp.isfinite(state.strength).all()
-          & jnp.isfinite(state.feedback).all())
+  """One bool: no NaN or Inf in any floating-point array of the state."""
+  floats = [a for a in jax.tree.leaves(state) if jnp.issubdtype(a.dtype, jnp.floating)]
+  return jnp.all(jnp.stack([jnp.isfinite(a).all() for a in floats]))
 
 
-def _trace_row(taps, state, info) -> Trace:
+def _trace_row(taps, state, info, cfg: Memory) -> Trace:
   hidden = taps.hidden_BxTxD[0, -1]
   if info is None:
     return Trace(hidden=hidden)
-  return Trace(hidden=hidden, strength=state.strength[0], max_sim=info.max_sim[0],
-               gate=info.gate[0], feedback_norm=info.feedback_norm[0], active=info.active[0],
-               finite=state_finite(state))
+  first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+  return Trace(hidden=hidden, finite=state_finite(state),
+               **cfg.trace_fields(first(state), first(info)))
 
 
 class Carry(flax.struct.PyTreeNode):
@@ -68,11 +67,11 @@ class Carry(flax.struct.PyTreeNode):
   t: jax.Array  # [] int32: tokens sampled so far (index of the next sampling key)
   done: jax.Array  # [] bool: EOS sampled
   cache: KVCache
-  state: Any  # AttractorState with a leading batch axis of 1, or None
+  state: Any  # the memory's state with a leading batch axis of 1, or None
 
 
 def prefill(params, prompt_T, init_key, sample_key, temperature, top_p, state, *,
-            decoder: Decoder, cfg: AttractorConfig, cache_len: int, eos_id: int):
+            decoder: Decoder, cfg: Memory, cache_len: int, eos_id: int):
   """Runs the prompt as one pass and samples token 0. `state=None` starts a fresh memory,
   initialised from this pass's attention outputs (its feedback is zero, so the pass is the
   baseline's); a given state (batch axis 1) feeds its feedback into the prompt.
@@ -83,16 +82,24 @@ def prefill(params, prompt_T, init_key, sample_key, temperature, top_p, state, *
   cache = _empty_cache(decoder, cache_len)
   tokens, positions = prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None]
   if cfg.enabled and state is None:
-    _, _, taps = decoder.apply({"params": params}, tokens, positions, method=Decoder.tapped,
-                               host_layer=cfg.layer)
-    fresh = attractor.init_state(cfg, decoder.config, init_key, taps.attn_out_BxTxD[0])
-    state = jax.tree.map(lambda a: a[None], fresh)
+    state = jax.tree.map(lambda a: a[None], init_from_prompt(params, tokens, positions, init_key,
+                                                            decoder=decoder, cfg=cfg))
   logits, cache, state, info, taps = tapped_step(params, tokens, positions, cache, state,
                                                  decoder=decoder, cfg=cfg)
   token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
   carry = Carry(token=token, position=jnp.int32(T), t=jnp.int32(1), done=token == eos_id,
                 cache=cache, state=state)
-  return carry, _trace_row(taps, state, info)
+  return carry, _trace_row(taps, state, info, cfg)
+
+
+def init_from_prompt(params, tokens_1xT, positions_1xT, key, *, decoder: Decoder, cfg: Memory):
+  """A fresh state (no batch axis); memories that want it see the prompt's attention outputs
+  from a baseline pass (the attractor layer scales its noise by them)."""
+  if not cfg.uses_prompt:
+    return cfg.fresh_state(decoder.config, key)
+  _, _, taps = decoder.apply({"params": params}, tokens_1xT, positions_1xT, method=Decoder.tapped,
+                             host_layer=cfg.layer)
+  return cfg.fresh_state(decoder.config, key, taps.attn_out_BxTxD[0])
 
 
 def _empty_cache(decoder: Decoder, cache_len: int) -> KVCache:
@@ -100,7 +107,7 @@ def _empty_cache(decoder: Decoder, cache_len: int) -> KVCache:
 
 
 def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Decoder,
-           cfg: AttractorConfig, length: int, eos_id: int):
+           cfg: Memory, length: int, eos_id: int):
   """Samples up to `length` more tokens, one pass each, stopping at EOS.
 
   Returns (tokens [length] int32 (EOS-padded after EOS), count, Carry, Trace [length]).
@@ -108,7 +115,7 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
   _, _, state0, info0, taps0 = jax.eval_shape(
       functools.partial(tapped_step, decoder=decoder, cfg=cfg), params,
       jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32), carry.cache, carry.state)
-  row_shape = jax.eval_shape(_trace_row, taps0, state0, info0)
+  row_shape = jax.eval_shape(functools.partial(_trace_row, cfg=cfg), taps0, state0, info0)
   trace0 = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), row_shape)
 
   def cond(loop):
@@ -121,7 +128,7 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
         params, c.token[None, None], c.position[None, None], c.cache, c.state,
         decoder=decoder, cfg=cfg)
     token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, c.t), temperature, top_p)
-    row = _trace_row(taps, state, info)
+    row = _trace_row(taps, state, info, cfg)
     trace = jax.tree.map(lambda buf, r: buf.at[i].set(r), trace, row)
     c = Carry(token=token, position=c.position + 1, t=c.t + 1, done=token == eos_id,
               cache=cache, state=state)

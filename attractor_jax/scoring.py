@@ -59,13 +59,12 @@ def token_nll(logits_BxTxV, targets_BxT):
 
 def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, ref_logp_NxWxV=None,
                         *, decoder: Decoder, cfg):
-  """Scores windows token by token with the attractor layer on, for S seeds at once.
+  """Scores windows token by token with the memory `cfg` on, for S seeds at once.
 
   Each pass is one token, as in generation; the KV cache restarts at every window while the
-  attractor state carries over (the persistent memory under test). Returns NLL sums [S, N]
+  memory's state carries over (the persistent memory under test). Returns NLL sums [S, N]
   and, given reference log-probs (the baseline's), KL(reference || layer) sums [S, N].
   """
-  from attractor_jax.attractor import init_state
   from attractor_jax.step import step
   from attractor_jax.transformer import init_cache
 
@@ -92,7 +91,7 @@ def stepwise_window_nll(params, windows_NxW, init_keys_S, prompt_attn_TxD, ref_l
     return state, (nll_W.sum(), jnp.sum(kl_W))
 
   def one_seed(key):
-    state = jax.tree.map(lambda a: a[None], init_state(cfg, decoder.config, key, prompt_attn_TxD))
+    state = jax.tree.map(lambda a: a[None], cfg.fresh_state(decoder.config, key, prompt_attn_TxD))
     _, (nll_N, kl_N) = jax.lax.scan(one_window, state, (windows_NxW, ref_logp_NxWxV))
     return nll_N, kl_N
 
@@ -111,8 +110,8 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
                attractor=None, seeds: int = 1) -> dict:
   """Perplexity of `text` over non-overlapping windows (no BOS), baseline and with a layer.
 
-  With an attractor config, the text is scored token by token for `seeds` seeds in one
-  vmapped call and compared, window by window, with the baseline (paired).
+  With a memory (an attractor config or any `memories` config), the text is scored token by
+  token for `seeds` seeds in one vmapped call and compared, window by window, with the baseline (paired).
   Returns the DESIGN.md `ppl` contract: ppl, ppl_ci95, baseline_ppl, delta_pct,
   delta_pct_ci95, tokens (plus per-seed and per-window detail).
   """
@@ -131,7 +130,7 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
   if attractor is None or not attractor.enabled:
     return out
   attractor.check_model(model.config)
-  if attractor.init == "prompt":
+  if getattr(attractor, "init", None) == "prompt":
     raise InputError("init='prompt' would copy scored tokens into the memory: use init='noise' "
                      "for perplexity")
   first = jnp.asarray(windows[:1])

@@ -22,11 +22,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from attractor_jax import sampling, stats
-from attractor_jax.attractor import AttractorConfig, AttractorState
 from attractor_jax.errors import InputError
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
 from attractor_jax.generation import (cache_length, check_sampling, prompt_ids, seed_keys,
                                       summarize_state)
+from attractor_jax.memories.base import Memory, abstract_state
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
 from attractor_jax.results import write_npz_atomic
@@ -86,7 +86,7 @@ def check_batch_size(batch_size: int | None, n_seeds: int) -> int:
   return min(int(batch_size), n_seeds)
 
 
-def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: AttractorConfig,
+def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Memory,
                    seeds: int | Sequence[int] = 8, temperature: float = 0.0, top_p: float = 1.0,
                    devices=None, batch_size: int | None = None, resume_dir=None,
                    progress: Callable[[int], object] | None = None) -> dict:
@@ -112,7 +112,7 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Attr
     run = functools.partial(_run_batch, model, ids, max_new_tokens, attractor, temperature,
                             top_p, devices, batch, _pad_to_devices(size, devices))
     parts.append(run() if resume_dir is None else
-                 _stored(resume_dir, {**settings, "seeds": batch}, run))
+                 _stored(resume_dir, {**settings, "seeds": batch}, run, attractor, model))
     if progress is not None:
       progress(len(batch))
   join = lambda *trees: jax.tree.map(lambda *a: np.concatenate(a), *trees)  # None joins to None
@@ -142,7 +142,7 @@ def _run_batch(model: Model, ids, max_new_tokens, cfg, temperature, top_p, devic
   return gather(tokens), gather(count), states, jax.tree.map(gather, trace)
 
 
-def _stored(resume_dir, key: dict, run):
+def _stored(resume_dir, key: dict, run, cfg: Memory, model: Model):
   """`run()`'s batch, loaded from `resume_dir` when a finished copy is there, else run and saved."""
   text = json.dumps(key, sort_keys=True)
   digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -150,7 +150,7 @@ def _stored(resume_dir, key: dict, run):
   try:
     with np.load(path) as z:
       if str(z["key"]) == text:
-        return _from_arrays(z)
+        return _from_arrays(z, cfg, model)
   except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent or unreadable: redo it
     pass
   part = run()
@@ -161,18 +161,21 @@ def _stored(resume_dir, key: dict, run):
 def _to_arrays(part) -> dict[str, np.ndarray]:
   tokens, count, states, trace = part
   out = {"tokens": tokens, "count": count}
-  for prefix, tree in (("state", states), ("trace", trace)):
-    if tree is not None:
-      out.update({f"{prefix}.{f.name}": getattr(tree, f.name) for f in dataclasses.fields(tree)
-                  if getattr(tree, f.name) is not None})
+  if states is not None:
+    out.update({f"state.{i}": leaf for i, leaf in enumerate(jax.tree.leaves(states))})
+  out.update({f"trace.{f.name}": getattr(trace, f.name) for f in dataclasses.fields(trace)
+              if getattr(trace, f.name) is not None})
   return out
 
 
-def _from_arrays(z):
+def _from_arrays(z, cfg: Memory, model: Model):
   fields = lambda prefix: {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith(prefix + ".")}
-  states = fields("state")
-  return (z["tokens"], z["count"], AttractorState(**states) if states else None,
-          sampling.Trace(**fields("trace")))
+  leaves = fields("state")
+  states = None
+  if leaves:
+    treedef = jax.tree.structure(abstract_state(cfg, model.config))
+    states = jax.tree.unflatten(treedef, [leaves[str(i)] for i in range(len(leaves))])
+  return z["tokens"], z["count"], states, sampling.Trace(**fields("trace"))
 
 
 def generation_metrics(tokens: list[int]) -> dict[str, float]:
@@ -182,7 +185,7 @@ def generation_metrics(tokens: list[int]) -> dict[str, float]:
           "length": float(len(tokens))}
 
 
-def sweep(model: Model, task: str, *, attractor: AttractorConfig, seeds: int | Sequence[int] = 8,
+def sweep(model: Model, task: str, *, attractor: Memory, seeds: int | Sequence[int] = 8,
           prompt=None, max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,
           text: str | None = None, window: int = 512, max_tokens: int | None = None,
           batch_size: int | None = None, resume_dir=None,

@@ -1,7 +1,8 @@
 """The one pure step: `logits, cache, state = step(params, tokens, positions, cache, state)`.
 
-The decoder's host layer adds `state.feedback` after its attention sublayer and hands its
-attention output back; the attractor update then computes the feedback for the *next* pass.
+`cfg` is any memory (`memories.base.Memory`; the attractor layer is one). The decoder's host
+layer adds `cfg.feedback(state)` after its attention sublayer; the memory then reads the
+pass (mixing memories change its logits) and updates its state for the *next* pass.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ import functools
 
 import jax
 
-from attractor_jax import attractor
-from attractor_jax.attractor import AttractorConfig
+from attractor_jax.memories.base import Memory, Observation
 from attractor_jax.transformer import Decoder, KVCache
 
 
 def tapped_step(params, tokens_BxT, positions_BxT, cache: KVCache | None, state, *,
-                decoder: Decoder, cfg: AttractorConfig):
-  """One pass for a batch; `state` has a leading batch axis (None when the layer is off).
+                decoder: Decoder, cfg: Memory):
+  """One pass for a batch; `state` has a leading batch axis (None when the memory is off).
 
   Returns (logits [B,T,V], cache, state, info or None, taps).
   """
@@ -26,23 +26,23 @@ def tapped_step(params, tokens_BxT, positions_BxT, cache: KVCache | None, state,
                                         method=Decoder.tapped)
     return logits, cache, state, None, taps
   logits, cache, taps = decoder.apply(
-      {"params": params}, tokens_BxT, positions_BxT, cache, feedback_BxD=state.feedback,
+      {"params": params}, tokens_BxT, positions_BxT, cache, feedback_BxD=cfg.feedback(state),
       host_layer=cfg.layer, method=Decoder.tapped)
-  x_BxD = jax.vmap(functools.partial(attractor.pool, how=cfg.pool))(taps.attn_out_BxTxD)
-  state, info = jax.vmap(functools.partial(attractor.update, cfg))(state, x_BxD)
+  obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
+                    hidden=taps.hidden_BxTxD, logits=logits)
+  per_sequence = functools.partial(jax.vmap, in_axes=(0, 0, None))
+  logits = per_sequence(cfg.read)(state, obs, params)
+  state, info = per_sequence(cfg.observe)(state, obs, params)
   return logits, cache, state, info, taps
 
 
-def step(params, tokens_BxT, positions_BxT, cache, state, *, decoder: Decoder,
-         cfg: AttractorConfig):
+def step(params, tokens_BxT, positions_BxT, cache, state, *, decoder: Decoder, cfg: Memory):
   """The contract of DESIGN.md: (logits, cache, state)."""
   logits, cache, state, _, _ = tapped_step(params, tokens_BxT, positions_BxT, cache, state,
                                            decoder=decoder, cfg=cfg)
   return logits, cache, state
 
 
-def make_step(decoder: Decoder, cfg: AttractorConfig):
-  """`step` jitted for one decoder and config, with the cache and state donated."""
+def make_step(decoder: Decoder, cfg: Memory):
+  """`step` jitted for one decoder and memory, with the cache and state donated."""
   return jax.jit(functools.partial(step, decoder=decoder, cfg=cfg), donate_argnums=(3, 4))
-
-

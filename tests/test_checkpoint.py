@@ -319,7 +319,7 @@ from attractor_jax.generation import resume
 from attractor_jax.sampling import Carry
 from test_checkpoint import CFG, shape_model, tiny_model
 model = tiny_model(0)
-with pytest.raises(InputError, match="different attractor config"):
+with pytest.raises(InputError, match="different memory config"):
   checkpoint.restore_run("run", dataclasses.replace(CFG, beta=5.0), model)
 with pytest.raises(InputError, match="not 'other'"):
   checkpoint.restore_run("run", CFG, dataclasses.replace(model, spec="other"))

@@ -130,4 +130,4 @@ def test_generate_json_then_save_and_load_state(capsys, monkeypatch, tmp_path, s
   assert second["attractor"] == want.summary(aj.presets["seed"])
 
   code, out, err = _main(capsys, [*argv[:6], "gated", "--load-state", str(saved)])
-  _assert_refused(code, out, err, "different attractor config")
+  _assert_refused(code, out, err, "different memory config")

@@ -218,7 +218,7 @@ def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monk
   """Update 25 goes NaN: the chunked run stops there keeping its checkpoint at 20 tokens, and
   continuing that checkpoint's state with `generate` names the same update."""
   cfg = _poison(monkeypatch, at=25)
-  with pytest.raises(InputError, match=r"token 4 of this call \(attractor update 25\).*after 20 "):
+  with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\).*after 20 "):
     runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, attractor=cfg, every=10)
   done, run = runs.latest_good(tmp_path, cfg, tiny)
   assert done == 20 and sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [
@@ -226,5 +226,5 @@ def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monk
   state = jax.tree.map(lambda a: np.asarray(a)[0], run["carry"].state)
   assert int(state.step) == 20
   assert all(np.isfinite(leaf).all() for leaf in (state.vectors, state.strength, state.feedback))
-  with pytest.raises(InputError, match=r"token 4 of this call \(attractor update 25\)"):
+  with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\)"):
     aj.generate(tiny, PROMPT, 10, attractor=cfg, state=state)

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attractor_jax.attractor import AttractorConfig, init_state
 from attractor_jax.errors import InputError
+from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
+from attractor_jax.sampling import init_from_prompt
 from attractor_jax.step import step
 from attractor_jax.transformer import Decoder, init_cache
 
@@ -47,16 +48,14 @@ def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], segm
 
 @functools.partial(jax.jit, static_argnames=("decoder", "cfg", "segment"))
 def _choice_logprobs(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: Decoder,
-                     cfg: AttractorConfig, segment: int):
+                     cfg: Memory, segment: int):
   L, J = ctx_IxL.shape[1], ch_IxCxJ.shape[2]
 
   def one_item(key, ctx_L, ch_CxJ, mask_CxJ):
     state = None
     if cfg.enabled:
-      _, _, taps = decoder.apply({"params": params}, ctx_L[None], jnp.arange(L)[None],
-                                 method=Decoder.tapped, host_layer=cfg.layer)
-      state = jax.tree.map(lambda a: a[None],
-                           init_state(cfg, decoder.config, key, taps.attn_out_BxTxD[0]))
+      state = jax.tree.map(lambda a: a[None], init_from_prompt(
+          params, ctx_L[None], jnp.arange(L)[None], key, decoder=decoder, cfg=cfg))
     cache = init_cache(decoder.config, 1, L + J, decoder.dtype)
 
     def read(carry, start):
@@ -83,7 +82,7 @@ def _choice_logprobs(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: 
   return jax.vmap(per_seed)(keys_S)
 
 
-def choice_logprobs(model: Model, contexts, choices, *, attractor: AttractorConfig, seeds: int,
+def choice_logprobs(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
                     segment: int = 16, batch: int = 16) -> np.ndarray:
   """Log-likelihood of every choice: float64 [seeds, items, choices] (items in batches)."""
   from attractor_jax.generation import seed_keys

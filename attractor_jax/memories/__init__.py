@@ -1,0 +1,1 @@
+"""Related-work memories beside the attractor layer, behind one interface (`base.Memory`)."""

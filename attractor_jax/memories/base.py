@@ -1,0 +1,114 @@
+"""What every memory shares: the per-pass Observation, the Memory base class, and helpers.
+
+A memory is a frozen, hashable config object (static under jit) with four pure methods, each
+written for one sequence (batches and seeds are `jax.vmap` axes):
+
+  fresh_state(model_config, key, prompt_attn_TxD=None) -> state   a new state pytree
+  feedback(state) -> [D] or None      what the next pass adds after the host layer's attention
+  read(state, obs, params) -> [T, V]  this pass's output logits (mixing memories change them)
+  observe(state, obs, params) -> (state, info)    learn from the pass
+
+`read` sees the state from before the pass; `observe` then updates it. The attractor layer
+(`attractor.AttractorConfig`) and the related-work memories in this package all fit it, so
+`generate`, `perplexity`, `sweep`, checkpoints and the suite take any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.errors import InputError
+from attractor_jax.validation import check_int
+
+COS_EPS = 1e-8
+
+
+class Observation(flax.struct.PyTreeNode):
+  """What one pass shows a memory, for one sequence."""
+
+  tokens: jax.Array  # [T] int32: the pass's input tokens
+  positions: jax.Array  # [T] int32
+  attn_out: jax.Array  # [T, D]: the host layer's attention output (before any feedback)
+  hidden: jax.Array  # [T, D]: the final hidden state (after the final norm: unembedding input)
+  logits: jax.Array  # [T, V] float32: the model's logits
+
+
+class Info(flax.struct.PyTreeNode):
+  """What one update reports for traces (memories with more to say extend it)."""
+
+  feedback_norm: jax.Array  # []: norm of the feedback the next pass receives (0 if none)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Memory:
+  """Base of every memory config: the host layer, validation, and the default read-outs."""
+
+  kind: ClassVar[str]
+  uses_prompt: ClassVar[bool] = False  # init wants the prompt's attention outputs
+
+  enabled: bool = True
+  layer: int = 15
+
+  def __post_init__(self):
+    check_int("layer", self.layer, 0)
+
+  def check_model(self, model_config: ModelConfig):
+    """Refuses a host layer the model does not have."""
+    if self.enabled and self.layer >= model_config.num_layers:
+      raise InputError(f"layer={self.layer} is beyond the model's {model_config.num_layers} "
+                       f"layers: pass 0 <= layer < {model_config.num_layers}")
+
+  def feedback(self, state) -> jax.Array | None:
+    return None
+
+  def read(self, state, obs: Observation, params) -> jax.Array:
+    return obs.logits
+
+  def trace_fields(self, state, info) -> dict[str, jax.Array]:
+    """Per-pass fields of `sampling.Trace` this memory fills."""
+    return {"feedback_norm": info.feedback_norm}
+
+  def summary(self, state) -> dict[str, Any]:
+    """A few numbers about a final state (one sequence), for the CLI and the demo."""
+    return {"enabled": True, "kind": self.kind, "step": int(state.step)}
+
+
+def abstract_state(cfg, model_config: ModelConfig, batch: tuple[int, ...] = ()):
+  """The state's shapes and dtypes (for checkpoints and checks), with leading `batch` axes."""
+  prompt = jnp.zeros((1, model_config.width), jnp.float32)
+  one = jax.eval_shape(lambda k: cfg.fresh_state(model_config, k, prompt), jax.random.key(0))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((*batch, *s.shape), s.dtype), one)
+
+
+def unit(x, axis=-1):
+  """x scaled to unit norm along `axis` (zero stays zero)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), COS_EPS)
+
+
+def pass_pairs(pending_D, pending_ok, obs: Observation):
+  """The (hidden state, next token) pairs this pass completes, one per position j:
+  (the hidden state before token j, token j). Token 0's predecessor is the previous pass's
+  last hidden state (`pending`, valid when `pending_ok`). Returns keys [T, D], next tokens
+  [T], their positions [T] and validity [T]."""
+  keys = jnp.concatenate([pending_D[None], obs.hidden[:-1]])
+  ok = jnp.concatenate([pending_ok[None], jnp.ones(obs.tokens.shape[0] - 1, bool)])
+  return keys, obs.tokens, obs.positions, ok
+
+
+def push(buffer_WxF, new_TxF):
+  """A FIFO of the last W rows: `buffer` (oldest first) with `new` appended."""
+  W = buffer_WxF.shape[0]
+  return jnp.concatenate([buffer_WxF, new_TxF.astype(buffer_WxF.dtype)])[-W:]
+
+
+def unembed(params, hidden_TxD):
+  """Logits of final hidden states with the model's output matrix (tied or not)."""
+  if "lm_head" in params:
+    return hidden_TxD @ params["lm_head"]["kernel"]
+  return jnp.einsum("td,vd->tv", hidden_TxD, params["embed"]["embedding"])
