@@ -1,6 +1,7 @@
 """E3: repetition and drift on long generations, each preset paired with `off` (same seeds).
 
-    python -m experiments.e3_generation [--quick]  ->  results/e3_generation.json, .png
+    python -m experiments.e3_generation [--quick] [--presets a,b] [--tokens N]
+        ->  results/e3_generation.json, .png
 
 Prompts are the openings of four Austen novels; every (prompt, seed) pair is one item, and
 the bootstrap resamples prompts (clusters). Sampling: temperature 0.8, top-p 0.95, so the
@@ -55,16 +56,26 @@ def item_metrics(tokens, hidden_TxD, prompt_D) -> dict:
           if len(tokens) >= 50 else float("nan")}
 
 
+def _window_means(curves: dict[str, list[list[float]]]) -> dict[str, list[float]]:
+  """Mean per 50-token window over items; continuations that stopped at EOS drop out of the
+  later windows' means."""
+  width = max(len(c) for cs in curves.values() for c in cs)
+  padded = lambda c: np.pad(np.asarray(c, float), (0, width - len(c)), constant_values=np.nan)
+  return {p: np.nanmean([padded(c) for c in cs], axis=0).tolist() for p, cs in curves.items()}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--presets", default=",".join(PRESETS))
+  parser.add_argument("--tokens", type=int, default=500, help="tokens generated per item")
   parser.add_argument("--out", default="results/e3_generation.json")
   args = parser.parse_args(argv)
-  seeds, tokens, novels = (2, 60, NOVELS[:1]) if args.quick else (8, 500, NOVELS)
-  presets = PRESETS[:1] if args.quick else PRESETS
+  seeds, tokens, novels = (2, 60, NOVELS[:1]) if args.quick else (8, args.tokens, NOVELS)
+  presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
-  rows, curves = {p: [] for p in ("off", *presets)}, {}
+  rows, curves, drifts = {p: [] for p in ("off", *presets)}, {}, {}
   bar = tqdm(total=len(novels) * (1 + len(presets)), desc="E3 generations", file=sys.stderr)
   for cluster, novel in enumerate(novels):
     ids = opening_ids(model, novel)
@@ -77,6 +88,7 @@ def main(argv=None):
         hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
         rows[preset].append({"cluster": cluster, "seed": s, **item_metrics(toks, hidden, prompt_D)})
         curves.setdefault(preset, []).append(repetition_by_position(toks, 4, 50))
+        drifts.setdefault(preset, []).append(window_drift(hidden, prompt_D, 50).tolist())
       bar.update()
   bar.close()
   metrics = ["seq_rep_4", "rep_128", "distinct_2", "drift_last_cos"]
@@ -86,22 +98,23 @@ def main(argv=None):
             for p in presets}
   summary = {p: {m: stats.summarize(col(p, m), clusters=clusters) for m in metrics}
              for p in ("off", *presets)}
-  width = max(len(c) for cs in curves.values() for c in cs)
-  padded = lambda c: np.pad(np.asarray(c, float), (0, width - len(c)), constant_values=np.nan)
-  # Continuations that stopped at EOS drop out of the later windows' means.
-  mean_curves = {p: np.nanmean([padded(c) for c in cs], axis=0).tolist()
-                 for p, cs in curves.items()}
-  plot = args.out.replace(".json", ".png")
+  mean_curves, mean_drifts = _window_means(curves), _window_means(drifts)
+  width = len(next(iter(mean_curves.values())))
+  plot, drift_plot = args.out.replace(".json", ".png"), args.out.replace(".json", "_drift.png")
   plot_lines(plot, mean_curves, x=[50 * (i + 1) for i in range(width)],
              xlabel="generated tokens (end of 50-token window)", ylabel="seq-rep-4 in window",
              title="E3: repetition vs position (mean over prompts x seeds)")
+  plot_lines(drift_plot, mean_drifts, x=[50 * (i + 1) for i in range(width)],
+             xlabel="generated tokens (end of 50-token window)",
+             ylabel="cos(window mean hidden, prompt mean hidden)",
+             title="E3: drift from the prompt (mean over prompts x seeds)")
   write_json_atomic(args.out, {
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
       "model": model.spec, "data": [f"first {PROMPT_TOKENS} tokens of {n}, chapter 1" for n in novels],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
       "sampling": {"temperature": 0.8, "top_p": 0.95}, "presets": list(presets),
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
-      "plot": plot, "items": rows, "git_commit": git_commit(), "machine": machine_info(),
+      "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})
 
 

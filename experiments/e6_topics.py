@@ -1,12 +1,12 @@
 """E6: snap-back after a topic switch, dead attractors, and what the attractors encode.
 
-    python -m experiments.e6_topics [--quick]  ->  results/e6_topics.json
+    python -m experiments.e6_topics [--quick] [--presets a,b]  ->  results/e6_topics.json
 
 Prompts: passage A (one topic) then passage B (another), each cut to 48 tokens. The share
 of 50-token continuation windows whose mean hidden state is closer to A's than to B's is
 "snap-back" (0 = stays on B). Paired with off over (prompt, seed) items, clusters = prompts.
 Also: the share of dead attractors at the end, and each attractor read out through the
-final norm and the unembedding (top tokens), for seed 0 of every prompt.
+final norm and the unembedding (top tokens), for seed 0 of every prompt (attractor presets).
 """
 
 from __future__ import annotations
@@ -53,14 +53,16 @@ def readout(model, state, top: int = 5) -> list[list[str]]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--presets", default=",".join(PRESETS))
   parser.add_argument("--out", default="results/e6_topics.json")
   args = parser.parse_args(argv)
   n_prompts, seeds, tokens = (1, 2, 100) if args.quick else (3, 8, 150)
-  presets = PRESETS[:1] if args.quick else PRESETS
+  presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
   rows = {p: [] for p in ("off", *presets)}
-  dead, readouts = {p: [] for p in presets}, {}
+  dead = {p: [] for p in presets if aj.presets[p].kind == "attractor"}
+  readouts = {}
   prompts = topic_switch_prompts(n_prompts, seed=0)
   bar = tqdm(total=len(prompts) * (1 + len(presets)), desc="E6 generations", file=sys.stderr)
   for cluster, tp in enumerate(prompts):
@@ -75,7 +77,7 @@ def main(argv=None):
         hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
         share = snap_back_share(hidden, vec_a, vec_b, 50) if len(toks) >= 50 else float("nan")
         rows[preset].append({"cluster": cluster, "seed": s, "snap_back": share})
-      if cfg.enabled:
+      if cfg.enabled and cfg.kind == "attractor":
         st = run["states"]
         is_dead = (np.asarray(st.strength) < cfg.s_dead) & (np.asarray(st.idle) > cfg.dead_after)
         dead[preset].append(float(is_dead.mean()))

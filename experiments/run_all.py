@@ -1,4 +1,7 @@
-"""The whole suite: E1-E6 and the report. `python -m experiments.run_all [--quick] [--out DIR]`.
+"""The suite: E1-E6, trajectories, bench and the report. `python -m experiments.run_all [--quick]`.
+
+The related-work memories (E7) and the calibration run on their own:
+`bash experiments/e7_memories.sh`, `python -m experiments.calibrate`.
 
 Full mode writes results/*.json and RESULTS.md (about 75 minutes on 2 CPU cores); --quick
 (2 seeds, few items, one preset against off) writes to DIR (default results/quick) and is
@@ -15,7 +18,7 @@ import sys
 
 from attractor_jax import report
 
-PY_EXPERIMENTS = ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics")
+PY_EXPERIMENTS = ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics", "trajectories")
 
 
 def main(argv=None):

@@ -23,7 +23,8 @@ def _finite_numbers(tree, path=""):
 def test_quick_suite_writes_finite_results(tmp_path):
   subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick", "--out", str(tmp_path)],
                  check=True, timeout=900)
-  expected = {"e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics", "e1_ppl_seed", "bench"}
+  expected = {"e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics", "e1_ppl_seed", "bench",
+              "trajectories"}
   results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
   assert expected <= set(results)
   for name in ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics"):
@@ -32,7 +33,7 @@ def test_quick_suite_writes_finite_results(tmp_path):
   for name in ("e3_generation", "e4_comprehension", "e6_topics"):
     assert results[name]["paired_vs_off"], name
   assert {"ppl", "baseline_ppl", "delta_pct", "delta_pct_ci95", "machine"} <= set(results["e1_ppl_seed"])
-  skip = ("drift_last_cos", "bench")  # drift is NaN for continuations shorter than a window
+  skip = ("drift", "bench")  # drift is NaN for continuations shorter than a window
   for name, r in results.items():
     for path, value in _finite_numbers(r):
       if name != "bench" and not any(s in path for s in skip):

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# E7: the related-work memories (issue 6) through the same suite, each paired with off:
+#   perplexity (E1's text and windows)       -> results/e1_ppl_<memory>.json
+#   long generations, 200 tokens (E3's prompts, with preset seed for reference)
+#                                            -> results/e7_generation.json
+#   comprehension (E4's items)               -> results/e7_comprehension.json
+#   topic switch / snap-back (E6's prompts)  -> results/e7_topics.json
+# The five memories are deterministic (no random init), so perplexity and comprehension use
+# one seed; generations sample, so they keep 8 seeds. Then `attractor-jax report`.
+# Environment overrides: MEMORIES, PYTHON, RESULTS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-.venv/bin/python}
+out=${RESULTS:-results}
+memories=${MEMORIES:-cache hopfield steering fastweights dynamic-eval}
+list=$(echo "$memories" | tr ' ' ',')
+PRESETS="$memories" SEEDS=1 PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
+"$py" -m experiments.e3_generation --presets "seed,$list" --tokens 200 --out "$out/e7_generation.json"
+"$py" -m experiments.e4_comprehension --presets "$list" --seeds 1 --out "$out/e7_comprehension.json"
+"$py" -m experiments.e6_topics --presets "$list" --out "$out/e7_topics.json"
+"$py" -m attractor_jax.cli report --results "$out" --out "${REPORT:-RESULTS.md}"

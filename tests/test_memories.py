@@ -1,0 +1,398 @@
+"""The five related-work memories (cache, Hopfield, steering, fast weights, dynamic evaluation):
+NumPy transcriptions of their formulas, inertness at zero strength on a real tiny decoder, the
+cache's causality, config validation and Orbax round trips."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attractor_jax as aj
+from attractor_jax import checkpoint
+from attractor_jax.errors import InputError
+from attractor_jax.memories.base import Observation
+from attractor_jax.memories.cache import CacheConfig
+from attractor_jax.memories.dynamic_eval import DynamicEvalConfig
+from attractor_jax.memories.fastweights import FastWeightsConfig
+from attractor_jax.memories.hopfield import HopfieldConfig
+from attractor_jax.memories.steering import SteeringConfig
+from attractor_jax.model import Model
+from attractor_jax.presets import presets
+from attractor_jax.step import step
+from attractor_jax.transformer import init_cache
+from tiny_jax import CONFIG, random_model
+
+D, V = 16, 23
+MCFG = dataclasses.replace(CONFIG, vocab_size=V)  # width 16: the shapes of the random passes
+SIZES = (5, 1, 1, 3, 1, 1, 1, 1)  # tokens per pass: a prompt, single tokens, one more burst
+PROMPT = [5, 17, 33, 2, 60, 8, 41]
+TEXT = "the quick brown fox jumps over the lazy dog; " * 2  # 90 byte tokens: 3 windows of 24
+
+# Small configs driven through the random passes (layer 0: no model needed).
+CACHE_SMALL = CacheConfig(layer=0, window=4, theta=3.0, lam=0.3)  # the FIFO evicts
+CACHE_LARGE = CacheConfig(layer=0, window=64, theta=3.0, lam=0.3)  # never full
+HOPFIELD_LAST = HopfieldConfig(layer=0, window=3, beta=None, alpha=0.7, pool="last")
+HOPFIELD_MEAN = HopfieldConfig(layer=0, window=64, beta=0.5, alpha=0.3, pool="mean")
+FAST_LAST = FastWeightsConfig(layer=0, lam=0.8, eta=0.3, alpha=0.5, pool="last")
+FAST_MEAN = FastWeightsConfig(layer=0, lam=0.5, eta=0.9, alpha=2.0, pool="mean")
+DYNAMIC = DynamicEvalConfig(layer=0, lr=0.5)
+ONE_OF_EACH = [CACHE_SMALL, HOPFIELD_LAST, SteeringConfig(layer=0, burn_in=3, alpha=0.4),
+               FAST_LAST, DYNAMIC]
+
+
+# Random passes and a driver for the JAX memories.
+
+def random_passes(seed: int, sizes=SIZES) -> list[Observation]:
+  """One sequence's passes: consecutive positions, tokens from a few ids (so they repeat)."""
+  rng = np.random.default_rng(seed)
+  out, start = [], 0
+  for T in sizes:
+    f32 = lambda *shape, s=1.0: jnp.asarray(s * rng.standard_normal(shape), jnp.float32)
+    out.append(Observation(tokens=jnp.asarray(rng.integers(0, 6, T), jnp.int32),
+                           positions=jnp.arange(start, start + T, dtype=jnp.int32),
+                           attn_out=f32(T, D), hidden=f32(T, D), logits=f32(T, V, s=2.0)))
+    start += T
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(cfg):
+  return jax.jit(cfg.read), jax.jit(cfg.observe)
+
+
+def drive(cfg, passes, params=None, seed: int = 0):
+  """Runs the memory over the passes. Returns, per pass: (feedback before the pass, read
+  logits, feedback after it, info), and the final state."""
+  read, observe = jitted(cfg)
+  state = cfg.fresh_state(MCFG, jax.random.key(seed))
+  rows = []
+  for obs in passes:
+    before = cfg.feedback(state)
+    logits = read(state, obs, params)
+    state, info = observe(state, obs, params)
+    rows.append((before, np.asarray(logits, np.float64), cfg.feedback(state), info))
+  return rows, state
+
+
+def f64(x) -> np.ndarray:
+  return np.asarray(x, np.float64)
+
+
+def softmax(z):
+  e = np.exp(z - z.max())
+  return e / e.sum()
+
+
+def close(got, want, what=""):
+  np.testing.assert_allclose(f64(got), want, rtol=1e-5, atol=1e-5, err_msg=what)
+
+
+def check_feedback_rows(cfg, passes, want_after):
+  """Feedback memories: the logits pass through, the feedback before pass k is the reference's
+  after pass k-1 (zero at first), and the info reports its norm."""
+  rows, state = drive(cfg, passes)
+  want_before = [np.zeros(D)] + want_after[:-1]
+  for k, ((before, logits, after, info), obs) in enumerate(zip(rows, passes)):
+    np.testing.assert_array_equal(logits, f64(obs.logits), err_msg=f"read, pass {k}")
+    close(before, want_before[k], f"feedback before pass {k}")
+    close(after, want_after[k], f"feedback after pass {k}")
+    close(info.feedback_norm, np.linalg.norm(want_after[k]), f"feedback_norm, pass {k}")
+  assert int(state.step) == len(passes)
+  return state
+
+
+def pairs_of(pending, obs):
+  """NumPy: the (hidden state, next token, position of next token) pairs a pass completes."""
+  hid, toks, pos = f64(obs.hidden), np.asarray(obs.tokens), np.asarray(obs.positions)
+  keys = [pending] + list(hid[:-1])
+  return [(k, int(toks[j]), int(pos[j])) for j, k in enumerate(keys) if k is not None]
+
+
+# 1. The formulas, transcribed in NumPy (float64).
+
+def ref_cache(cfg, passes):
+  """Per pass, log p with p = (1 - lam) p_model + lam p_cache, p_cache(w) proportional to
+  sum_i [x_{i+1} = w] exp(theta cos(h_t, h_i)) over the last `window` pairs completed at or
+  before position t; p = p_model while there is none."""
+  done, pending, out = [], None, []
+  for obs in passes:
+    hid, logits, pos = f64(obs.hidden), f64(obs.logits), np.asarray(obs.positions)
+    new = pairs_of(pending, obs)
+    logp = np.zeros((len(pos), V))
+    for t in range(len(pos)):
+      visible = (done + [p for p in new if p[2] <= pos[t]])[-cfg.window:]
+      p = softmax(logits[t])
+      if visible:
+        cos = [k @ hid[t] / (np.linalg.norm(k) * np.linalg.norm(hid[t])) for k, _, _ in visible]
+        w = softmax(cfg.theta * np.array(cos))
+        p_cache = np.zeros(V)
+        for wi, (_, nxt, _) in zip(w, visible):
+          p_cache[nxt] += wi
+        p = (1 - cfg.lam) * p + cfg.lam * p_cache
+      logp[t] = np.log(p)
+    done += new
+    pending = hid[-1]
+    out.append(logp)
+  return out
+
+
+def pool(cfg, obs):
+  a = f64(obs.attn_out)
+  return a[-1] if cfg.pool == "last" else a.mean(axis=0)
+
+
+def ref_hopfield(cfg, passes):
+  """Feedback after each pass: alpha X softmax(beta X^T x) over the patterns stored before it
+  (the last `window`), zero while there is none; beta defaults to 1/sqrt(D)."""
+  beta = cfg.beta if cfg.beta is not None else 1 / np.sqrt(D)
+  stored, out = [], []
+  for obs in passes:
+    x = pool(cfg, obs)
+    X = stored[-cfg.window:]
+    fb = np.zeros(D)
+    if X:
+      w = softmax(beta * np.array([p @ x for p in X]))
+      fb = cfg.alpha * sum(wi * p for wi, p in zip(w, X))
+    out.append(fb)
+    stored.append(x)
+  return out
+
+
+def ref_steering(cfg, passes):
+  """Feedback after each pass: zero until `burn_in` tokens are seen (across passes), then
+  alpha times the mean attention output of the first `burn_in` tokens."""
+  total, count, out = np.zeros(D), 0, []
+  for obs in passes:
+    for a in f64(obs.attn_out):
+      if count < cfg.burn_in:
+        total, count = total + a, count + 1
+    out.append(cfg.alpha * total / count if count >= cfg.burn_in else np.zeros(D))
+  return out
+
+
+def ref_fastweights(cfg, passes):
+  """A <- lam A + eta u u^T, u = x / |x|; feedback alpha A x. Returns feedbacks and A's."""
+  A, fbs, As = np.zeros((D, D)), [], []
+  for obs in passes:
+    x = pool(cfg, obs)
+    u = x / np.linalg.norm(x)
+    A = cfg.lam * A + cfg.eta * np.outer(u, u)
+    fbs.append(cfg.alpha * A @ x)
+    As.append(A)
+  return fbs, As
+
+
+def ref_dynamic_eval(cfg, passes, W_DxV):
+  """Read: logits + (h * gain) W + bias. Then one SGD step on the mean cross-entropy of the
+  pass's pairs under logits = (h * (1 + gain)) W + bias, with the hand-derived gradient
+  d/dz = softmax(z) - onehot. Returns the read logits per pass and the final (gain, bias)."""
+  gain, bias, pending, reads = np.zeros(D), np.zeros(V), None, []
+  for obs in passes:
+    hid = f64(obs.hidden)
+    reads.append(f64(obs.logits) + (hid * gain) @ W_DxV + bias)
+    pairs = pairs_of(pending, obs)
+    g_gain, g_bias = np.zeros(D), np.zeros(V)
+    for k, nxt, _ in pairs:
+      r = softmax((k * (1 + gain)) @ W_DxV + bias)
+      r[nxt] -= 1
+      r /= len(pairs)
+      g_bias += r
+      g_gain += k * (W_DxV @ r)
+    gain, bias = gain - cfg.lr * g_gain, bias - cfg.lr * g_bias
+    pending = hid[-1]
+  return reads, gain, bias
+
+
+@pytest.mark.parametrize("cfg", [CACHE_LARGE, CACHE_SMALL], ids=["window64", "window4"])
+def test_cache_matches_numpy(cfg):
+  """The cache's log-probs match the NumPy formula over a burst and single-token passes."""
+  passes = random_passes(1)
+  rows, state = drive(cfg, passes)
+  for k, ((before, logp, after, info), want) in enumerate(zip(rows, ref_cache(cfg, passes))):
+    assert before is None and after is None
+    close(logp, want, f"pass {k}")
+    assert float(info.feedback_norm) == 0.0
+  assert int(state.filled.sum()) == min(cfg.window, sum(SIZES) - 1)
+
+
+@pytest.mark.parametrize("cfg", [HOPFIELD_LAST, HOPFIELD_MEAN], ids=["last-window3", "mean"])
+def test_hopfield_matches_numpy(cfg):
+  """The Hopfield feedback is alpha X softmax(beta X^T x) over the earlier patterns."""
+  passes = random_passes(2)
+  state = check_feedback_rows(cfg, passes, ref_hopfield(cfg, passes))
+  assert int(state.filled.sum()) == min(cfg.window, len(SIZES))
+
+
+@pytest.mark.parametrize("burn_in", [3, 8, 100])  # within the first pass, straddling, never
+def test_steering_matches_numpy(burn_in):
+  """The steering vector is alpha times the mean of the first burn_in tokens, then fixed."""
+  cfg = SteeringConfig(layer=0, burn_in=burn_in, alpha=0.4)
+  passes = random_passes(3)
+  want = ref_steering(cfg, passes)
+  state = check_feedback_rows(cfg, passes, want)
+  assert int(state.count) == min(burn_in, sum(SIZES))
+  if burn_in <= sum(SIZES):
+    assert np.linalg.norm(want[-1]) > 0
+
+
+@pytest.mark.parametrize("cfg", [FAST_LAST, FAST_MEAN], ids=["last", "mean"])
+def test_fastweights_matches_numpy(cfg):
+  """Fast weights: A <- lam A + eta u u^T, u = x / |x|, and feedback alpha A x."""
+  passes = random_passes(4)
+  fbs, As = ref_fastweights(cfg, passes)
+  state = check_feedback_rows(cfg, passes, fbs)
+  close(state.A, As[-1], "A")
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["lm_head", "tied"])
+def test_dynamic_eval_matches_numpy(tied):
+  """Dynamic evaluation's reads and SGD steps match a hand-derived gradient, tied or not."""
+  rng = np.random.default_rng(5)
+  W = 0.5 * rng.standard_normal((D, V))
+  params = ({"embed": {"embedding": jnp.asarray(W.T, jnp.float32)}} if tied
+            else {"lm_head": {"kernel": jnp.asarray(W, jnp.float32)}})
+  W = f64(jnp.asarray(W, jnp.float32))  # the float32 weights the JAX side sees
+  passes = random_passes(5)
+  rows, state = drive(DYNAMIC, passes, params)
+  reads, gain, bias = ref_dynamic_eval(DYNAMIC, passes, W)
+  for k, ((before, logits, after, _), want) in enumerate(zip(rows, reads)):
+    assert before is None and after is None
+    close(logits, want, f"read, pass {k}")
+  close(state.gain, gain, "gain")
+  close(state.bias, bias, "bias")
+  assert np.linalg.norm(gain) > 1e-2 and np.linalg.norm(bias) > 1e-2  # it did learn
+
+
+# 2. Zero strength is exactly the baseline, on a real tiny decoder.
+
+ZERO = {
+    "cache": dict(lam=0.0), "hopfield": dict(alpha=0.0), "steering": dict(alpha=0.0),
+    "fastweights": dict(alpha=0.0), "dynamic-eval": dict(lr=0.0)}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return random_model(0, tokenizer=True)  # width 16, 2 layers, vocab 64, tied, byte tokenizer
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny):
+  return aj.generate(tiny, PROMPT, 24, attractor=presets["off"]).tokens
+
+
+@pytest.mark.parametrize("name", list(ZERO))
+def test_zero_strength_is_inert(tiny, baseline, name):
+  """At zero strength each memory generates the baseline's tokens and scores its NLL."""
+  cfg = dataclasses.replace(presets[name], layer=1, **ZERO[name])
+  g = aj.generate(tiny, PROMPT, 24, attractor=cfg)
+  assert g.tokens == baseline
+  assert int(g.state.step) == 24  # the memory ran: the prompt pass and 23 decode passes
+  fresh = cfg.fresh_state(tiny.config, jax.random.key(0))
+  moved = [not np.array_equal(a, b)
+           for a, b in zip(jax.tree.leaves(g.state), jax.tree.leaves(fresh))
+           if jnp.issubdtype(a.dtype, jnp.floating)]
+  assert any(moved)  # and its state learned from the passes
+  out = aj.perplexity(tiny, TEXT, window=24, attractor=cfg)
+  assert out["windows"] == 3 and out["seeds"] == 1
+  np.testing.assert_allclose(out["window_nll"], out["window_nll_baseline"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [CacheConfig(layer=1, lam=0.5),
+                                 FastWeightsConfig(layer=1, alpha=2.0)], ids=lambda c: c.kind)
+def test_nonzero_strength_changes_nll(tiny, cfg):
+  """The control for the test above: at nonzero strength the scored NLL moves off the
+  baseline by far more than its tolerance (a mixing memory and a feedback memory)."""
+  out = aj.perplexity(tiny, TEXT, window=24, attractor=cfg)
+  diff = np.abs(np.subtract(out["window_nll"], out["window_nll_baseline"]))
+  assert diff.max() > 1e-2 * np.abs(out["window_nll_baseline"]).max()
+
+
+# 3. The cache is causal within a pass.
+
+@pytest.mark.parametrize("window", [64, 4])
+def test_cache_burst_equals_token_by_token(tiny, window):
+  """A 5-token pass's cache log-probs equal those of the same tokens fed one pass at a time,
+  after a 6-token prompt (with window 4 the FIFO is already full when the burst comes)."""
+  cfg = CacheConfig(layer=1, window=window, theta=5.0, lam=0.5)
+  fn = jax.jit(functools.partial(step, decoder=tiny.decoder, cfg=cfg))
+  state = jax.tree.map(lambda a: a[None], cfg.fresh_state(tiny.config, jax.random.key(0)))
+  kv = init_cache(tiny.config, 1, 16)
+  ids = jnp.asarray([3, 9, 3, 14, 9, 3, 9, 14, 3, 27, 9], jnp.int32)
+  _, kv, state = fn(tiny.params, ids[None, :6], jnp.arange(6)[None], kv, state)
+  assert int(state.filled.sum()) == min(window, 5)
+  burst, _, _ = fn(tiny.params, ids[None, 6:], jnp.arange(6, 11)[None], kv, state)
+  single = []
+  for t in range(6, 11):
+    logits, kv, state = fn(tiny.params, ids[None, t:t + 1], jnp.full((1, 1), t), kv, state)
+    single.append(logits[0, 0])
+  np.testing.assert_allclose(np.asarray(burst[0]), np.stack(single), rtol=1e-5, atol=1e-5)
+
+
+# 4. Config validation.
+
+@pytest.mark.parametrize("cls, field, value", [
+    (CacheConfig, "lam", 1.5), (CacheConfig, "lam", -0.1), (CacheConfig, "window", 0),
+    (CacheConfig, "window", 2.0), (CacheConfig, "theta", float("nan")),
+    (HopfieldConfig, "window", 0), (HopfieldConfig, "beta", -1.0),
+    (HopfieldConfig, "alpha", float("inf")), (HopfieldConfig, "pool", "max"),
+    (SteeringConfig, "burn_in", 0), (SteeringConfig, "burn_in", True),
+    (SteeringConfig, "alpha", -0.5), (FastWeightsConfig, "lam", -0.1),
+    (FastWeightsConfig, "eta", 1.5), (FastWeightsConfig, "pool", "sum"),
+    (DynamicEvalConfig, "lr", float("nan")), (DynamicEvalConfig, "lr", -1e-3),
+    (DynamicEvalConfig, "layer", -1)])
+def test_config_rejects_out_of_range(cls, field, value):
+  """An out-of-range field raises InputError naming the field and the value."""
+  with pytest.raises(InputError, match=rf"^{field}={value!r}"):
+    cls(**{field: value})
+
+
+def test_config_accepts_bounds_and_checks_layer():
+  """Boundary values are accepted; a host layer beyond the model is refused."""
+  CacheConfig(lam=0.0, window=1, theta=0.0)
+  CacheConfig(lam=1.0)
+  HopfieldConfig(window=1, beta=0.0, alpha=0.0)
+  SteeringConfig(burn_in=1, alpha=0.0)
+  FastWeightsConfig(lam=1.0, eta=0.0)
+  DynamicEvalConfig(lr=0.0)
+  for cfg in ONE_OF_EACH:
+    dataclasses.replace(cfg, layer=1).check_model(CONFIG)
+    with pytest.raises(InputError, match="layer=2"):
+      dataclasses.replace(cfg, layer=2).check_model(CONFIG)
+
+
+# 5. Orbax round trips.
+
+def meta_model() -> Model:
+  return Model(config=MCFG, params=None, tokenizer=None, spec="tiny")
+
+
+def assert_same_state(got, want):
+  assert type(got) is type(want)
+  for f in dataclasses.fields(want):
+    g, w = np.asarray(getattr(got, f.name)), np.asarray(getattr(want, f.name))
+    assert (g.dtype, g.shape) == (w.dtype, w.shape), f.name
+    np.testing.assert_array_equal(g, w, err_msg=f.name)
+
+
+@pytest.mark.parametrize("cfg", ONE_OF_EACH, ids=lambda c: c.kind)
+def test_checkpoint_round_trip(tmp_path, cfg):
+  """Each memory's state (single and batched) survives Orbax; another config is refused."""
+  params = {"lm_head": {"kernel": jnp.ones((D, V), jnp.float32) / D}}
+  one = drive(cfg, random_passes(6, (5, 1, 3)), params)[1]
+  other = drive(cfg, random_passes(7, (2, 1)), params)[1]
+  assert int(one.step) == 3
+  batched = jax.tree.map(lambda a, b: jnp.stack([a, b]), one, other)
+  for i, state in enumerate([one, batched]):
+    path = tmp_path / f"ck{i}"
+    checkpoint.save_state(path, state, checkpoint.metadata(cfg, meta_model()))
+    restored = checkpoint.restore_state(path, expect_config=cfg, expect_model="tiny")
+    assert_same_state(restored.state, state)
+    assert checkpoint.config_from_dict(restored.meta["attractor_config"]) == cfg
+  for wrong in [c for c in ONE_OF_EACH if c.kind != cfg.kind] + [dataclasses.replace(cfg, layer=1)]:
+    with pytest.raises(InputError, match="different memory config"):
+      checkpoint.restore_state(path, expect_config=wrong, expect_model="tiny")
+  with pytest.raises(InputError, match="made with model 'tiny'"):
+    checkpoint.restore_state(path, expect_config=cfg, expect_model="other")

@@ -1,0 +1,33 @@
+"""RESULTS.md's related-work table and answer are built from result files, not typed."""
+
+import json
+
+from attractor_jax import report
+
+
+def _paired(diff, lo, hi):
+  return {"mean_diff": diff, "ci95": [lo, hi], "p_value": 0.5}
+
+
+def _write(tmp_path, name, obj):
+  (tmp_path / f"{name}.json").write_text(json.dumps(obj))
+
+
+def test_memory_table_pairs_every_metric_and_names_strict_wins(tmp_path):
+  e1 = {"ppl": 21.0, "baseline_ppl": 21.02, "seeds": 8, "tokens": 2048, "window": 512, "model": "m"}
+  _write(tmp_path, "e1_ppl_seed", {**e1, "delta_pct": -0.1, "delta_pct_ci95": [-0.3, 0.0],
+                                   "p_value": 0.3})
+  _write(tmp_path, "e1_ppl_cache", {"delta_pct": -5.0, "delta_pct_ci95": [-6.0, -4.0], "p_value": 0.06})
+  gen = {"n_items": 32, "data": ["a", "b", "c", "d"], "seeds": 8, "max_new_tokens": 200,
+         "paired_vs_off": {"seed": {"seq_rep_4": _paired(0.1, 0.05, 0.2)},
+                           "cache": {"seq_rep_4": _paired(0.3, 0.25, 0.4)}}}
+  _write(tmp_path, "e7_generation", gen)
+  text = report.build(tmp_path)
+  cache_row = next(line for line in text.splitlines() if line.startswith("| cache |"))
+  assert "**-5.000 [-6.000, -4.000]**" in cache_row  # CI excludes 0: bold
+  assert "**+0.300 [+0.250, +0.400]**" in cache_row
+  hopfield_row = next(line for line in text.splitlines() if line.startswith("| hopfield |"))
+  assert hopfield_row.count("n/a") == 7  # no results: every cell says so
+  answer = next(line for line in text.splitlines() if line.startswith("| E7 |"))
+  assert "cache is better than the attractor layer (seed)" in answer
+  assert "ppl change %" in answer and "seq-rep-4" not in answer  # more repetition is worse
