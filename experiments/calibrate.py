@@ -55,16 +55,20 @@ def baseline_pass(model, windows_NxW):
   return np.stack(hidden), np.stack(logp)
 
 
-def offline_cache_nll(hidden_NxWxD, logp_NxWm1, windows_NxW, theta, lam, window):
-  """Summed NLL of the cache mixture, exactly as the token-by-token memory computes it:
-  position t sees the pairs (h_i, x_{i+1}) for t-window-1 <= i <= t-1 (the stored `window`
-  plus the one its own pass completes)."""
+def cosines(hidden_NxWxD) -> np.ndarray:
+  """cos(h_t, h_i) for every pair of positions of the flattened windows, float64."""
   N, W, D = hidden_NxWxD.shape
   h = np.asarray(unit(jnp.asarray(hidden_NxWxD.reshape(N * W, D))), np.float64)
+  return h @ h.T
+
+
+def offline_cache_nll(sims, logp_NxWm1, windows_NxW, theta, lam, window):
+  """Summed NLL of the cache mixture, exactly as the token-by-token memory computes it:
+  position t sees the pairs (h_i, x_{i+1}) for t-window <= i <= t-1."""
+  N, W = windows_NxW.shape
   x = windows_NxW.reshape(-1)
-  sims = h @ h.T
   t, i = np.arange(N * W)[:, None], np.arange(N * W)[None, :]
-  visible = (i < t) & (i >= t - window - 1)
+  visible = (i < t) & (i >= t - window)
   scores = np.where(visible, theta * sims, -np.inf)
   scores -= np.where(visible.any(1, keepdims=True), scores.max(1, keepdims=True), 0.0)
   w = np.where(visible, np.exp(scores), 0.0)
@@ -104,15 +108,16 @@ def main(argv=None):
   predictions = windows.size - len(windows)
   base = float(np.exp(-logp.astype(np.float64).sum() / predictions))
   grid = [(th, lam, win) for th in THETAS for lam in LAMS for win in WINDOWS]
+  sims = cosines(hidden)
   cache_rows = [{"theta": th, "lam": lam, "window": win,
-                 "ppl": float(np.exp(offline_cache_nll(hidden, logp, windows, th, lam, win)
+                 "ppl": float(np.exp(offline_cache_nll(sims, logp, windows, th, lam, win)
                                      / predictions))} for th, lam, win in grid]
   best_cache = min(cache_rows, key=lambda r: r["ppl"])
   check_windows = windows[:2]
   check_cfg = aj.CacheConfig(theta=best_cache["theta"], lam=best_cache["lam"],
                              window=best_cache["window"])
   check_offline = float(np.exp(
-      offline_cache_nll(hidden[:2], logp[:2], check_windows, check_cfg.theta, check_cfg.lam,
+      offline_cache_nll(cosines(hidden[:2]), logp[:2], check_windows, check_cfg.theta, check_cfg.lam,
                         check_cfg.window) / (check_windows.size - 2)))
   check_stepwise = float(stepwise_ppl(model, check_windows, check_cfg, 1)[0])
 

@@ -4,9 +4,10 @@ distribution over the tokens that followed similar hidden states in the recent p
   p(w) = (1 - lam) p_model(w) + lam p_cache(w),
   p_cache(w) ~ sum_i [x_{i+1} = w] exp(theta cos(h_t, h_i))
 
-over the last `window` (hidden state, next token) pairs, h the final hidden state (the
-unembedding's input), cosine-normalised. Positions inside a pass see the pairs completed
-before them (causal), so a multi-token pass scores exactly like token-by-token passes.
+over the last `window` (hidden state, next token) pairs completed before the prediction, h
+the final hidden state (the unembedding's input), cosine-normalised. Positions inside a pass
+see only the pairs completed by then (causal), so a multi-token pass scores exactly like
+token-by-token passes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class CacheConfig(Memory):
                       pending_ok=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32))
 
   def read(self, state, obs: Observation, params) -> jax.Array:
-    keys_P, next_P, visible_TxP = _candidates(state, obs)
+    keys_P, next_P, visible_TxP = _candidates(state, obs, self.window)
     sims_TxP = jnp.einsum("td,pd->tp", unit(obs.hidden.astype(jnp.float32)), keys_P)
     scores = jnp.where(visible_TxP, self.theta * sims_TxP, -jnp.inf)
     any_T = visible_TxP.any(axis=1)
@@ -79,13 +80,16 @@ class CacheState:
   step: jax.Array  # [] int32: passes observed
 
 
-def _candidates(state: CacheState, obs: Observation):
-  """Stored pairs plus this pass's pairs; position t sees the in-pass pairs whose next token is
-  at or before it. Returns keys [P, D], next tokens [P], visibility [T, P]."""
+def _candidates(state: CacheState, obs: Observation, window: int):
+  """Stored pairs plus this pass's pairs. Position t sees the newest `window` of the pairs
+  completed by then: the in-pass pairs whose next token is at or before it, then the stored
+  ones. Returns keys [P, D], next tokens [P], visibility [T, P]."""
   keys_T, next_T, pos_T, ok_T = pass_pairs(state.pending, state.pending_ok, obs)
   keys = jnp.concatenate([state.keys, unit(keys_T.astype(jnp.float32))])
   nexts = jnp.concatenate([state.next_tokens, next_T])
-  T = obs.tokens.shape[0]
-  in_pass_TxT = (pos_T[None, :] <= obs.positions[:, None]) & ok_T[None, :]
-  stored_TxW = jnp.broadcast_to(state.filled[None, :], (T, state.filled.shape[0]))
-  return keys, nexts, jnp.concatenate([stored_TxW, in_pass_TxT], axis=1)
+  T, W = obs.tokens.shape[0], state.filled.shape[0]
+  done_TxP = jnp.concatenate([
+      jnp.broadcast_to(state.filled[None, :], (T, W)),
+      (pos_T[None, :] <= obs.positions[:, None]) & ok_T[None, :]], axis=1)
+  newer_or_same_TxP = jnp.flip(jnp.cumsum(jnp.flip(done_TxP, 1), axis=1), 1)
+  return keys, nexts, done_TxP & (newer_or_same_TxP <= window)
