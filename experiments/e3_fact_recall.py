@@ -1,0 +1,81 @@
+"""E3's accuracy: recall of a fact stated in the prompt after a long generated continuation.
+
+    python -m experiments.e3_fact_recall [--quick] [--presets seed] [--items 8] [--tokens 500]
+        ->  results/e3_fact_recall.json
+
+Each item states a fact ("Remember this: the blue box is in the attic."), opens a story, and
+the model continues it for `tokens` tokens (temperature 0.8, top-p 0.95, 8 seeds in one
+vmapped call, the memory on); then the question is asked after the continuation and the four
+answers are ranked by log-likelihood, read with the memory on (16-token passes, fresh state).
+Also measured: the accuracy of `off` with the question right after the prompt (no
+continuation), the reference for a "drop". Paired with off over items (per-item accuracy
+averaged over seeds; the bootstrap resamples items).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import attractor_jax as aj
+from attractor_jax import stats
+from attractor_jax.evals.choice import choice_logprobs
+from attractor_jax.evals.tasks import fact_recall_items
+from attractor_jax.results import git_commit, machine_info, write_json_atomic
+
+
+def accuracy(model, contexts, items, cfg) -> np.ndarray:
+  """Correct or not, per context (one item per context, in order)."""
+  lp = choice_logprobs(model, contexts, [it.choices for it in items], attractor=cfg, seeds=1)[0]
+  return lp.argmax(-1) == np.array([it.answer for it in items])
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--presets", default="seed")
+  parser.add_argument("--items", type=int, default=8)
+  parser.add_argument("--tokens", type=int, default=500)
+  parser.add_argument("--out", default="results/e3_fact_recall.json")
+  args = parser.parse_args(argv)
+  n, seeds, tokens = (2, 2, 40) if args.quick else (args.items, 8, args.tokens)
+  presets = args.presets.split(",")
+  t0 = time.time()
+  model = aj.load()
+  items = fact_recall_items(n, seed=0)
+  immediate = accuracy(model, [it.question_prompt("") for it in items], items, aj.presets["off"])
+  per_item, texts = {}, {}
+  bar = tqdm(total=n * (1 + len(presets)), desc="E3 fact recall", file=sys.stderr)
+  for preset in ("off", *presets):
+    cfg = aj.presets[preset]
+    contexts, asked = [], []
+    for it in items:
+      run = aj.generate_seeds(model, it.prompt, tokens, attractor=cfg, seeds=seeds,
+                              temperature=0.8, top_p=0.95)
+      for toks in run["tokens"]:
+        contexts.append(it.question_prompt(model.tokenizer.decode(toks)))
+        asked.append(it)
+      bar.update()
+    correct = accuracy(model, contexts, asked, cfg).reshape(n, seeds)
+    per_item[preset] = correct.mean(1)
+    texts[preset] = contexts[0]
+  bar.close()
+  write_json_atomic(args.out, {
+      "experiment": "E3-recall", "claim": "~80% accuracy drop on ~500-token generation (seed)",
+      "model": model.spec, "data": "fact_recall_items(seed 0)", "n_items": n, "seeds": seeds,
+      "max_new_tokens": tokens, "sampling": {"temperature": 0.8, "top_p": 0.95},
+      "chance": 1 / len(items[0].choices), "presets": presets,
+      "immediate_accuracy_off": float(immediate.mean()),
+      "summary": {p: stats.summarize(a) for p, a in per_item.items()},
+      "paired_vs_off": {p: {"accuracy": stats.paired(per_item[p], per_item["off"])}
+                        for p in presets},
+      "example_context": texts, "git_commit": git_commit(), "machine": machine_info(),
+      "wall_s": time.time() - t0, "quick": args.quick})
+
+
+if __name__ == "__main__":
+  main()
