@@ -211,7 +211,7 @@ def _growth(res: dict) -> tuple[list[str], list[str]]:
   r = res.get("growth")
   if not r:
     return [], []
-  row = lambda label, pairs: f"| {label} | " + " | ".join(f"{k}: {v}" for k, v in pairs) + " |"
+  row = lambda label, pairs: f"| {label} | " + ", ".join(f"{k}: {v}" for k, v in pairs) + " |"
   section = ["## Performance growth curves", "", "| curve | points |", "|---|---|",
              row("decode time, preset seed / off, vs K",
                  [(x["K"], f"{x['vs_off']:.3f}") for x in r["overhead_vs_K"]]),
