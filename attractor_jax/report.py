@@ -287,19 +287,30 @@ def _ppl_paired(r: dict | None) -> dict | None:
   return {"mean_diff": r["delta_pct"], "ci95": r["delta_pct_ci95"], "p_value": r.get("p_value")}
 
 
+ATTRACTOR_ROWS = ("seed", "tuned")  # the attractor layer's rows beside the memories
+
+
 def memory_table(res: dict) -> list[dict[str, dict | None]]:
-  """One row per memory (and preset seed for reference): each suite metric paired vs off."""
-  gen, comp, topics = (res.get(k) for k in ("e7_generation", "e7_comprehension", "e7_topics"))
+  """One row per attractor preset and memory: each suite metric paired vs off, looked up in
+  E7's files first, then in the E1/E4/E6 files (the same settings) for the attractor rows."""
+  def pick(name, metric, *files):
+    for f in files:
+      found = (res.get(f) or {}).get("paired_vs_off", {}).get(name)
+      if found is not None:
+        return found.get(metric) if metric else found
+    return None
+
   rows = []
-  for name in ("seed", *MEMORIES):
-    pick = lambda r, m: (r or {}).get("paired_vs_off", {}).get(name, {}).get(m)
+  for name in (*ATTRACTOR_ROWS, *MEMORIES):
     rows.append({
         "memory": name,
         "ppl change %": _ppl_paired(res.get(f"e1_ppl_{name}")),
-        "seq-rep-4": pick(gen, "seq_rep_4"), "rep/128": pick(gen, "rep_128"),
-        "distinct-2": pick(gen, "distinct_2"), "drift cos": pick(gen, "drift_last_cos"),
-        "accuracy (points)": pick(comp, "accuracy"),
-        "snap-back": (topics or {}).get("paired_vs_off", {}).get(name)})
+        **{label: pick(name, m, "e7_generation") for label, m in (
+            ("seq-rep-4", "seq_rep_4"), ("rep/128", "rep_128"), ("distinct-2", "distinct_2"),
+            ("drift cos", "drift_last_cos"))},
+        "accuracy (points)": pick(name, "accuracy", "e7_comprehension", "e7_comprehension_tuned",
+                                  "e4_comprehension"),
+        "snap-back": pick(name, None, "e7_topics", "e6_topics")})
   return rows
 
 
@@ -311,8 +322,9 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
   metrics = [k for k in table[0] if k != "memory"]
   section = ["## E7: related-work memories on the same suite, paired with off", "",
              "Each cell: mean difference vs off [95% bootstrap CI]; **bold** where the CI excludes 0. "
-             "Rows: the attractor layer (preset seed, for reference) and the five related-work "
-             "memories (`attractor_jax/memories/`, presets of the same names).", "",
+             "Rows: the attractor layer (presets seed and tuned = seed at the calibrated alpha) "
+             "and the five related-work memories (`attractor_jax/memories/`, presets of the same "
+             "names, strengths calibrated on *Emma*).", "",
              "| memory | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
   for row in table:
     cells = [_cell(row[m], 100.0 if m.startswith("accuracy") else 1.0) for m in metrics]
@@ -320,18 +332,19 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
   gen, comp, top = (res.get(k) for k in ("e7_generation", "e7_comprehension", "e7_topics"))
   notes = []
   if any(f"e1_ppl_{m}" in res for m in MEMORIES):
-    notes.append("ppl: E1's text and windows, token by token, 1 seed (these memories have no "
-                 "random init); seed's row from E1 (8 seeds); CI over windows")
+    notes.append("ppl: E1's text and windows, token by token, 1 seed for the memories (no "
+                 "random init), 8 for the attractor rows; CI over windows")
   if gen:
     notes.append(f"generation: {gen['n_items']} items ({len(gen['data'])} prompts x "
                  f"{gen['seeds']} seeds), {gen['max_new_tokens']} tokens, sampled; CIs resample prompts")
   if comp:
-    notes.append(f"accuracy: {comp['n_items']} comprehension items, {comp['seeds']} seed, off at "
+    notes.append(f"accuracy: {comp['n_items']} comprehension items (E4's), {comp['seeds']} seed "
+                 "for the memories, 8 for the attractor rows, off at "
                  f"{100 * comp['summary']['off']['accuracy']['mean']:.1f}% (chance "
                  f"{100 * comp['chance']:.0f}%)")
   if top:
     notes.append(f"snap-back: {top['n_items']} items ({len(top['data'])} topic pairs x "
-                 f"{top['seeds']} seeds)")
+                 f"{top['seeds']} seeds; seed's row from E6)")
   section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
   if gen:
     section += [f"![{what}](results/{pathlib.Path(gen[key]).name})"
@@ -341,19 +354,22 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
 
 
 def _memory_answer(table: list[dict]) -> list[str]:
-  """Where a memory is strictly better than the attractor layer (preset seed): its CI lies
-  entirely on the better side of the attractor's (lower ppl and repetition, higher distinct-2)."""
-  seed = table[0]
+  """Where a memory is strictly better than the attractor layer: its CI lies entirely on the
+  better side of every attractor row's CI (lower ppl and repetition, higher distinct-2)."""
+  attractors = [r for r in table if r["memory"] in ATTRACTOR_ROWS]
   lower_is_better = {"ppl change %": True, "seq-rep-4": True, "rep/128": True, "distinct-2": False}
 
   def beats(mine, theirs, lower):
     return mine["ci95"][1] < theirs["ci95"][0] if lower else mine["ci95"][0] > theirs["ci95"][1]
 
   lines = []
-  for row in table[1:]:
+  for row in table:
+    if row["memory"] in ATTRACTOR_ROWS:
+      continue
     wins = [m for m, lower in lower_is_better.items()
-            if row[m] and seed[m] and beats(row[m], seed[m], lower)]
+            if row[m] and (refs := [a[m] for a in attractors if a[m]])
+            and all(beats(row[m], ref, lower) for ref in refs)]
     if wins:
-      lines.append(f"{row['memory']} is better than the attractor layer (seed) with "
-                   f"non-overlapping CIs on: {', '.join(wins)}")
-  return lines or ["no memory separates from the attractor layer (seed) with non-overlapping CIs"]
+      lines.append(f"{row['memory']} is better than every attractor row with non-overlapping "
+                   f"CIs on: {', '.join(wins)}")
+  return lines or ["no memory separates from the attractor layer with non-overlapping CIs"]
