@@ -247,6 +247,84 @@ def _trajectories(res: dict) -> tuple[list[str], list[str]]:
   return [], section + [""]
 
 
+def _direction(ci, more: str, less: str) -> str:
+  return "no detectable change" if ci[0] <= 0 <= ci[1] else (more if ci[0] > 0 else less)
+
+
+def _conclusions(res: dict) -> list[str]:
+  """Plain sentences, each derived from the numbers above (nothing here is typed by hand)."""
+  out = []
+  e1 = {k.removeprefix("e1_ppl_"): v for k, v in res.items()
+        if k.startswith("e1_ppl_") and k.removeprefix("e1_ppl_") not in MEMORIES}
+  if e1:
+    widest = max(max(abs(c) for c in r["delta_pct_ci95"]) for r in e1.values())
+    out.append(f"Perplexity: every attractor preset's 95% CI lies within +-{widest:.2f}% of the "
+               "baseline" + (". The layer neither helps nor hurts perplexity by more than 1% "
+                             "here, which matches the seed's ~0%." if widest < 1 else "."))
+  e3 = res.get("e3_generation")
+  if e3:
+    found = {p: _direction(v["seq_rep_4"]["ci95"], "more", "less")
+             for p, v in e3["paired_vs_off"].items()}
+    parts = [f"{p} {d} ({e3['paired_vs_off'][p]['seq_rep_4']['mean_diff']:+.3f})"
+             for p, d in found.items()]
+    detected = {d for d in found.values() if d != "no detectable change"}
+    out.append(f"Long generations ({e3['max_new_tokens']} tokens), 4-gram repetition vs off: "
+               + "; ".join(parts) + "." + (" Every detectable change is more repetition, the "
+                                          "failure the seed reported." if detected == {"more"}
+                                          else ""))
+  recall = res.get("e3_fact_recall")
+  if recall:
+    off = recall["summary"]["off"]["mean"]
+    out.append(f"Fact recall after {recall['max_new_tokens']} generated tokens: off "
+               f"{100 * off:.0f}% vs {100 * recall['immediate_accuracy_off']:.0f}% when asked "
+               "right after the prompt; " + "; ".join(
+                   f"{p} {_direction(v['accuracy']['ci95'], 'higher', 'lower')}"
+                   for p, v in recall["paired_vs_off"].items()) + " than off.")
+  e4 = res.get("e4_comprehension")
+  if e4:
+    off = e4["summary"]["off"]["accuracy"]["mean"]
+    out.append(f"Comprehension: off answers {100 * off:.0f}% correctly against a chance level of "
+               f"{100 * e4['chance']:.0f}%. "
+               + ("With the model at chance, the seed's +3.3% cannot be tested with it; "
+                  if off < e4["chance"] + 0.05 else "")
+               + "; ".join(f"{p}: {_direction(v['accuracy']['ci95'], 'higher', 'lower')}"
+                           for p, v in e4["paired_vs_off"].items()) + ".")
+  e5 = res.get("e5_sweeps")
+  if e5:
+    ks = [r for r in e5["rows"] if r["axis"] == "K"]
+    if ks:
+      trend = "falls" if ks[-1]["kl_per_token"]["mean"] < ks[0]["kl_per_token"]["mean"] else "rises"
+      out.append(f"More attractors: KL to the baseline {trend} from "
+                 f"{ks[0]['kl_per_token']['mean']:.1e} (K={ks[0]['value']}) to "
+                 f"{ks[-1]['kl_per_token']['mean']:.1e} (K={ks[-1]['value']}); "
+                 + ("many attractors make the layer inert rather than unstable."
+                    if trend == "falls" else "many attractors move the model more."))
+  e6 = res.get("e6_topics")
+  if e6:
+    out.append("Topic switch: snap-back vs off, " + "; ".join(
+        f"{p} {_direction(v['ci95'], 'more', 'less')}" for p, v in e6["paired_vs_off"].items())
+        + ".")
+  cal = res.get("calibration")
+  if cal:
+    best = cal["strength"]["best"]
+    pieces = [f"{n} {best[n]['delta_pct']:+.2f}%" for n in ("seed", "steering", "hopfield",
+                                                             "fastweights") if n in best]
+    close = ("seed" in best and "steering" in best
+             and abs(best["seed"]["delta_pct"] - best["steering"]["delta_pct"]) < 0.25)
+    out.append(f"Calibration ({cal['novel']}, token by token): at their best strength, "
+               + ", ".join(pieces) + " perplexity change." + (
+                   " A fixed steering vector comes within 0.25 points of the learning attractor "
+                   "layer, which suggests that most of what the layer does to perplexity is a "
+                   "constant push along the mean attention direction." if close else ""))
+  table = memory_table(res)
+  cache = next((r for r in table if r["memory"] == "cache"), None)
+  if cache and cache["ppl change %"]:
+    c = cache["ppl change %"]
+    out.append(f"The continuous cache changes perplexity by {c['mean_diff']:+.2f}% "
+               f"{_ci(c['ci95'])} on E1's text; " + "; ".join(_memory_answer(table)) + ".")
+  return out
+
+
 def build(results_dir: str | pathlib.Path = "results") -> str:
   """The text of RESULTS.md."""
   results = pathlib.Path(results_dir)
@@ -265,6 +343,9 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   lines.append("")
   for _, section in parts.values():
     lines += section
+  conclusions = _conclusions(res)
+  if conclusions:
+    lines += ["## What we conclude", ""] + [f"- {c}" for c in conclusions] + [""]
   return "\n".join(lines) + "\n"
 
 
