@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # E7: the related-work memories (issue 6) through the same suite, each paired with off:
 #   perplexity (E1's text and windows)       -> results/e1_ppl_<memory>.json
+#   the cache's perplexity on 8,192 tokens (16 windows, for a CI over more windows)
+#                                            -> results/e7_ppl_cache_long.json
 #   long generations, 200 tokens (E3's prompts, with presets seed and tuned for reference)
 #                                            -> results/e7_generation.json
 #   comprehension (E4's items)               -> results/e7_comprehension.json
@@ -17,6 +19,11 @@ memories=${MEMORIES:-cache hopfield steering fastweights dynamic-eval}
 list=$(echo "$memories" | tr ' ' ',')
 PRESETS=tuned SEEDS=8 PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
 PRESETS="$memories" SEEDS=1 PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
+text=$(mktemp)
+trap 'rm -f "$text"' EXIT
+"$py" -c "from attractor_jax.data import pride_and_prejudice_from_truth as t; print(t(), end='')" > "$text"
+"$py" -m attractor_jax.cli sweep --task ppl --preset cache --seeds 1 --text-file "$text" \
+    --window 512 --max-tokens 8192 --out "$out/e7_ppl_cache_long.json" --json > /dev/null
 "$py" -m experiments.e3_generation --presets "seed,tuned,$list" --tokens 200 \
     --out "$out/e7_generation.json"
 "$py" -m experiments.e4_comprehension --presets "$list" --seeds 1 --out "$out/e7_comprehension.json"
