@@ -315,13 +315,24 @@ def _conclusions(res: dict) -> list[str]:
                + ", ".join(pieces) + " perplexity change." + (
                    " A fixed steering vector comes within 0.25 points of the learning attractor "
                    "layer, which suggests that most of what the layer does to perplexity is a "
-                   "constant push along the mean attention direction." if close else ""))
+                   "constant push along the mean attention direction." if close else "")
+               + (" On E1's novel, at the same settings: " + ", ".join(
+                   f"{n} {res[f'e1_ppl_{n}']['delta_pct']:+.2f}% {_ci(res[f'e1_ppl_{n}']['delta_pct_ci95'])}"
+                   for n in ("tuned", "steering", "hopfield", "fastweights") if f"e1_ppl_{n}" in res)
+                  + " (tuned is seed at its calibrated alpha)" + (
+                      ": none differs detectably from off on that novel." if all(
+                          res[f"e1_ppl_{n}"]["delta_pct_ci95"][0] <= 0 <= res[f"e1_ppl_{n}"]["delta_pct_ci95"][1]
+                          for n in ("tuned", "steering", "hopfield", "fastweights")
+                          if f"e1_ppl_{n}" in res) else ".")
+                  if "e1_ppl_steering" in res else ""))
   table = memory_table(res)
-  cache = next((r for r in table if r["memory"] == "cache"), None)
-  if cache and cache["ppl change %"]:
-    c = cache["ppl change %"]
-    out.append(f"The continuous cache changes perplexity by {c['mean_diff']:+.2f}% "
-               f"{_ci(c['ci95'])} on E1's text; " + "; ".join(_memory_answer(table)) + ".")
+  long = res.get("e7_ppl_cache_long")
+  if long:
+    out.append(f"The continuous cache changes perplexity by {long['delta_pct']:+.2f}% "
+               f"{_ci(long['delta_pct_ci95'])} over {long['tokens']} tokens of E1's novel ("
+               + _direction(long["delta_pct_ci95"], "worse than off", "better than off") + ").")
+  if any(r["memory"] in MEMORIES and any(r[m] for m in r if m != "memory") for r in table):
+    out.append("Against the attractor layer: " + "; ".join(_memory_answer(table)) + ".")
   return out
 
 
@@ -427,6 +438,12 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
     notes.append(f"snap-back: {top['n_items']} items ({len(top['data'])} topic pairs x "
                  f"{top['seeds']} seeds; seed's row from E6)")
   section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
+  long = res.get("e7_ppl_cache_long")
+  if long:
+    section += [f"The cache over more text: {long['tokens']} tokens of the same novel "
+                f"({long['windows']} windows of {long['window']}), perplexity {long['ppl']:.3f} vs "
+                f"baseline {long['baseline_ppl']:.3f}: {_cell(_ppl_paired(long))}%, sign-flip "
+                f"p = {long['p_value']:.4f}.", ""]
   if gen:
     section += [f"![{what}](results/{pathlib.Path(gen[key]).name})"
                 for what, key in (("repetition vs position", "plot"), ("drift", "drift_plot"))
