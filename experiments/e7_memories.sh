@@ -9,7 +9,8 @@
 #   topic switch / snap-back (E6's prompts)  -> results/e7_topics.json
 # The five memories are deterministic (no random init), so perplexity and comprehension use
 # one seed; generations sample, so they keep 8 seeds. Preset tuned (the attractor layer at its
-# calibrated alpha) runs beside them, with 8 seeds everywhere. Then `attractor-jax report`.
+# calibrated alpha) runs beside them with 8 seeds (perplexity, generations, topics). Then
+# `attractor-jax report`.
 # Environment overrides: MEMORIES, PYTHON, RESULTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,5 @@ trap 'rm -f "$text"' EXIT
 "$py" -m experiments.e3_generation --presets "seed,tuned,$list" --tokens 200 \
     --out "$out/e7_generation.json"
 "$py" -m experiments.e4_comprehension --presets "$list" --seeds 1 --out "$out/e7_comprehension.json"
-"$py" -m experiments.e4_comprehension --presets tuned --out "$out/e7_comprehension_tuned.json"
 "$py" -m experiments.e6_topics --presets "tuned,$list" --out "$out/e7_topics.json"
 "$py" -m attractor_jax.cli report --results "$out" --out "${REPORT:-RESULTS.md}"
