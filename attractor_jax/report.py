@@ -468,8 +468,11 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
                  f"{100 * comp['summary']['off']['accuracy']['mean']:.1f}% (chance "
                  f"{100 * comp['chance']:.0f}%)")
   if top:
+    dropped = {k: v for k, v in top.get("items_without_a_window", {}).items() if v}
     notes.append(f"snap-back: {top['n_items']} items ({len(top['data'])} topic pairs x "
-                 f"{top['seeds']} seeds; seed's row from E6)")
+                 f"{top['seeds']} seeds; seed's row from E6)" + (
+                     ", items whose continuation stopped before one 50-token window left out: "
+                     + ", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else ""))
   section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
   long = res.get("e7_ppl_cache_long")
   if long:

@@ -87,13 +87,18 @@ def main(argv=None):
   bar.close()
   clusters = np.array([r["cluster"] for r in rows["off"]])
   col = lambda p: np.array([r["snap_back"] for r in rows[p]])
+  # A continuation that stops (EOS) before one 50-token window has no share: its item is left
+  # out of that preset's summary and of its pairing with off (the count is reported).
+  kept = lambda *ps: np.all([np.isfinite(col(p)) for p in ps], axis=0)
   write_json_atomic(args.out, {
       "experiment": "E6", "claim": "snap-back to earlier topics; stable concept attractors; "
                                    "dead ones become noise",
       "model": model.spec, "data": [f"{t.topic_a} -> {t.topic_b}" for t in prompts],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
-      "summary": {p: stats.summarize(col(p), clusters=clusters) for p in rows},
-      "paired_vs_off": {p: stats.paired(col(p), col("off"), clusters=clusters) for p in presets},
+      "summary": {p: stats.summarize(col(p)[kept(p)], clusters=clusters[kept(p)]) for p in rows},
+      "paired_vs_off": {p: stats.paired(col(p)[kept(p, "off")], col("off")[kept(p, "off")],
+                                        clusters=clusters[kept(p, "off")]) for p in presets},
+      "items_without_a_window": {p: int((~kept(p)).sum()) for p in rows},
       "dead_share": {p: stats.summarize(v) for p, v in dead.items()},
       "attractor_readout_top5": readouts, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})
