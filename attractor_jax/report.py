@@ -69,10 +69,16 @@ def _e2(res: dict) -> tuple[list[str], list[str]]:
   if not b:
     return [], []
   r = b["ratios"]
+  ms = b["decode_ms_per_token"]
   rows = [f"seed: {100 * (r['decode_time_seed_vs_off'] - 1):+.1f}%, multiscale: "
           f"{100 * (r['decode_time_multiscale_vs_off'] - 1):+.1f}% decode time vs off "
-          f"(median of {b['repeats']} runs)"]
-  ms = b["decode_ms_per_token"]
+          f"(median of {b['repeats']} runs; off itself ranged {ms['off']['min']:.1f}-"
+          f"{ms['off']['max']:.1f} ms/token)"]
+  growth = res.get("growth")
+  if growth:
+    ks = growth["overhead_vs_K"]
+    rows.append(f"growth run: seed / off {ks[0]['vs_off']:.3f} (K={ks[0]['K']}) to "
+                f"{ks[-1]['vs_off']:.3f} (K={ks[-1]['K']}), {growth['repeats']} repeats")
   section = ["## E2: compute overhead (jitted decode, same run)", "",
              "| side | ms/token (median) | min | max |", "|---|---|---|---|"]
   section += [f"| {k} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for k, v in ms.items()]
@@ -467,7 +473,11 @@ def _memories(res: dict) -> tuple[list[str], list[str]]:
     section += [f"![{what}](results/{pathlib.Path(gen[key]).name})"
                 for what, key in (("repetition vs position", "plot"), ("drift", "drift_plot"))
                 if gen.get(key)] + [""]
-  return _memory_answer(table), section
+  rows = _memory_answer(table)
+  if long:
+    rows.insert(0, f"cache: ppl {long['delta_pct']:+.2f}% {_ci(long['delta_pct_ci95'])} over "
+                   f"{long['tokens']} tokens (attractor rows: see E1)")
+  return rows, section
 
 
 def _memory_answer(table: list[dict]) -> list[str]:
