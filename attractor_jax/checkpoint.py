@@ -25,7 +25,8 @@ from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory, abstract_state
 
-FORMAT = "attractor-jax/2"  # 2: any memory kind; the model config is saved
+FORMAT = "attractor-jax/3"  # 2: any memory kind, model config saved; 3: KV cache [B, K, S, X]
+READABLE_STATE_FORMATS = ("attractor-jax/2", FORMAT)  # a state holds no KV cache
 
 
 def config_to_dict(cfg: Memory) -> dict:
@@ -105,9 +106,11 @@ def read_meta(path: str | pathlib.Path) -> dict:
   except (OSError, ValueError) as e:
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted ({type(e).__name__}): "
                      "restore an earlier checkpoint") from None
-  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-    raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}")
+  found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+  run_of_old_format = isinstance(meta, dict) and meta.get("kind") == "run" and found != FORMAT
+  if found not in READABLE_STATE_FORMATS or run_of_old_format:
+    raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}: "
+                     "save it again with this version")
   missing = [k for k in ("attractor_config", "model", "width", "model_config") if k not in meta]
   if missing:
     raise InputError(f"checkpoint {str(path)!r} metadata lacks {', '.join(missing)}: "

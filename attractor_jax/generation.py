@@ -180,7 +180,7 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, attractor: Memory,
   need = cache_length(model, int(carry.position), max_new_tokens)
   pad = need - carry.cache.max_len
   if pad > 0:  # grow the cache: the new slots are masked until written
-    grow = lambda arrays: tuple(jnp.pad(a, [(0, 0), (0, pad), (0, 0), (0, 0)]) for a in arrays)
+    grow = lambda arrays: tuple(jnp.pad(a, [(0, 0), (0, 0), (0, pad), (0, 0)]) for a in arrays)
     carry = carry.replace(cache=carry.cache.replace(k=grow(carry.cache.k), v=grow(carry.cache.v)))
   eos = model.eos_id
   (tokens, count, carry, rows), c, d_s = compile_and_run(

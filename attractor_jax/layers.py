@@ -69,18 +69,22 @@ def qkv(x_BxTxD, p, positions_BxT, cfg: ModelConfig):
   return q, k, v
 
 
-def attend(q_BxTxHxX, k_BxSxKxX, v_BxSxKxX, q_pos_BxT, k_pos_BxS, cfg: ModelConfig):
-  """Causal grouped-query attention: query t sees keys whose position <= its own."""
+def attend(q_BxTxHxX, k_BxKxSxX, v_BxKxSxX, q_pos_BxT, k_pos_BxS, cfg: ModelConfig):
+  """Causal grouped-query attention: query t sees keys whose position <= its own.
+
+  The logits are laid out slots-first ([B, K, S, G, T]): with the cache as the left operand
+  XLA's CPU dots run 2-3x faster in decode (T = 1) than with the queries first.
+  """
   B, T, H, X = q_BxTxHxX.shape
   K = cfg.num_kv_heads
-  q_BxTxKxGxX = q_BxTxHxX.reshape(B, T, K, H // K, X)
-  logits = jnp.einsum("btkgx,bskx->bkgts", q_BxTxKxGxX, k_BxSxKxX).astype(jnp.float32)
+  q_BxKxGxTxX = q_BxTxHxX.reshape(B, T, K, H // K, X).transpose(0, 2, 3, 1, 4)
+  logits = jnp.einsum("bksx,bkgtx->bksgt", k_BxKxSxX, q_BxKxGxTxX).astype(jnp.float32)
   logits = logits * (X ** -0.5)
-  visible_BxTxS = k_pos_BxS[:, None, :] <= q_pos_BxT[:, :, None]
-  logits = jnp.where(visible_BxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxX.dtype)
-  out = jnp.einsum("bkgts,bskx->btkgx", probs, v_BxSxKxX)
-  return out.reshape(B, T, H * X)
+  visible_BxSxT = k_pos_BxS[:, :, None] <= q_pos_BxT[:, None, :]
+  logits = jnp.where(visible_BxSxT[:, None, :, None, :], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=2).astype(v_BxKxSxX.dtype)
+  out_BxKxGxTxX = jnp.einsum("bksgt,bksx->bkgtx", probs, v_BxKxSxX)
+  return out_BxKxGxTxX.transpose(0, 3, 1, 2, 4).reshape(B, T, H * X)
 
 
 def mlp(x_BxTxD, p, cfg: ModelConfig):

@@ -39,7 +39,8 @@ class Model:
 
   @property
   def decoder(self) -> Decoder:
-    return Decoder(self.config, dtype=self.dtype)
+    return Decoder(self.config, dtype=self.dtype,
+                   output_kernel=self.config.tie_embeddings and "lm_head" in self.params)
 
   def logits(self, token_ids) -> jax.Array:
     """One full causal forward pass: token ids [batch, seq] -> float32 logits [batch, seq, vocab]."""
@@ -105,6 +106,8 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
                      "a local HF directory (config.json + safetensors), or a hub id 'org/name'")
   cfg = dataclasses.replace(cfg, name=spec)
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+  if cfg.tie_embeddings:  # a [D, V] copy of the tied table for the logits (see Decoder)
+    params = {**params, "lm_head": {"kernel": params["embed"]["embedding"].T}}
   return Model(config=cfg, params=params, tokenizer=tokenizer, spec=spec, dtype=dtype)
 
 

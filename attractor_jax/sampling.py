@@ -21,15 +21,34 @@ from attractor_jax.transformer import Decoder, KVCache, init_cache
 def sample_token(logits_V, key, temperature, top_p):
   """Greedy when temperature == 0, else temperature + nucleus (top-p) sampling."""
   logits_V = logits_V.astype(jnp.float32)
-  greedy = jnp.argmax(logits_V).astype(jnp.int32)
-  scaled = logits_V / jnp.maximum(temperature, 1e-6)
-  order = jnp.argsort(-scaled)
-  probs = jax.nn.softmax(scaled[order])
-  # Keeps the smallest prefix reaching top_p; top_p = 1 keeps all (float32 sums reach 1 early).
-  outside = (top_p < 1.0) & (jnp.cumsum(probs) - probs >= top_p)
-  masked = jnp.where(outside, -jnp.inf, scaled[order])
-  sampled = order[jax.random.categorical(key, masked)].astype(jnp.int32)
-  return jnp.where(temperature == 0.0, greedy, sampled)
+  greedy = lambda: jnp.argmax(logits_V).astype(jnp.int32)
+
+  def sampled():
+    scaled = logits_V / jnp.maximum(temperature, 1e-6)
+    kept = nucleus(jax.nn.softmax(scaled), top_p)
+    return jax.random.categorical(key, jnp.where(kept, scaled, -jnp.inf)).astype(jnp.int32)
+
+  return jax.lax.cond(temperature == 0.0, greedy, sampled)
+
+
+def nucleus(probs_V, top_p):
+  """The top-p set: token i is kept when the tokens strictly more probable than it hold less
+  than `top_p` of the mass (every token when top_p = 1).
+
+  The smallest kept probability is found by bisection over float32 bit patterns (ordered as
+  integers for non-negative floats): 32 masked sums, where sorting the vocabulary took
+  ~15 ms per token on this CPU. Tied tokens at the boundary are kept or dropped together.
+  """
+  bits_V = jax.lax.bitcast_convert_type(probs_V, jnp.int32)
+
+  def halve(_, lo_hi):  # mass above lo >= top_p > mass above hi
+    lo, hi = lo_hi
+    mid = lo + (hi - lo) // 2
+    below = jnp.sum(jnp.where(bits_V > mid, probs_V, 0.0)) < top_p
+    return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+
+  _, smallest_kept = jax.lax.fori_loop(0, 32, halve, (jnp.int32(-1), jnp.max(bits_V)))
+  return (bits_V >= smallest_kept) | (top_p >= 1.0)
 
 
 class Trace(flax.struct.PyTreeNode):

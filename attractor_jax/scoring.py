@@ -106,6 +106,25 @@ def baseline_logp(model: Model, windows_NxW: np.ndarray) -> jax.Array:
 _stepwise_jit = jax.jit(stepwise_window_nll, static_argnames=("decoder", "cfg"))
 
 
+def stepwise_nll(model: Model, windows_NxW: np.ndarray, cfg, seeds: int, ref_logp_NxWxV=None):
+  """`stepwise_window_nll` for seeds 0..seeds-1: NLL and KL sums, float64 [S, N] each.
+
+  A memory that wants the prompt's attention outputs gets the first window's.
+  """
+  from attractor_jax.generation import seed_keys
+
+  prompt_attn = None
+  if cfg.uses_prompt:
+    _, _, taps = model.decoder.apply({"params": model.params}, jnp.asarray(windows_NxW[:1]),
+                                     jnp.arange(windows_NxW.shape[1])[None], method=Decoder.tapped,
+                                     host_layer=cfg.layer)
+    prompt_attn = taps.attn_out_BxTxD[0]
+  keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
+  nll, kl = _stepwise_jit(model.params, jnp.asarray(windows_NxW), keys, prompt_attn,
+                          ref_logp_NxWxV, decoder=model.decoder, cfg=cfg)
+  return np.asarray(nll, np.float64), np.asarray(kl, np.float64)
+
+
 def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | None = None, *,
                attractor=None, seeds: int = 1) -> dict:
   """Perplexity of `text` over non-overlapping windows (no BOS), baseline and with a layer.
@@ -116,7 +135,6 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
   delta_pct_ci95, tokens (plus per-seed and per-window detail).
   """
   from attractor_jax import stats
-  from attractor_jax.generation import seed_keys
 
   if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool) or seeds < 1:
     raise InputError(f"seeds={seeds!r}: pass an integer >= 1")
@@ -133,14 +151,7 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
   if getattr(attractor, "init", None) == "prompt":
     raise InputError("init='prompt' would copy scored tokens into the memory: use init='noise' "
                      "for perplexity")
-  first = jnp.asarray(windows[:1])
-  _, _, taps = model.decoder.apply({"params": model.params}, first,
-                                   jnp.arange(window)[None], method=Decoder.tapped,
-                                   host_layer=attractor.layer)
-  keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
-  nll_SxN, _ = _stepwise_jit(model.params, jnp.asarray(windows), keys, taps.attn_out_BxTxD[0],
-                              decoder=model.decoder, cfg=attractor)
-  nll_SxN = np.asarray(nll_SxN, np.float64)
+  nll_SxN, _ = stepwise_nll(model, windows, attractor, seeds)
   ppl_S = np.exp(nll_SxN.sum(axis=1) / predictions)
   diff_N = (nll_SxN.mean(axis=0) - base_N) / (window - 1)
   lo, hi = stats.bootstrap_ci(diff_N) if len(diff_N) > 1 else (diff_N[0], diff_N[0])

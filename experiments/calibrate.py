@@ -29,10 +29,9 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax.data import load_text
-from attractor_jax.generation import seed_keys
 from attractor_jax.memories.base import unit
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
-from attractor_jax.scoring import _stepwise_jit, text_windows, window_nll
+from attractor_jax.scoring import stepwise_nll, text_windows, window_nll
 from attractor_jax.transformer import Decoder
 
 NOVEL = "emma"
@@ -84,13 +83,8 @@ def offline_cache_nll(sims, logp_NxWm1, windows_NxW, theta, lam, window):
 
 def stepwise_ppl(model, windows, cfg, seeds: int) -> np.ndarray:
   """Per-seed perplexity with the memory on, token by token."""
-  _, _, taps = model.decoder.apply({"params": model.params}, jnp.asarray(windows[:1]),
-                                   jnp.arange(windows.shape[1])[None], method=Decoder.tapped,
-                                   host_layer=cfg.layer)
-  keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
-  nll, _ = _stepwise_jit(model.params, jnp.asarray(windows), keys, taps.attn_out_BxTxD[0],
-                         decoder=model.decoder, cfg=cfg)
-  return np.exp(np.asarray(nll, np.float64).sum(1) / (windows.size - len(windows)))
+  nll, _ = stepwise_nll(model, windows, cfg, seeds)
+  return np.exp(nll.sum(1) / (windows.size - len(windows)))
 
 
 def main(argv=None):

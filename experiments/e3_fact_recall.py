@@ -1,6 +1,7 @@
 """E3's accuracy: recall of a fact stated in the prompt after a long generated continuation.
 
-    python -m experiments.e3_fact_recall [--quick] [--presets seed] [--items 8] [--tokens 500]
+    python -m experiments.e3_fact_recall [--quick] [--presets seed,gated,multiscale] [--items 8]
+        [--tokens 500]
         ->  results/e3_fact_recall.json
 
 Each item states a fact ("Remember this: the blue box is in the attic."), opens a story, and
@@ -37,13 +38,13 @@ def accuracy(model, contexts, items, cfg) -> np.ndarray:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--presets", default="seed")
+  parser.add_argument("--presets", default="seed,gated,multiscale")
   parser.add_argument("--items", type=int, default=8)
   parser.add_argument("--tokens", type=int, default=500)
   parser.add_argument("--out", default="results/e3_fact_recall.json")
   args = parser.parse_args(argv)
   n, seeds, tokens = (2, 2, 40) if args.quick else (args.items, 8, args.tokens)
-  presets = args.presets.split(",")
+  presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
   items = fact_recall_items(n, seed=0)

@@ -11,6 +11,7 @@ seeds vary both the attractor init and the sampling; `off` gets the same samplin
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 
@@ -101,13 +102,14 @@ def main(argv=None):
   mean_curves, mean_drifts = _window_means(curves), _window_means(drifts)
   width = len(next(iter(mean_curves.values())))
   plot, drift_plot = args.out.replace(".json", ".png"), args.out.replace(".json", "_drift.png")
+  name = "E7" if "e7" in pathlib.Path(args.out).stem else "E3"  # e7_memories.sh runs this too
   plot_lines(plot, mean_curves, x=[50 * (i + 1) for i in range(width)],
              xlabel="generated tokens (end of 50-token window)", ylabel="seq-rep-4 in window",
-             title="E3: repetition vs position (mean over prompts x seeds)")
+             title=f"{name}: repetition vs position (mean over prompts x seeds)")
   plot_lines(drift_plot, mean_drifts, x=[50 * (i + 1) for i in range(width)],
              xlabel="generated tokens (end of 50-token window)",
              ylabel="cos(window mean hidden, prompt mean hidden)",
-             title="E3: drift from the prompt (mean over prompts x seeds)")
+             title=f"{name}: drift from the prompt (mean over prompts x seeds)")
   write_json_atomic(args.out, {
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
       "model": model.spec, "data": [f"first {PROMPT_TOKENS} tokens of {n}, chapter 1" for n in novels],

@@ -15,17 +15,14 @@ import dataclasses
 import sys
 import time
 
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.data import load_text
-from attractor_jax.generation import seed_keys
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
-from attractor_jax.scoring import _stepwise_jit, baseline_logp, text_windows, window_nll
-from attractor_jax.transformer import Decoder
+from attractor_jax.scoring import baseline_logp, stepwise_nll, text_windows, window_nll
 from experiments.common import plot_lines
 
 K_VALUES = (1, 4, 16, 64, 256)
@@ -55,16 +52,11 @@ def main(argv=None):
   predictions = windows.size - len(windows)
   base_ppl = float(np.exp(base_nll.sum() / predictions))
   ref = baseline_logp(model, windows)
-  keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
   rows = []
   for axis, value, cfg in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
-    _, _, taps = model.decoder.apply({"params": model.params}, jnp.asarray(windows[:1]),
-                                     jnp.arange(window)[None], method=Decoder.tapped,
-                                     host_layer=cfg.layer)
-    nll, kl = _stepwise_jit(model.params, jnp.asarray(windows), keys, taps.attn_out_BxTxD[0],
-                            ref, decoder=model.decoder, cfg=cfg)
-    ppl_S = np.exp(np.asarray(nll, np.float64).sum(1) / predictions)
-    kl_S = np.asarray(kl, np.float64).sum(1) / predictions
+    nll, kl = stepwise_nll(model, windows, cfg, seeds, ref)
+    ppl_S = np.exp(nll.sum(1) / predictions)
+    kl_S = kl.sum(1) / predictions
     rows.append({"axis": axis, "value": value, "kl_per_token": stats.summarize(kl_S),
                  "ppl": stats.summarize(ppl_S), "ppl_seed_std": float(ppl_S.std(ddof=1)),
                  "delta_ppl_pct": float(100 * (ppl_S.mean() / base_ppl - 1))})

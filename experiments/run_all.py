@@ -18,7 +18,8 @@ import sys
 
 from attractor_jax import report
 
-PY_EXPERIMENTS = ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics", "trajectories")
+PY_EXPERIMENTS = ("e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall",
+                  "e5_sweeps", "e6_topics", "trajectories")
 
 
 def main(argv=None):

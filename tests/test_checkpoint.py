@@ -288,6 +288,22 @@ def test_meta_that_is_json_but_not_metadata_raises_input_error(saved, tmp_path, 
     checkpoint.restore_state(bad)
 
 
+@pytest.mark.parametrize("kind,readable", [(None, True), ("run", False)])
+def test_format_2_states_restore_and_format_2_runs_are_refused(saved, kind, readable):
+  """Format 3 changed only the KV cache layout: a state (no cache) of format 2 still reads."""
+  path, state = saved
+  meta_file = path / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text()) | {"format": "attractor-jax/2"}
+  if kind:
+    meta["kind"] = kind
+  meta_file.write_text(json.dumps(meta))
+  if readable:
+    assert_same_state(checkpoint.restore_state(path).state, state)
+  else:
+    with pytest.raises(InputError, match="'attractor-jax/2'.*save it again"):
+      checkpoint.read_meta(path)
+
+
 # Runs: save in one process, resume in another.
 
 _GENERATE_100 = """

@@ -214,6 +214,19 @@ def test_sample_token_temperature_zero_is_argmax_and_tiny_top_p_keeps_the_top():
   assert len(set(np.asarray(sample(flat, keys, 5.0, 1.0)).tolist())) > 1
 
 
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999, 1.0])
+def test_nucleus_equals_the_sorted_prefix(top_p):
+  """The bisection keeps exactly the smallest most-probable prefix reaching top_p (a sort)."""
+  probs_RxV = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(2), (8, 4096)) * 4.0))
+  kept_RxV = np.asarray(jax.vmap(sampling.nucleus, in_axes=(0, None))(probs_RxV, top_p))
+  for probs_V, kept_V in zip(probs_RxV.astype(np.float64), kept_RxV):
+    order = np.argsort(-probs_V)
+    before = np.cumsum(probs_V[order]) - probs_V[order]  # mass ranked above each token
+    want = np.zeros_like(kept_V)
+    want[order] = (before < top_p) | (top_p >= 1.0)
+    np.testing.assert_array_equal(kept_V, want)
+
+
 @pytest.mark.parametrize("kwargs,named", [
     (dict(max_new_tokens=0), "max_new_tokens=0"),
     (dict(max_new_tokens=2.5), "max_new_tokens=2.5"),

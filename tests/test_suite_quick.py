@@ -23,15 +23,18 @@ def _finite_numbers(tree, path=""):
 def test_quick_suite_writes_finite_results(tmp_path):
   subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick", "--out", str(tmp_path)],
                  check=True, timeout=900)
-  expected = {"e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics", "e1_ppl_seed", "bench",
-              "trajectories"}
+  expected = {"e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall", "e5_sweeps",
+              "e6_topics", "e1_ppl_seed", "bench", "trajectories"}
   results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
   assert expected <= set(results)
   for name in ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics"):
     r = results[name]
     assert {"experiment", "claim", "model", "seeds", "git_commit", "machine", "wall_s"} <= set(r)
-  for name in ("e3_generation", "e4_comprehension", "e6_topics"):
+  for name in ("e3_generation", "e3_fact_recall", "e4_comprehension", "e6_topics"):
     assert results[name]["paired_vs_off"], name
+  for task in ("cloze", "kv_recall"):
+    paired = results["suite_recall"][task]["paired_vs_off"]
+    assert {"accuracy", "gold_logprob"} <= set(paired["seed"]), task
   assert {"ppl", "baseline_ppl", "delta_pct", "delta_pct_ci95", "machine"} <= set(results["e1_ppl_seed"])
   skip = ("drift", "bench")  # drift is NaN for continuations shorter than a window
   for name, r in results.items():

@@ -3,7 +3,8 @@
 Each item's context is left-padded with newlines to one length L (one compilation; the pad is
 the same for every preset, so paired comparisons stay fair) and read in passes of `segment`
 tokens, as in METHOD.md's segment mode; every choice is then scored as one more pass from the
-same cache and memory. Returns the summed log-probability of each choice's tokens.
+same cache and memory. Returns the summed log-probability of each choice's tokens and
+whether every one of them is the model's argmax (LAMBADA's greedy accuracy).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], segm
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "cfg", "segment"))
-def _choice_logprobs(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: Decoder,
+def _choice_scores(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: Decoder,
                      cfg: Memory, segment: int):
   L, J = ctx_IxL.shape[1], ch_IxCxJ.shape[2]
 
@@ -73,7 +74,9 @@ def _choice_logprobs(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: 
       logits, _, _ = step(params, ch_J[None], (L + jnp.arange(J))[None], cache, state,
                           decoder=decoder, cfg=cfg)
       logp_JxV = jax.nn.log_softmax(jnp.concatenate([last_V[None], logits[0, :-1]]), axis=-1)
-      return jnp.sum(jnp.where(mask_J, jnp.take_along_axis(logp_JxV, ch_J[:, None], 1)[:, 0], 0.0))
+      logprob = jnp.sum(jnp.where(mask_J, jnp.take_along_axis(logp_JxV, ch_J[:, None], 1)[:, 0], 0.0))
+      greedy = jnp.all(jnp.where(mask_J, jnp.argmax(logp_JxV, axis=-1) == ch_J, True))
+      return logprob, greedy
 
     return jax.vmap(score)(ch_CxJ, mask_CxJ)
 
@@ -82,20 +85,29 @@ def _choice_logprobs(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: 
   return jax.vmap(per_seed)(keys_S)
 
 
-def choice_logprobs(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
-                    segment: int = 16, batch: int = 16) -> np.ndarray:
-  """Log-likelihood of every choice: float64 [seeds, items, choices] (items in batches)."""
+def choice_scores(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
+                  segment: int = 16, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+  """Per choice, float64 log-likelihood and bool "every token is the argmax", both [seeds,
+  items, choices] (items in batches of `batch`)."""
   from attractor_jax.generation import seed_keys
 
   attractor.check_model(model.config)
   ctx, ch, mask = pack(model, contexts, choices, segment)
   keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
-  out = []
+  logprobs, greedy = [], []
   for i in range(0, len(ctx), batch):
     sl = slice(i, i + batch)
     n = len(ctx[sl])
     padded = [np.concatenate([a[sl], np.repeat(a[sl][-1:], batch - n, 0)]) for a in (ctx, ch, mask)]
-    lp = _choice_logprobs(model.params, *map(jnp.asarray, padded), keys, decoder=model.decoder,
-                          cfg=attractor, segment=segment)
-    out.append(np.asarray(lp, np.float64)[:, :n])
-  return np.concatenate(out, axis=1)
+    lp, hit = _choice_scores(model.params, *map(jnp.asarray, padded), keys,
+                             decoder=model.decoder, cfg=attractor, segment=segment)
+    logprobs.append(np.asarray(lp, np.float64)[:, :n])
+    greedy.append(np.asarray(hit)[:, :n])
+  return np.concatenate(logprobs, axis=1), np.concatenate(greedy, axis=1)
+
+
+def choice_logprobs(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
+                    segment: int = 16, batch: int = 16) -> np.ndarray:
+  """Log-likelihood of every choice: float64 [seeds, items, choices]."""
+  return choice_scores(model, contexts, choices, attractor=attractor, seeds=seeds,
+                       segment=segment, batch=batch)[0]

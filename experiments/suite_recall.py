@@ -1,0 +1,107 @@
+"""The suite's recall tasks: last-word cloze (LAMBADA-like) and key-value recall (MQAR-like).
+
+    python -m experiments.suite_recall [--quick] [--presets seed,gated,multiscale] [--seeds 8]
+        ->  results/suite_recall.json, results/suite_recall_kv.png
+
+Cloze: passages of *Persuasion* (the calibration novel is *Emma*) cut right before a word
+that occurs earlier in the passage; scored by greedy accuracy (every token of the word is
+the argmax) and the word's log-likelihood. Key-value recall: "The key for the <key> is
+<value>." pairs, then `distance` filler sentences of *Pride and Prejudice*, then a question
+whose four values (distractors from the same context) are ranked by log-likelihood; swept
+over the number of pairs and the distance. Contexts are read in 16-token passes, as in E4.
+An item's score under a preset is its mean over seeds; paired with off over items (cloze
+clustered by chapter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import pathlib
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import attractor_jax as aj
+from attractor_jax import stats
+from attractor_jax.evals.choice import choice_scores
+from attractor_jax.evals.tasks import cloze_items, kv_recall_items
+from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from experiments.common import plot_lines
+
+SEGMENT = 16
+CLOZE_NOVEL = "persuasion"
+
+
+def _scores(model, contexts, choices, answers, preset: str, seeds: int) -> dict[str, np.ndarray]:
+  """Per item, mean over seeds: accuracy and the gold answer's log-likelihood. Accuracy is
+  "ranked first" with several choices, "every token the argmax" (greedy) with one."""
+  answers_I = np.asarray(answers)
+  lp_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, attractor=aj.presets[preset],
+                                         seeds=1 if preset == "off" else seeds, segment=SEGMENT)
+  gold_SxI = np.take_along_axis(lp_SxIxC, answers_I[None, :, None], 2)[..., 0]
+  correct_SxI = (greedy_SxIxC[..., 0] if lp_SxIxC.shape[2] == 1
+                 else lp_SxIxC.argmax(-1) == answers_I[None])
+  return {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0)}
+
+
+def _compare(scores: dict, presets: list[str], clusters=None) -> dict:
+  return {
+      "summary": {p: {m: stats.summarize(v, clusters=clusters) for m, v in s.items()}
+                  for p, s in scores.items()},
+      "paired_vs_off": {p: {m: stats.paired(scores[p][m], scores["off"][m], clusters=clusters)
+                            for m in scores[p]} for p in presets},
+  }
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--presets", default="seed,gated,multiscale")
+  parser.add_argument("--seeds", type=int, default=8, help="1 suits deterministic memories")
+  parser.add_argument("--out", default="results/suite_recall.json")
+  args = parser.parse_args(argv)
+  if args.quick:
+    n_cloze, n_kv, pairs, distances, seeds = 8, 4, (2, 4), (0, 8), 2
+    presets = args.presets.split(",")[:1]
+  else:
+    n_cloze, n_kv, pairs, distances, seeds = 200, 24, (2, 8, 16), (0, 8, 32), args.seeds
+    presets = args.presets.split(",")
+  t0 = time.time()
+  model = aj.load()
+  cloze = cloze_items(CLOZE_NOVEL, n_cloze, seed=0)
+  cells = list(itertools.product(pairs, distances))
+  kv = [it for p, d in cells for it in kv_recall_items(p, d, n_kv, seed=0)]
+  cloze_scores, kv_scores = {}, {}
+  for preset in tqdm(["off", *presets], desc="suite recall presets", file=sys.stderr):
+    cloze_scores[preset] = _scores(model, [it.context for it in cloze],
+                                   [(it.target,) for it in cloze], [0] * len(cloze), preset, seeds)
+    kv_scores[preset] = _scores(model, [it.prompt for it in kv], [it.choices for it in kv],
+                                [it.answer for it in kv], preset, seeds)
+  cell_index = np.repeat(np.arange(len(cells)), n_kv)
+  by_cell = {p: {f"pairs={a},distance={b}": float(s["accuracy"][cell_index == c].mean())
+                 for c, (a, b) in enumerate(cells)} for p, s in kv_scores.items()}
+  out = pathlib.Path(args.out)
+  plot_lines(str(out.with_name(out.stem + "_kv.png")),
+             {p: [float(np.mean([by_cell[p][f"pairs={a},distance={d}"] for a in pairs]))
+                  for d in distances] for p in by_cell},
+             x=list(distances), xlabel="filler sentences between the pairs and the question",
+             ylabel="accuracy (mean over pair counts)", title="Key-value recall (MQAR-like)")
+  write_json_atomic(out, {
+      "experiment": "suite-recall", "model": model.spec, "seeds": seeds, "segment": SEGMENT,
+      "presets": presets,
+      "cloze": {"data": f"cloze_items({CLOZE_NOVEL!r}, seed 0)", "n_items": n_cloze,
+                "n_chapters": len({it.cluster for it in cloze}),
+                **_compare(cloze_scores, presets, clusters=[it.cluster for it in cloze])},
+      "kv_recall": {"data": "kv_recall_items(seed 0), filler from prideprejudice",
+                    "n_items": len(kv), "items_per_cell": n_kv, "pairs": list(pairs),
+                    "distances": list(distances), "chance": 1 / len(kv[0].choices),
+                    "accuracy_by_cell": by_cell, **_compare(kv_scores, presets)},
+      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      "quick": args.quick})
+
+
+if __name__ == "__main__":
+  main()

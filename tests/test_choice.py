@@ -1,0 +1,52 @@
+"""Multiple-choice scoring (evals.choice) against a full forward over the same token rows."""
+
+import numpy as np
+import pytest
+
+from attractor_jax.errors import InputError
+from attractor_jax.evals.choice import choice_scores, pack
+from attractor_jax.presets import presets
+from tiny_jax import random_model
+
+SEGMENT = 4
+
+
+def _reference(model, ctx_L, choice_ids):
+  """(log-likelihood, every token argmax) of a choice after the padded context, full forward."""
+  row = np.concatenate([ctx_L, choice_ids])
+  logits_TxV = np.asarray(model.logits(row[None])[0], np.float64)
+  logp_TxV = logits_TxV - np.log(np.exp(logits_TxV).sum(-1, keepdims=True))
+  at = np.arange(len(ctx_L) - 1, len(row) - 1)  # positions predicting the choice's tokens
+  return logp_TxV[at, choice_ids].sum(), bool((logp_TxV[at].argmax(-1) == choice_ids).all())
+
+
+def _greedy_continuation(model, ctx_L, n):
+  row = list(ctx_L)
+  for _ in range(n):
+    row.append(int(np.argmax(model.logits(np.asarray(row)[None])[0, -1])))
+  return row[len(ctx_L):]
+
+
+def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path():
+  model = random_model(3, tokenizer=True)
+  contexts = ["the cat sat", "a longer context here!"]  # different lengths: left padding
+  ctx_IxL, _, _ = pack(model, contexts, [(" x",), (" x",)], SEGMENT)
+  greedy_ids = _greedy_continuation(model, ctx_IxL[0], 3)
+  greedy_text = bytes(greedy_ids).decode("latin-1")  # the byte tokenizer: id = byte
+  assert model.tokenizer.encode(greedy_text) == greedy_ids
+  choices = [(greedy_text, " dog", "!"), (" mat.", " hat", " sat on")]
+  logprob_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, attractor=presets["off"],
+                                              seeds=1, segment=SEGMENT)
+  assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 2, 3)
+  for i, (ctx_L, cs) in enumerate(zip(ctx_IxL, choices)):
+    for c, text in enumerate(cs):
+      want_lp, want_greedy = _reference(model, ctx_L, np.asarray(model.tokenizer.encode(text)))
+      np.testing.assert_allclose(logprob_SxIxC[0, i, c], want_lp, rtol=1e-4, atol=1e-4)
+      assert greedy_SxIxC[0, i, c] == want_greedy, (i, c)
+  assert greedy_SxIxC[0, 0, 0]  # the model's own greedy path is all argmax
+
+
+def test_items_with_different_choice_counts_are_refused():
+  model = random_model(3, tokenizer=True)
+  with pytest.raises(InputError, match="different numbers of choices"):
+    pack(model, ["a", "b"], [(" x", " y"), (" x",)], SEGMENT)
