@@ -1,11 +1,11 @@
-"""The suite: E1-E6, trajectories, bench and the report. `python -m experiments.run_all [--quick]`.
+"""The suite: E1-E6, cloze and key-value recall, trajectories, bench, report. `python -m experiments.run_all [--quick]`.
 
 The related-work memories (E7) and the calibration run on their own:
 `bash experiments/e7_memories.sh`, `python -m experiments.calibrate`.
 
-Full mode writes results/*.json and RESULTS.md (about 75 minutes on 2 CPU cores); --quick
-(2 seeds, few items, one preset against off) writes to DIR (default results/quick) and is
-what the test suite runs.
+Full mode writes results/*.json, RESULTS.md and results/run_all.json (the wall time of each
+part); --quick (2 seeds, few items, one preset against off) writes to DIR (default
+results/quick) and is what the test suite runs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 from attractor_jax import report
+from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
 PY_EXPERIMENTS = ("e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall",
                   "e5_sweeps", "e6_topics", "trajectories")
@@ -31,19 +33,49 @@ def main(argv=None):
   out.mkdir(parents=True, exist_ok=True)
   root = pathlib.Path(__file__).resolve().parent.parent
   flag = ["--quick"] if args.quick else []
-  for name in PY_EXPERIMENTS:
-    print(f"run_all: {name}", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", f"experiments.{name}", *flag, "--out",
-                    str(out / f"{name}.json")], check=True, cwd=root)
+  t0 = time.time()
+  jobs = [(name, [sys.executable, "-m", f"experiments.{name}", *flag, "--out",
+                  str(out / f"{name}.json")], None) for name in PY_EXPERIMENTS]
   env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(out),
          "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "2048",
          "WINDOW": "128" if args.quick else "512",
          "PRESETS": "seed" if args.quick else "seed gated multiscale"}
-  print("run_all: e1_perplexity", file=sys.stderr)
-  subprocess.run(["bash", "experiments/e1_perplexity.sh"], check=True, cwd=root, env=env)
+  jobs.append(("e1_perplexity", ["bash", "experiments/e1_perplexity.sh"], env))
+  wall_s = _run(jobs, root, at_once=2 if args.quick else 1)
+  t = time.time()  # the bench runs alone: it times things
   subprocess.run([sys.executable, "-m", "attractor_jax.cli", "bench", *flag, "--out",
                   str(out / "bench.json")], check=True, cwd=root)
+  wall_s["bench"] = time.time() - t
   report.write(out, out / "RESULTS.md" if args.quick else "RESULTS.md")
+  write_json_atomic(out / "run_all.json", {
+      "quick": args.quick, "wall_s": time.time() - t0, "experiment_wall_s": wall_s,
+      "experiments_at_once": 2 if args.quick else 1, "git_commit": git_commit(),
+      "machine": machine_info()})
+
+
+def _run(jobs, root, at_once: int) -> dict[str, float]:
+  """Runs (name, command, env) jobs, `at_once` at a time; returns each one's wall seconds.
+
+  --quick runs two at once (it is mostly XLA compilation, which keeps one core busy); the
+  full suite runs one at a time so that its timings are clean.
+  """
+  started, wall_s = {}, {}
+
+  def finish(name, proc):
+    if proc.wait() != 0:
+      raise subprocess.CalledProcessError(proc.returncode, name)
+    wall_s[name] = time.time() - started[name]
+
+  running = []
+  for name, command, env in jobs:
+    print(f"run_all: {name}", file=sys.stderr)
+    started[name] = time.time()
+    running.append((name, subprocess.Popen(command, cwd=root, env=env)))
+    if len(running) == at_once:
+      finish(*running.pop(0))
+  for job in running:
+    finish(*job)
+  return wall_s
 
 
 if __name__ == "__main__":
