@@ -86,8 +86,19 @@ def _e2(res: dict) -> tuple[list[str], list[str]]:
   section += ["", f"Bandwidth limit: {b['bandwidth_limit_ms_per_token']:.1f} ms/token "
               f"({b['weight_bytes'] / 1e6:.0f} MB of weights at {b['gemv_bandwidth_gbs']:.1f} GB/s). "
               f"Machine: {b['machine']['cpus']} CPUs, {b['machine']['platform']}. "
-              "Command: `attractor-jax bench`.", ""]
-  return rows, section
+              "Command: `attractor-jax bench`.", "",
+              "| performance target (issue 7) | measured | target | met |", "|---|---|---|---|"]
+  for name, ratio in r.items():
+    shown = "n/a" if ratio is None else f"{ratio:.3f}"
+    section.append(f"| {name} | {shown} | {b['targets'][name]} | {b['met'][name]} |")
+  kernels = res.get("decode_kernels")
+  if kernels:
+    section += ["", "What each decode change bought, per kernel (`python -m "
+                "experiments.decode_kernels`, medians of 30 calls):", "",
+                "| kernel | before ms | after ms | saved ms |", "|---|---|---|---|"]
+    section += [f"| {k} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | {v['saved_ms']:.2f} |"
+                for k, v in kernels["rows"].items()]
+  return rows, section + [""]
 
 
 def _e3(res: dict) -> tuple[list[str], list[str]]:
