@@ -1,0 +1,112 @@
+"""What we conclude: plain sentences, each derived from the numbers in results/*.json."""
+
+from __future__ import annotations
+
+from attractor_jax.report.format import ci_text, direction
+from attractor_jax.report.memories import (ATTRACTOR_ROWS, MEMORIES, memory_answer,
+                                           memory_table)
+
+
+def conclude(res: dict) -> list[str]:
+  """Plain sentences, each derived from the numbers above (nothing here is typed by hand)."""
+  out = []
+  e1 = {k.removeprefix("e1_ppl_"): v for k, v in res.items()
+        if k.startswith("e1_ppl_") and k.removeprefix("e1_ppl_") not in MEMORIES}
+  if e1:
+    widest = max(max(abs(c) for c in r["delta_pct_ci95"]) for r in e1.values())
+    out.append(f"Perplexity: every attractor preset's 95% CI lies within +-{widest:.2f}% of the "
+               "baseline" + (". The layer neither helps nor hurts perplexity by more than 1% "
+                             "here, which matches the seed's ~0%." if widest < 1 else "."))
+  e3 = res.get("e3_generation")
+  if e3:
+    found = {p: direction(v["seq_rep_4"]["ci95"], "more", "less")
+             for p, v in e3["paired_vs_off"].items()}
+    parts = [f"{p} {d} ({e3['paired_vs_off'][p]['seq_rep_4']['mean_diff']:+.3f})"
+             for p, d in found.items()]
+    detected = {d for d in found.values() if d != "no detectable change"}
+    out.append(f"Long generations ({e3['max_new_tokens']} tokens), 4-gram repetition vs off: "
+               + "; ".join(parts) + "." + (" Every detectable change is more repetition, the "
+                                          "failure the seed reported." if detected == {"more"}
+                                          else ""))
+  recall = res.get("e3_fact_recall")
+  if recall:
+    off = recall["summary"]["off"]["mean"]
+    out.append(f"Fact recall after {recall['max_new_tokens']} generated tokens: off "
+               f"{100 * off:.0f}% vs {100 * recall['immediate_accuracy_off']:.0f}% when asked "
+               f"right after the prompt ({recall['n_items']} items); vs off: " + "; ".join(
+                   f"{p} {direction(v['accuracy']['ci95'], 'higher', 'lower')}"
+                   for p, v in recall["paired_vs_off"].items()) + ".")
+  e4 = res.get("e4_comprehension")
+  if e4:
+    off = e4["summary"]["off"]["accuracy"]["mean"]
+    out.append(f"Comprehension: off answers {100 * off:.0f}% correctly against a chance level of "
+               f"{100 * e4['chance']:.0f}%. "
+               + ("With the model at chance, the seed's +3.3% cannot be tested with it; "
+                  if off < e4["chance"] + 0.05 else "")
+               + "; ".join(f"{p}: {direction(v['accuracy']['ci95'], 'higher', 'lower')}"
+                           for p, v in e4["paired_vs_off"].items()) + ".")
+  suite = res.get("suite_recall")
+  if suite:
+    for task, name in (("cloze", "Last-word cloze"), ("kv_recall", "Key-value recall")):
+      t = suite[task]
+      out.append(f"{name}: off {100 * t['summary']['off']['accuracy']['mean']:.0f}% "
+                 f"({t['n_items']} items); accuracy vs off: " + "; ".join(
+                     f"{p} {direction(v['accuracy']['ci95'], 'higher', 'lower')}, gold "
+                     f"log-prob {direction(v['gold_logprob']['ci95'], 'higher', 'lower')}"
+                     for p, v in t["paired_vs_off"].items()) + ".")
+  e5 = res.get("e5_sweeps")
+  if e5:
+    ks = [r for r in e5["rows"] if r["axis"] == "K"]
+    if ks:
+      trend = "falls" if ks[-1]["kl_per_token"]["mean"] < ks[0]["kl_per_token"]["mean"] else "rises"
+      out.append(f"More attractors: KL to the baseline {trend} from "
+                 f"{ks[0]['kl_per_token']['mean']:.1e} (K={ks[0]['value']}) to "
+                 f"{ks[-1]['kl_per_token']['mean']:.1e} (K={ks[-1]['value']}); "
+                 + ("many attractors make the layer inert rather than unstable."
+                    if trend == "falls" else "many attractors move the model more."))
+  e6 = res.get("e6_topics")
+  if e6:
+    out.append("Topic switch: snap-back vs off, " + "; ".join(
+        f"{p} {direction(v['ci95'], 'more', 'less')}" for p, v in e6["paired_vs_off"].items())
+        + ".")
+  traj = res.get("trajectories")
+  if traj:
+    out.append(f"Strength over {traj['max_new_tokens']} generated tokens (seed 0): " + "; ".join(
+        f"{p} ends with {f['attractors_above_0.5_end']} attractor(s) above 0.5 and mean strength "
+        f"{f['mean_strength_end']:.2f}" for p, f in traj["strength_seed0_end"].items()) + ".")
+  cal = res.get("calibration")
+  if cal:
+    best = cal["strength"]["best"]
+    pieces = [f"{n} {best[n]['delta_pct']:+.2f}%" for n in ("seed", "steering", "hopfield",
+                                                             "fastweights") if n in best]
+    close = ("seed" in best and "steering" in best
+             and abs(best["seed"]["delta_pct"] - best["steering"]["delta_pct"]) < 0.25)
+    out.append(f"Calibration ({cal['novel']}, token by token): at their best strength, "
+               + ", ".join(pieces) + " perplexity change." + (
+                   " A fixed steering vector comes within 0.25 points of the learning attractor "
+                   "layer, which suggests that most of what the layer does to perplexity is a "
+                   "constant push along the mean attention direction." if close else "")
+               + (" On E1's novel, at the same settings: " + ", ".join(
+                   f"{n} {res[f'e1_ppl_{n}']['delta_pct']:+.2f}% {ci_text(res[f'e1_ppl_{n}']['delta_pct_ci95'])}"
+                   for n in ("tuned", "steering", "hopfield", "fastweights") if f"e1_ppl_{n}" in res)
+                  + " (tuned is seed at its calibrated alpha)" + (
+                      ": none differs detectably from off on that novel." if all(
+                          res[f"e1_ppl_{n}"]["delta_pct_ci95"][0] <= 0 <= res[f"e1_ppl_{n}"]["delta_pct_ci95"][1]
+                          for n in ("tuned", "steering", "hopfield", "fastweights")
+                          if f"e1_ppl_{n}" in res) else ".")
+                  if "e1_ppl_steering" in res else ""))
+  table = memory_table(res)
+  long = res.get("e7_ppl_cache_long")
+  if long:
+    out.append(f"The continuous cache changes perplexity by {long['delta_pct']:+.2f}% "
+               f"{ci_text(long['delta_pct_ci95'])} over {long['tokens']} tokens of E1's novel ("
+               + direction(long["delta_pct_ci95"], "worse than off", "better than off") + ").")
+    refs = [r["ppl change %"] for r in table if r["memory"] in ATTRACTOR_ROWS and r["ppl change %"]]
+    if refs and all(long["delta_pct_ci95"][1] < ref["ci95"][0] for ref in refs):
+      out.append(f"On perplexity the attractor layer is strictly worse than the cache: the "
+                 f"cache's CI over {long['tokens']} tokens lies below every attractor row's CI "
+                 "(E1, the first 2,048 of those tokens).")
+  if any(r["memory"] in MEMORIES and any(r[m] for m in r if m != "memory") for r in table):
+    out.append("Against the attractor layer on E7's table (same text and items): "
+               + "; ".join(memory_answer(table)) + ".")
+  return out

@@ -1,0 +1,212 @@
+"""The sections of the seed's experiments E1 and E3-E6, the suite's recall tasks and the
+strength trajectories: each returns (claim-table rows, section lines)."""
+
+from __future__ import annotations
+
+import pathlib
+
+from attractor_jax.report.format import ci_text, verdict
+from attractor_jax.report.memories import MEMORIES
+
+
+def e1_section(res: dict) -> tuple[list[str], list[str]]:
+  runs = {k.removeprefix("e1_ppl_"): v for k, v in res.items()
+          if k.startswith("e1_ppl_") and k.removeprefix("e1_ppl_") not in MEMORIES}
+  if not runs:
+    return [], []
+  rows, section = [], ["## E1: perplexity with the layer updating token by token", "",
+                       "| preset | ppl (mean of seeds) | baseline ppl | change % | 95% CI (windows) | p | seeds | tokens |",
+                       "|---|---|---|---|---|---|---|---|"]
+  for preset, r in runs.items():
+    section.append(f"| {preset} | {r['ppl']:.3f} | {r['baseline_ppl']:.3f} | {r['delta_pct']:+.3f} | "
+                   f"{ci_text(r['delta_pct_ci95'], '{:+.3f}')} | {r.get('p_value', float('nan')):.3f} | "
+                   f"{r['seeds']} | {r['tokens']} |")
+    rows.append(f"{preset}: {r['delta_pct']:+.2f}% {ci_text(r['delta_pct_ci95'])} "
+                f"({r['seeds']} seeds, {r['tokens']} tokens)")
+  first = next(iter(runs.values()))
+  section += ["", f"Data: first {first['tokens']} tokens of *Pride and Prejudice* from \"It is a truth "
+              f"universally acknowledged\", {first['window']}-token windows, no BOS; model "
+              f"{first['model']}. CI: bootstrap over windows of the seed-averaged per-token NLL "
+              "difference; p: sign-flip permutation over windows. Command: "
+              "`bash experiments/e1_perplexity.sh`.", ""]
+  return rows, section
+
+
+def e3_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e3_generation")
+  if not r:
+    return [], []
+  metrics = list(next(iter(r["paired_vs_off"].values())))
+  section = ["## E3: long generations: repetition and drift, paired with off", "",
+             "| preset | metric | off mean | preset mean | diff | 95% CI | p |", "|---|---|---|---|---|---|---|"]
+  rows = []
+  for preset, paired in r["paired_vs_off"].items():
+    for m in metrics:
+      p = paired[m]
+      section.append(f"| {preset} | {m} | {r['summary']['off'][m]['mean']:.3f} | "
+                     f"{r['summary'][preset][m]['mean']:.3f} | {p['mean_diff']:+.3f} | "
+                     f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} |")
+    s = paired["seq_rep_4"]
+    rows.append(f"{preset}: seq-rep-4 {s['mean_diff']:+.3f} {ci_text(s['ci95'], '{:+.3f}')} vs off "
+                f"({verdict(s['ci95'], s['p_value'])})")
+  section += ["", f"{r['n_items']} items ({len(r['data'])} prompts x {r['seeds']} seeds), "
+              f"{r['max_new_tokens']} tokens, temperature {r['sampling']['temperature']}, "
+              f"top-p {r['sampling']['top_p']}; CIs resample prompts. Command: "
+              "`python -m experiments.e3_generation`.", "",
+              f"![repetition vs position](results/{pathlib.Path(r['plot']).name})", ""]
+  if r.get("drift_plot"):
+    section += [f"![drift vs position](results/{pathlib.Path(r['drift_plot']).name})", ""]
+  return rows, section
+
+
+def fact_recall_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e3_fact_recall")
+  if not r:
+    return [], []
+  off = r["summary"]["off"]["mean"]
+  section = ["## E3: fact recall after a long continuation, paired with off", "",
+             "| preset | accuracy after the continuation | diff vs off (points) | 95% CI | p |",
+             "|---|---|---|---|---|",
+             f"| off, question right after the prompt | {100 * r['immediate_accuracy_off']:.1f}% | | | |",
+             f"| off | {100 * off:.1f}% | | | |"]
+  rows = [f"fact recall after {r['max_new_tokens']} tokens: off {100 * off:.1f}% (right after "
+          f"the prompt {100 * r['immediate_accuracy_off']:.1f}%, chance {100 * r['chance']:.0f}%)"]
+  for preset, paired in r["paired_vs_off"].items():
+    a = paired["accuracy"]
+    ci = [100 * c for c in a["ci95"]]
+    section.append(f"| {preset} | {100 * r['summary'][preset]['mean']:.1f}% | "
+                   f"{100 * a['mean_diff']:+.1f} | {ci_text(ci, '{:+.1f}')} | {a['p_value']:.3f} |")
+    rows.append(f"{preset}: recall {100 * a['mean_diff']:+.1f} points {ci_text(ci, '{:+.1f}')} "
+                f"({verdict(a['ci95'], a['p_value'])})")
+  section += ["", f"{r['n_items']} items x {r['seeds']} seeds, {r['max_new_tokens']} sampled "
+              f"tokens (temperature {r['sampling']['temperature']}, top-p {r['sampling']['top_p']}); "
+              "answers ranked by log-likelihood; CI resamples items. Command: "
+              "`python -m experiments.e3_fact_recall`.", ""]
+  return rows, section
+
+
+def e4_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e4_comprehension")
+  if not r:
+    return [], []
+  section = ["## E4: multiple-choice comprehension, paired with off", "",
+             "| preset | accuracy (mean over items) | diff vs off (points) | 95% CI | p | gold log-prob diff | 95% CI |",
+             "|---|---|---|---|---|---|---|"]
+  off = r["summary"]["off"]["accuracy"]["mean"]
+  section.append(f"| off | {100 * off:.1f}% | | | | | |")
+  rows = [f"off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%)"]
+  for preset, paired in r["paired_vs_off"].items():
+    a, g = paired["accuracy"], paired["gold_logprob"]
+    acc = r["summary"][preset]["accuracy"]["mean"]
+    section.append(f"| {preset} | {100 * acc:.1f}% | {100 * a['mean_diff']:+.2f} | "
+                   f"{ci_text([100 * c for c in a['ci95']])} | {a['p_value']:.3f} | "
+                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
+    rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text([100 * c for c in a['ci95']])} "
+                f"({verdict(a['ci95'], a['p_value'])})")
+  section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
+              f"contexts read in {r['segment']}-token passes; CIs resample stories. Command: "
+              "`python -m experiments.e4_comprehension`.", ""]
+  return rows, section
+
+
+def suite_section(res: dict) -> tuple[list[str], list[str]]:
+  """Last-word cloze and key-value recall (experiments/suite_recall.py)."""
+  r = res.get("suite_recall")
+  if not r:
+    return [], []
+  rows, section = [], ["## Suite: last-word cloze and key-value recall, paired with off", ""]
+  tasks = (("cloze", "last-word cloze (greedy accuracy)", r["cloze"]["n_chapters"], "chapters"),
+           ("kv_recall", "key-value recall (4 choices)", r["kv_recall"]["n_items"], "items"))
+  for task, title, clusters, unit in tasks:
+    t = r[task]
+    off = t["summary"]["off"]["accuracy"]["mean"]
+    section += [f"**{title}**: {t['n_items']} items ({t['data']}), off {100 * off:.1f}%; "
+                f"CIs resample {clusters} {unit}.", "",
+                "| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | 95% CI |",
+                "|---|---|---|---|---|---|---|"]
+    rows.append(f"{title}: off {100 * off:.1f}%")
+    for preset, paired in t["paired_vs_off"].items():
+      a, g = paired["accuracy"], paired["gold_logprob"]
+      ci = [100 * c for c in a["ci95"]]
+      section.append(f"| {preset} | {100 * t['summary'][preset]['accuracy']['mean']:.1f}% | "
+                     f"{100 * a['mean_diff']:+.2f} | {ci_text(ci)} | {a['p_value']:.3f} | "
+                     f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
+      rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
+                  f"({verdict(a['ci95'], a['p_value'])})")
+    section.append("")
+  kv = r["kv_recall"]
+  section += ["Key-value recall accuracy by number of pairs and filler sentences before the "
+              "question:", "", "| preset | " + " | ".join(kv["accuracy_by_cell"]["off"]) + " |",
+              "|---" * (1 + len(kv["accuracy_by_cell"]["off"])) + "|"]
+  for preset, cells in kv["accuracy_by_cell"].items():
+    section.append(f"| {preset} | " + " | ".join(f"{100 * v:.0f}%" for v in cells.values()) + " |")
+  section += ["", "![key-value recall](results/suite_recall_kv.png)", "",
+              f"{r['seeds']} seeds, contexts read in {r['segment']}-token passes. Command: "
+              "`python -m experiments.suite_recall`.", ""]
+  return rows, section
+
+
+def e5_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e5_sweeps")
+  if not r:
+    return [], []
+  section = ["## E5: sweeps of K and lambda (preset seed otherwise)", "",
+             "| axis | value | KL(base \\|\\| layer) per token | 95% CI (seeds) | ppl change % | seed std of ppl |",
+             "|---|---|---|---|---|---|"]
+  for row in r["rows"]:
+    kl = row["kl_per_token"]
+    section.append(f"| {row['axis']} | {row['value']} | {kl['mean']:.2e} | "
+                   f"{ci_text(kl['ci95'], '{:.2e}')} | {row['delta_ppl_pct']:+.3f} | {row['ppl_seed_std']:.4f} |")
+  by = lambda axis: [x for x in r["rows"] if x["axis"] == axis]
+  rows = [f"{axis}: KL/token from {part[0]['kl_per_token']['mean']:.1e} ({axis}={part[0]['value']}) "
+          f"to {part[-1]['kl_per_token']['mean']:.1e} ({axis}={part[-1]['value']}); seed std of ppl "
+          f"{part[0]['ppl_seed_std']:.3f} to {part[-1]['ppl_seed_std']:.3f}"
+          for axis in ("K", "lambda") if (part := by(axis))]
+  section += ["", f"Data: {r['data']}; {r['seeds']} seeds; baseline ppl {r['baseline_ppl']:.2f}. "
+              "Command: `python -m experiments.e5_sweeps`.", ""]
+  section += [f"![{p}](results/{pathlib.Path(p).name})" for p in r["plots"]] + [""]
+  return rows, section
+
+
+def e6_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("e6_topics")
+  if not r:
+    return [], []
+  off = r["summary"]["off"]["mean"]
+  section = ["## E6: topic switch (snap-back), dead attractors, read-out", "",
+             "| preset | snap-back share | diff vs off | 95% CI | p | dead share at end |",
+             "|---|---|---|---|---|---|", f"| off | {off:.3f} | | | | |"]
+  rows = [f"off snap-back share {off:.3f}"]
+  for preset, p in r["paired_vs_off"].items():
+    d = r["dead_share"][preset]["mean"]
+    section.append(f"| {preset} | {r['summary'][preset]['mean']:.3f} | {p['mean_diff']:+.3f} | "
+                   f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | {d:.2f} |")
+    rows.append(f"{preset}: snap-back {p['mean_diff']:+.3f} {ci_text(p['ci95'], '{:+.3f}')} "
+                f"({verdict(p['ci95'], p['p_value'])}); dead {100 * d:.0f}%")
+  first = next(iter(r["attractor_readout_top5"].items()), None)
+  section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "
+              f"{r['max_new_tokens']} tokens. Command: `python -m experiments.e6_topics`.", ""]
+  if first:
+    section += [f"Attractor read-out (top 5 tokens of each attractor through the unembedding), "
+                f"{first[0]}, seed 0:", ""]
+    section += [f"- {' '.join(repr(t) for t in toks)}" for toks in first[1]] + [""]
+  return rows, section
+
+
+def trajectories_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("trajectories")
+  if not r:
+    return [], []
+  last = lambda preset: (r["drift_by_position"][preset] or [float("nan")])[-1]
+  section = ["## Strength trajectories and drift (attractor presets, one long generation)", "",
+             "| preset | mean strength at the end (seed 0) | max | attractors above 0.5 | "
+             "drift cos, last window (mean of seeds) |", "|---|---|---|---|---|",
+             f"| off | | | | {last('off'):.3f} |"]
+  for preset, f in r["strength_seed0_end"].items():
+    section.append(f"| {preset} | {f['mean_strength_end']:.3f} | {f['max_strength_end']:.3f} | "
+                   f"{f['attractors_above_0.5_end']} | {last(preset):.3f} |")
+  section += ["", f"Data: {r['data']}; {r['seeds']} seeds, {r['max_new_tokens']} tokens, "
+              f"temperature {r['sampling']['temperature']}, top-p {r['sampling']['top_p']}. "
+              "Command: `python -m experiments.trajectories`.", ""]
+  section += [f"![{pathlib.Path(p).stem}](results/{pathlib.Path(p).name})" for p in r["plots"]]
+  return [], section + [""]

@@ -1,0 +1,154 @@
+"""The related-work memories (E7) and the calibration of their strengths."""
+
+from __future__ import annotations
+
+import pathlib
+
+from attractor_jax.report.format import ci_text, table_cell
+
+# Related-work memories (issue 6): reported in their own section, not as the seed's presets.
+MEMORIES = ("cache", "hopfield", "steering", "fastweights", "dynamic-eval")
+
+
+def _ppl_paired(r: dict | None) -> dict | None:
+  if r is None:
+    return None
+  return {"mean_diff": r["delta_pct"], "ci95": r["delta_pct_ci95"], "p_value": r.get("p_value")}
+
+
+ATTRACTOR_ROWS = ("seed", "tuned")  # the attractor layer's rows beside the memories
+
+
+def memory_table(res: dict) -> list[dict[str, dict | None]]:
+  """One row per attractor preset and memory: each suite metric paired vs off, looked up in
+  E7's files first, then in the E1/E4/E6 files (the same settings) for the attractor rows."""
+  def pick(name, metric, *files):
+    for f in files:
+      found = (res.get(f) or {}).get("paired_vs_off", {}).get(name)
+      if found is not None:
+        return found.get(metric) if metric else found
+    return None
+
+  rows = []
+  for name in (*ATTRACTOR_ROWS, *MEMORIES):
+    rows.append({
+        "memory": name,
+        "ppl change %": _ppl_paired(res.get(f"e1_ppl_{name}")),
+        **{label: pick(name, m, "e7_generation") for label, m in (
+            ("seq-rep-4", "seq_rep_4"), ("rep/128", "rep_128"), ("distinct-2", "distinct_2"),
+            ("drift cos", "drift_last_cos"))},
+        "accuracy (points)": pick(name, "accuracy", "e7_comprehension", "e7_comprehension_tuned",
+                                  "e4_comprehension"),
+        "snap-back": pick(name, None, "e7_topics", "e6_topics")})
+  return rows
+
+
+def memories_section(res: dict) -> tuple[list[str], list[str]]:
+  if not any(k in res for k in ("e7_generation", "e7_comprehension", "e7_topics")) and not any(
+      f"e1_ppl_{m}" in res for m in MEMORIES):
+    return [], []
+  table = memory_table(res)
+  metrics = [k for k in table[0] if k != "memory"]
+  section = ["## E7: related-work memories on the same suite, paired with off", "",
+             "Each cell: mean difference vs off [95% bootstrap CI]; **bold** where the CI excludes 0. "
+             "Rows: the attractor layer (presets seed and tuned = seed at the calibrated alpha) "
+             "and the five related-work memories (`attractor_jax/memories/`, presets of the same "
+             "names, strengths calibrated on *Emma*).", "",
+             "| memory | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+  for row in table:
+    cells = [table_cell(row[m], 100.0 if m.startswith("accuracy") else 1.0) for m in metrics]
+    section.append(f"| {row['memory']} | " + " | ".join(cells) + " |")
+  gen, comp, top = (res.get(k) for k in ("e7_generation", "e7_comprehension", "e7_topics"))
+  notes = []
+  if any(f"e1_ppl_{m}" in res for m in MEMORIES):
+    notes.append("ppl: E1's text and windows, token by token, 1 seed for the memories (no "
+                 "random init), 8 for the attractor rows; CI over windows")
+  if gen:
+    notes.append(f"generation: {gen['n_items']} items ({len(gen['data'])} prompts x "
+                 f"{gen['seeds']} seeds), {gen['max_new_tokens']} tokens, sampled; CIs resample prompts")
+  if comp:
+    notes.append(f"accuracy: {comp['n_items']} comprehension items (E4's), {comp['seeds']} seed "
+                 "for the memories, 8 for the attractor rows, off at "
+                 f"{100 * comp['summary']['off']['accuracy']['mean']:.1f}% (chance "
+                 f"{100 * comp['chance']:.0f}%)")
+  if top:
+    dropped = {k: v for k, v in top.get("items_without_a_window", {}).items() if v}
+    notes.append(f"snap-back: {top['n_items']} items ({len(top['data'])} topic pairs x "
+                 f"{top['seeds']} seeds; seed's row from E6)" + (
+                     ", items whose continuation stopped before one 50-token window left out: "
+                     + ", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else ""))
+  section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
+  long = res.get("e7_ppl_cache_long")
+  if long:
+    section += [f"The cache over more text: {long['tokens']} tokens of the same novel "
+                f"({long['windows']} windows of {long['window']}), perplexity {long['ppl']:.3f} vs "
+                f"baseline {long['baseline_ppl']:.3f}: {table_cell(_ppl_paired(long))}%, sign-flip "
+                f"p = {long['p_value']:.4f}.", ""]
+  if gen:
+    section += [f"![{what}](results/{pathlib.Path(gen[key]).name})"
+                for what, key in (("repetition vs position", "plot"), ("drift", "drift_plot"))
+                if gen.get(key)] + [""]
+  rows = memory_answer(table)
+  if long:
+    rows.insert(0, f"cache: ppl {long['delta_pct']:+.2f}% {ci_text(long['delta_pct_ci95'])} over "
+                   f"{long['tokens']} tokens (attractor rows: see E1)")
+  return rows, section
+
+
+def memory_answer(table: list[dict]) -> list[str]:
+  """Strict wins either way, with non-overlapping CIs (lower ppl and repetition, higher
+  distinct-2): a memory over every attractor row, and any attractor row over a memory."""
+  attractors = [r for r in table if r["memory"] in ATTRACTOR_ROWS]
+  lower_is_better = {"ppl change %": True, "seq-rep-4": True, "rep/128": True, "distinct-2": False}
+
+  def beats(mine, theirs, lower):
+    return mine["ci95"][1] < theirs["ci95"][0] if lower else mine["ci95"][0] > theirs["ci95"][1]
+
+  lines = []
+  for row in table:
+    if row["memory"] in ATTRACTOR_ROWS:
+      continue
+    wins = [m for m, lower in lower_is_better.items()
+            if row[m] and (refs := [a[m] for a in attractors if a[m]])
+            and all(beats(row[m], ref, lower) for ref in refs)]
+    if wins:
+      lines.append(f"{row['memory']} is better than every attractor row on {', '.join(wins)}")
+    for a in attractors:
+      losses = [m for m, lower in lower_is_better.items()
+                if row[m] and a[m] and beats(a[m], row[m], lower)]
+      if losses:
+        lines.append(f"{a['memory']} is better than {row['memory']} on {', '.join(losses)}")
+  return lines or ["no memory and attractor row separate with non-overlapping CIs"]
+
+
+def calibration_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("calibration")
+  if not r:
+    return [], []
+  c, st = r["cache"], r["strength"]
+  b = c["best"]
+  section = ["## Calibration (kept apart from evaluation)", "",
+             f"Tuned on *{r['novel'].title()}* (the related-work memories' strengths and preset "
+             "tuned; the seed, gated and multiscale presets keep METHOD.md's numbers). Perplexity "
+             "(E1: Pride and Prejudice; E5: Persuasion), comprehension and topic-switch items "
+             "use other text; the generation prompts of E3/E7 and the trajectories include "
+             "Emma's opening (1 of 4 prompts; the trajectories' only one). "
+             "Command: `python -m experiments.calibrate`.", "",
+             f"- cache ({c['data']}; baseline ppl {c['baseline_ppl']:.2f}): best of "
+             f"{len(c['rows'])} settings theta={b['theta']}, lam={b['lam']}, window={b['window']} "
+             f"-> ppl {b['ppl']:.2f}. Check: the mixture computed offline and the memory run "
+             f"token by token give {c['check']['offline_ppl']:.5f} and "
+             f"{c['check']['stepwise_ppl']:.5f} on {c['check']['tokens']} tokens.",
+             f"- strengths ({st['data']}; baseline ppl {st['baseline_ppl']:.2f}), ppl change %:", "",
+             "| preset | knob | " + " | ".join(str(v) for v in
+                                               dict.fromkeys(x["value"] for x in st["rows"]
+                                                             if x["knob"] == "alpha")) + " |"]
+  alphas = list(dict.fromkeys(x["value"] for x in st["rows"] if x["knob"] == "alpha"))
+  section.append("|---|---|" + "---|" * len(alphas))
+  for preset in dict.fromkeys(x["preset"] for x in st["rows"]):
+    cells = {x["value"]: x for x in st["rows"] if x["preset"] == preset}
+    knob = next(iter(cells.values()))["knob"]
+    shown = [f"{v}: {x['delta_pct']:+.2f}" for v, x in cells.items()] if knob != "alpha" else [
+        f"{cells[a]['delta_pct']:+.2f}" if a in cells else "" for a in alphas]
+    section.append(f"| {preset} | {knob} | " + " | ".join(shown) + " |")
+  return [], section + [""]

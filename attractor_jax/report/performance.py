@@ -1,0 +1,62 @@
+"""The performance sections: E2 (overhead, issue 7 targets, kernels) and growth curves."""
+
+from __future__ import annotations
+
+import pathlib
+
+
+def e2_section(res: dict) -> tuple[list[str], list[str]]:
+  b = res.get("bench")
+  if not b:
+    return [], []
+  r = b["ratios"]
+  ms = b["decode_ms_per_token"]
+  rows = [f"seed: {100 * (r['decode_time_seed_vs_off'] - 1):+.1f}%, multiscale: "
+          f"{100 * (r['decode_time_multiscale_vs_off'] - 1):+.1f}% decode time vs off "
+          f"(median of {b['repeats']} runs; off itself ranged {ms['off']['min']:.1f}-"
+          f"{ms['off']['max']:.1f} ms/token)"]
+  growth = res.get("growth")
+  if growth:
+    ks = growth["overhead_vs_K"]
+    rows.append(f"growth run: seed / off {ks[0]['vs_off']:.3f} (K={ks[0]['K']}) to "
+                f"{ks[-1]['vs_off']:.3f} (K={ks[-1]['K']}), {growth['repeats']} repeats")
+  section = ["## E2: compute overhead (jitted decode, same run)", "",
+             "| side | ms/token (median) | min | max |", "|---|---|---|---|"]
+  section += [f"| {k} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for k, v in ms.items()]
+  section += ["", f"Bandwidth limit: {b['bandwidth_limit_ms_per_token']:.1f} ms/token "
+              f"({b['weight_bytes'] / 1e6:.0f} MB of weights at {b['gemv_bandwidth_gbs']:.1f} GB/s). "
+              f"Machine: {b['machine']['cpus']} CPUs, {b['machine']['platform']}. "
+              "Command: `attractor-jax bench`.", "",
+              "| performance target (issue 7) | measured | target | met |", "|---|---|---|---|"]
+  for name, ratio in r.items():
+    shown = "n/a" if ratio is None else f"{ratio:.3f}"
+    section.append(f"| {name} | {shown} | {b['targets'][name]} | {b['met'][name]} |")
+  kernels = res.get("decode_kernels")
+  if kernels:
+    section += ["", "What each decode change bought, per kernel (`python -m "
+                "experiments.decode_kernels`, medians of 30 calls):", "",
+                "| kernel | before ms | after ms | saved ms |", "|---|---|---|---|"]
+    section += [f"| {k} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | {v['saved_ms']:.2f} |"
+                for k, v in kernels["rows"].items()]
+  return rows, section + [""]
+
+
+def growth_section(res: dict) -> tuple[list[str], list[str]]:
+  r = res.get("growth")
+  if not r:
+    return [], []
+  row = lambda label, pairs: f"| {label} | " + ", ".join(f"{k}: {v}" for k, v in pairs) + " |"
+  section = ["## Performance growth curves", "", "| curve | points |", "|---|---|",
+             row("decode time, preset seed / off, vs K",
+                 [(x["K"], f"{x['vs_off']:.3f}") for x in r["overhead_vs_K"]]),
+             row("attractor update alone (us), K=4, vs D",
+                 [(x["D"], f"{x['update_us']:.0f}") for x in r["update_vs_D"] if x["K"] == 4]),
+             row("decode ms/token (off) vs context",
+                 [(x["context"], f"{x['ms_per_token']:.1f}") for x in r["decode_vs_context"]]),
+             row("sweep wall, S seeds / 1 seed",
+                 [(x["seeds"], f"{x['vs_one_seed']:.2f}") for x in r["sweep_vs_seeds"]]),
+             "", f"{r['tokens']} decoded tokens per point, medians of {r['repeats']} repeats; "
+             f"machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}. Command: "
+             "`python -m experiments.growth` (run alone).", ""]
+  section += [f"![{pathlib.Path(p).stem}](results/{pathlib.Path(p).name})" for p in r["plots"]]
+  return [], section + [""]
