@@ -19,7 +19,8 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
   if growth:
     ks = growth["overhead_vs_K"]
     rows.append(f"growth run: seed / off {ks[0]['vs_off']:.3f} (K={ks[0]['K']}) to "
-                f"{ks[-1]['vs_off']:.3f} (K={ks[-1]['K']}), {growth['repeats']} repeats")
+                f"{ks[-1]['vs_off']:.3f} (K={ks[-1]['K']}), {growth['repeats']} repeats, git "
+                f"{growth['git_commit'][:7]}")
   section = ["## E2: compute overhead (jitted decode, same run)", "",
              "| side | ms/token (median) | min | max |", "|---|---|---|---|"]
   section += [f"| {k} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for k, v in ms.items()]
@@ -56,7 +57,7 @@ def growth_section(res: dict) -> tuple[list[str], list[str]]:
              row("sweep wall, S seeds / 1 seed",
                  [(x["seeds"], f"{x['vs_one_seed']:.2f}") for x in r["sweep_vs_seeds"]]),
              "", f"{r['tokens']} decoded tokens per point, medians of {r['repeats']} repeats; "
-             f"machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}. Command: "
-             "`python -m experiments.growth` (run alone).", ""]
+             f"machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}; code at git "
+             f"{r['git_commit'][:7]}. Command: `python -m experiments.growth` (run alone).", ""]
   section += [f"![{pathlib.Path(p).stem}](results/{pathlib.Path(p).name})" for p in r["plots"]]
   return [], section + [""]
