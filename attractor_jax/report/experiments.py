@@ -85,6 +85,18 @@ def fact_recall_section(res: dict) -> tuple[list[str], list[str]]:
   return rows, section
 
 
+def _choice_rows(r: dict, section: list[str], rows: list[str]):
+  """Appends, per preset, the table row (accuracy and gold log-prob vs off) and claim row."""
+  for preset, paired in r["paired_vs_off"].items():
+    a, g = paired["accuracy"], paired["gold_logprob"]
+    ci = [100 * c for c in a["ci95"]]
+    section.append(f"| {preset} | {100 * r['summary'][preset]['accuracy']['mean']:.1f}% | "
+                   f"{100 * a['mean_diff']:+.2f} | {ci_text(ci)} | {a['p_value']:.3f} | "
+                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
+    rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
+                f"({verdict(a['ci95'], a['p_value'])})")
+
+
 def e4_section(res: dict) -> tuple[list[str], list[str]]:
   r = res.get("e4_comprehension")
   if not r:
@@ -95,14 +107,7 @@ def e4_section(res: dict) -> tuple[list[str], list[str]]:
   off = r["summary"]["off"]["accuracy"]["mean"]
   section.append(f"| off | {100 * off:.1f}% | | | | | |")
   rows = [f"off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%)"]
-  for preset, paired in r["paired_vs_off"].items():
-    a, g = paired["accuracy"], paired["gold_logprob"]
-    acc = r["summary"][preset]["accuracy"]["mean"]
-    section.append(f"| {preset} | {100 * acc:.1f}% | {100 * a['mean_diff']:+.2f} | "
-                   f"{ci_text([100 * c for c in a['ci95']])} | {a['p_value']:.3f} | "
-                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
-    rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text([100 * c for c in a['ci95']])} "
-                f"({verdict(a['ci95'], a['p_value'])})")
+  _choice_rows(r, section, rows)
   section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
               f"contexts read in {r['segment']}-token passes; CIs resample stories. Command: "
               "`python -m experiments.e4_comprehension`.", ""]
@@ -125,14 +130,7 @@ def suite_section(res: dict) -> tuple[list[str], list[str]]:
                 "| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | 95% CI |",
                 "|---|---|---|---|---|---|---|"]
     rows.append(f"{title}: off {100 * off:.1f}%")
-    for preset, paired in t["paired_vs_off"].items():
-      a, g = paired["accuracy"], paired["gold_logprob"]
-      ci = [100 * c for c in a["ci95"]]
-      section.append(f"| {preset} | {100 * t['summary'][preset]['accuracy']['mean']:.1f}% | "
-                     f"{100 * a['mean_diff']:+.2f} | {ci_text(ci)} | {a['p_value']:.3f} | "
-                     f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
-      rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
-                  f"({verdict(a['ci95'], a['p_value'])})")
+    _choice_rows(t, section, rows)
     section.append("")
   kv = r["kv_recall"]
   section += ["Key-value recall accuracy by number of pairs and filler sentences before the "
