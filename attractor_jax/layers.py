@@ -58,10 +58,7 @@ def qkv(x_BxTxD, p, positions_BxT, cfg: ModelConfig):
   """Projects to queries, keys, values, with RoPE for the llama family."""
   B, T, _ = x_BxTxD.shape
   H, K, X = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  if cfg.family == "gpt2":
-    q, k, v = jnp.split(dense(x_BxTxD, p["qkv"]), 3, axis=-1)
-  else:
-    q, k, v = dense(x_BxTxD, p["q"]), dense(x_BxTxD, p["k"]), dense(x_BxTxD, p["v"])
+  q, k, v = jnp.split(dense(x_BxTxD, p["qkv"]), [H * X, (H + K) * X], axis=-1)
   q, k, v = q.reshape(B, T, H, X), k.reshape(B, T, K, X), v.reshape(B, T, K, X)
   if cfg.family == "llama":
     q = apply_rope(q, positions_BxT, cfg.rope_theta)
@@ -69,25 +66,38 @@ def qkv(x_BxTxD, p, positions_BxT, cfg: ModelConfig):
   return q, k, v
 
 
-def attend(q_BxTxHxX, k_BxKxSxX, v_BxKxSxX, q_pos_BxT, k_pos_BxS, cfg: ModelConfig):
-  """Causal grouped-query attention: query t sees keys whose position <= its own.
+def attend(q_BxTxHxX, k_BxKxTxX, v_BxKxTxX, q_pos_BxT, cfg: ModelConfig, past=None):
+  """Causal grouped-query attention over the pass's own keys and, optionally, a cache's.
 
-  The logits are laid out slots-first ([B, K, S, G, T]): with the cache as the left operand
-  XLA's CPU dots run 2-3x faster in decode (T = 1) than with the queries first.
+  `past` = (keys [B,K,S,X], values [B,K,S,X], visible [B,S]): the cache as it was before this
+  pass and which of its slots hold earlier positions. The cache is read as it came in, never
+  after this pass's write: read after the write, XLA copied every layer's cache each step.
+  Logits are laid out slots-first ([B, K, S, G, T]): with the keys as the left operand XLA's
+  CPU dots run 2-3x faster in decode (T = 1) than with the queries first.
   """
   B, T, H, X = q_BxTxHxX.shape
   K = cfg.num_kv_heads
-  q_BxKxGxTxX = q_BxTxHxX.reshape(B, T, K, H // K, X).transpose(0, 2, 3, 1, 4)
-  logits = jnp.einsum("bksx,bkgtx->bksgt", k_BxKxSxX, q_BxKxGxTxX).astype(jnp.float32)
-  logits = logits * (X ** -0.5)
-  visible_BxSxT = k_pos_BxS[:, :, None] <= q_pos_BxT[:, None, :]
-  logits = jnp.where(visible_BxSxT[:, None, :, None, :], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=2).astype(v_BxKxSxX.dtype)
-  out_BxKxGxTxX = jnp.einsum("bksgt,bksx->bkgtx", probs, v_BxKxSxX)
+  q_BxKxGxTxX = q_BxTxHxX.reshape(B, T, K, H // K, X).transpose(0, 2, 3, 1, 4) * (X ** -0.5)
+  scores = lambda keys: jnp.einsum("bksx,bkgtx->bksgt", keys, q_BxKxGxTxX).astype(jnp.float32)
+  hide = lambda logits, visible_BxSxT: jnp.where(visible_BxSxT[:, None, :, None, :], logits,
+                                                 jnp.finfo(jnp.float32).min)
+  logits = hide(scores(k_BxKxTxX), q_pos_BxT[:, :, None] <= q_pos_BxT[:, None, :])
+  values = [v_BxKxTxX]
+  if past is not None:
+    past_k, past_v, visible_BxS = past
+    logits = jnp.concatenate([hide(scores(past_k), visible_BxS[:, :, None]), logits], axis=2)
+    values = [past_v, *values]
+  probs = jax.nn.softmax(logits, axis=2).astype(v_BxKxTxX.dtype)
+  out_BxKxGxTxX, offset = 0, 0
+  for v in values:
+    width = v.shape[2]
+    out_BxKxGxTxX += jnp.einsum("bksgt,bksx->bkgtx", probs[:, :, offset:offset + width], v)
+    offset += width
   return out_BxKxGxTxX.transpose(0, 3, 1, 2, 4).reshape(B, T, H * X)
 
 
 def mlp(x_BxTxD, p, cfg: ModelConfig):
   if cfg.family == "gpt2":
     return dense(jax.nn.gelu(dense(x_BxTxD, p["fc"]), approximate=True), p["proj"])
-  return dense(jax.nn.silu(dense(x_BxTxD, p["gate"])) * dense(x_BxTxD, p["up"]), p["down"])
+  gate, up = jnp.split(dense(x_BxTxD, p["gate_up"]), 2, axis=-1)
+  return dense(jax.nn.silu(gate) * up, p["down"])

@@ -54,6 +54,8 @@ def param_shapes(cfg: ModelConfig, output_kernel: bool = False) -> dict[str, Any
   """The nested dict of parameter shapes; "layers" is a list with one dict per layer.
 
   An untied model, or a tied one with `output_kernel`, has a [D, V] "lm_head" kernel.
+  The llama family stores its q, k, v kernels side by side as one "qkv" kernel, and gate and
+  up as one "gate_up": one matrix-vector product each instead of three and two.
   """
   D, F, V = cfg.width, cfg.mlp_width, cfg.vocab_size
   HX, KX = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
@@ -63,10 +65,8 @@ def param_shapes(cfg: ModelConfig, output_kernel: bool = False) -> dict[str, Any
 
   if cfg.family == "llama":
     norm = lambda: {"scale": (D,)}
-    attn = {"q": lin(D, HX, cfg.attention_bias), "k": lin(D, KX, cfg.attention_bias),
-            "v": lin(D, KX, cfg.attention_bias), "o": lin(HX, D, False)}
-    ffn = {"gate": lin(D, F, cfg.mlp_bias), "up": lin(D, F, cfg.mlp_bias),
-           "down": lin(F, D, cfg.mlp_bias)}
+    attn = {"qkv": lin(D, HX + 2 * KX, cfg.attention_bias), "o": lin(HX, D, False)}
+    ffn = {"gate_up": lin(D, 2 * F, cfg.mlp_bias), "down": lin(F, D, cfg.mlp_bias)}
   else:
     norm = lambda: {"scale": (D,), "bias": (D,)}
     attn = {"qkv": lin(D, 3 * D, True), "o": lin(D, D, True)}
@@ -144,14 +144,16 @@ class Decoder(nn.Module):
     for idx, lp in enumerate(w["layers"]):
       lp = jax.tree.map(lambda a: a.astype(self.dtype), lp)
       q, k, v = layers.qkv(layers.norm(x, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
-      if cache is None:
-        keys, values, k_pos = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT
-      else:
-        keys, values = _write(cache.k[idx], k, start_B), _write(cache.v[idx], v, start_B)
-        keys_out.append(keys)
-        values_out.append(values)
-        k_pos = jnp.broadcast_to(jnp.arange(cache.max_len), (B, cache.max_len))
-      attn = layers.dense(layers.attend(q, keys, values, positions_BxT, k_pos, cfg), lp["attn"]["o"])
+      past = None
+      if cache is not None:
+        past = (cache.k[idx], cache.v[idx], jnp.arange(cache.max_len)[None] < start_B[:, None])
+      out = layers.attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT, cfg,
+                          past)
+      if cache is not None:
+        k, v = ordered_after(out, k), ordered_after(out, v)
+        keys_out.append(_write(cache.k[idx], k, start_B))
+        values_out.append(_write(cache.v[idx], v, start_B))
+      attn = layers.dense(out, lp["attn"]["o"])
       x = x + attn
       if idx == host_layer:
         x, tap = x + feedback_BxD[:, None, :], attn
@@ -163,6 +165,16 @@ class Decoder(nn.Module):
       logits = jnp.einsum("btd,vd->btv", hidden, w["embed"]["embedding"].astype(self.dtype))
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
     return logits.astype(jnp.float32), new_cache, Taps(tap, hidden)
+
+
+def ordered_after(read, x):
+  """`x`, made to depend on `read` through a select that never fires.
+
+  XLA's CPU compiler writes a loop-carried cache in place only when the written values depend
+  on every read of the old cache; otherwise it copies each layer's cache in every decode step
+  (results/decode_kernels.json). An optimization barrier does not survive to that pass.
+  """
+  return jnp.where(jnp.sum(read) > jnp.inf, jnp.zeros_like(x), x)
 
 
 def _write(cache_BxKxSxX, new_BxTxKxX, start_B):

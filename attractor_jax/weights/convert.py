@@ -31,21 +31,22 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
 
 
 def _llama(get: Getter, cfg: ModelConfig) -> dict:
-  def lin(pre, name, bias):
-    out = {"kernel": get(f"{pre}{name}.weight").T}
+  def lin(pre, names, bias):
+    """One [in, sum of outs] kernel for the projections `names` (side by side)."""
+    out = {"kernel": np.concatenate([get(f"{pre}{n}.weight").T for n in names], axis=1)}
     if bias:
-      out["bias"] = get(f"{pre}{name}.bias")
+      out["bias"] = np.concatenate([get(f"{pre}{n}.bias") for n in names])
     return out
 
   def layer(i):
     pre, ab, mb = f"model.layers.{i}.", cfg.attention_bias, cfg.mlp_bias
     return {
         "attn_norm": {"scale": get(pre + "input_layernorm.weight")},
-        "attn": {"q": lin(pre, "self_attn.q_proj", ab), "k": lin(pre, "self_attn.k_proj", ab),
-                 "v": lin(pre, "self_attn.v_proj", ab), "o": lin(pre, "self_attn.o_proj", False)},
+        "attn": {"qkv": lin(pre, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ab),
+                 "o": lin(pre, ["self_attn.o_proj"], False)},
         "mlp_norm": {"scale": get(pre + "post_attention_layernorm.weight")},
-        "mlp": {"gate": lin(pre, "mlp.gate_proj", mb), "up": lin(pre, "mlp.up_proj", mb),
-                "down": lin(pre, "mlp.down_proj", mb)},
+        "mlp": {"gate_up": lin(pre, ["mlp.gate_proj", "mlp.up_proj"], mb),
+                "down": lin(pre, ["mlp.down_proj"], mb)},
     }
 
   params = {
