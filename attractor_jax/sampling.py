@@ -125,17 +125,32 @@ def _empty_cache(decoder: Decoder, cache_len: int) -> KVCache:
   return init_cache(decoder.config, 1, cache_len, decoder.dtype)
 
 
+def _advance(params, c: Carry, sample_key, position, temperature, top_p, *, decoder: Decoder,
+             cfg: Memory):
+  """One pass of one sequence at `position`: (sampled token, cache, state, Trace row)."""
+  logits, cache, state, info, taps = tapped_step(
+      params, c.token[None, None], position[None, None], c.cache, c.state, decoder=decoder,
+      cfg=cfg)
+  token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, c.t), temperature, top_p)
+  return token, cache, state, _trace_row(taps, state, info, cfg)
+
+
+def _empty_trace(row_shape, length: int, lead: tuple[int, ...] = ()):
+  """Zero Trace buffers: `length` rows, after the `lead` axes of `row_shape`."""
+  return jax.tree.map(lambda s: jnp.zeros((*lead, length, *s.shape[len(lead):]), s.dtype),
+                      row_shape)
+
+
 def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Decoder,
            cfg: Memory, length: int, eos_id: int):
   """Samples up to `length` more tokens, one pass each, stopping at EOS.
 
   Returns (tokens [length] int32 (EOS-padded after EOS), count, Carry, Trace [length]).
   """
-  _, _, state0, info0, taps0 = jax.eval_shape(
-      functools.partial(tapped_step, decoder=decoder, cfg=cfg), params,
-      jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32), carry.cache, carry.state)
-  row_shape = jax.eval_shape(functools.partial(_trace_row, cfg=cfg), taps0, state0, info0)
-  trace0 = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), row_shape)
+  advance = functools.partial(_advance, params, temperature=temperature, top_p=top_p,
+                              decoder=decoder, cfg=cfg)
+  row_shape = jax.eval_shape(lambda: advance(carry, sample_key, carry.position)[3])
+  trace0 = _empty_trace(row_shape, length)
 
   def cond(loop):
     i, c, _, _, _ = loop
@@ -143,11 +158,7 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
 
   def body(loop):
     i, c, tokens, count, trace = loop
-    logits, cache, state, info, taps = tapped_step(
-        params, c.token[None, None], c.position[None, None], c.cache, c.state,
-        decoder=decoder, cfg=cfg)
-    token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, c.t), temperature, top_p)
-    row = _trace_row(taps, state, info, cfg)
+    token, cache, state, row = advance(c, sample_key, c.position)
     trace = jax.tree.map(lambda buf, r: buf.at[i].set(r), trace, row)
     c = Carry(token=token, position=c.position + 1, t=c.t + 1, done=token == eos_id,
               cache=cache, state=state)
@@ -156,4 +167,42 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
   tokens0 = jnp.full((length,), eos_id, jnp.int32)
   _, carry, tokens, count, trace = jax.lax.while_loop(
       cond, body, (jnp.int32(0), carry, tokens0, jnp.int32(0), trace0))
+  return tokens, count, carry, trace
+
+
+def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decoder: Decoder,
+                 cfg: Memory, length: int, eos_id: int):
+  """`decode` for many seeds at once: `carry` and `sample_keys` have a leading seed axis, and
+  every seed is at the same position.
+
+  One loop runs until every seed is done: a finished seed's tokens, count, state and trace
+  stop, while its cache goes on being written (it is never read again). A `jax.vmap` of
+  `decode` selected between the old and new cache of every seed in every step, and its
+  per-seed positions made every cache write a scatter: both copy the whole cache.
+  Returns (tokens [S, length], counts [S], Carry, Trace [S, length]).
+  """
+  advance = jax.vmap(functools.partial(_advance, params, temperature=temperature, top_p=top_p,
+                                       decoder=decoder, cfg=cfg), in_axes=(0, 0, None))
+  S = carry.done.shape[0]
+  row_shape = jax.eval_shape(lambda: advance(carry, sample_keys, carry.position[0])[3])
+  trace0 = _empty_trace(row_shape, length, (S,))
+
+  def cond(loop):
+    i, c, _, _, _ = loop
+    return (i < length) & ~jnp.all(c.done)
+
+  def body(loop):
+    i, c, tokens, count, trace = loop
+    token, cache, state, row = advance(c, sample_keys, c.position[0])
+    live_S = ~c.done
+    keep = lambda new, old: jnp.where(live_S.reshape((S,) + (1,) * (new.ndim - 1)), new, old)
+    token = jnp.where(live_S, token, eos_id)
+    trace = jax.tree.map(lambda buf, r: buf.at[:, i].set(keep(r, buf[:, i])), trace, row)
+    c = Carry(token=token, position=c.position + 1, t=c.t + live_S, done=c.done | (token == eos_id),
+              cache=cache, state=jax.tree.map(keep, state, c.state))
+    return i + 1, c, tokens.at[:, i].set(token), count + live_S, trace
+
+  tokens0 = jnp.full((S, length), eos_id, jnp.int32)
+  _, carry, tokens, count, trace = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), carry, tokens0, jnp.zeros((S,), jnp.int32), trace0))
   return tokens, count, carry, trace

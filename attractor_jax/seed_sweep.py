@@ -60,20 +60,18 @@ def _pad_to_devices(n: int, devices) -> int:
 @functools.partial(jax.jit, static_argnames=("decoder", "cfg", "cache_len", "length", "eos_id"))
 def _generate_seeds(params, prompt_T, init_keys_S, sample_keys_S, temperature, top_p, *,
                     decoder, cfg, cache_len, length, eos_id):
-  def one(init_key, sample_key):
-    carry, row0 = sampling.prefill(params, prompt_T, init_key, sample_key, temperature, top_p,
-                                   None, decoder=decoder, cfg=cfg, cache_len=cache_len,
-                                   eos_id=eos_id)
-    first = carry.token
-    tokens, count, carry, rows = sampling.decode(params, carry, sample_key, temperature, top_p,
-                                                 decoder=decoder, cfg=cfg, length=length,
-                                                 eos_id=eos_id)
-    tokens = jnp.concatenate([first[None], tokens])
-    count = jnp.where(first == eos_id, 1, count + 1)
-    trace = jax.tree.map(lambda r0, r: jnp.concatenate([r0[None], r]), row0, rows)
-    return tokens, count, carry.state, trace
-
-  return jax.vmap(one)(init_keys_S, sample_keys_S)
+  prefill = functools.partial(sampling.prefill, params, prompt_T, temperature=temperature,
+                              top_p=top_p, state=None, decoder=decoder, cfg=cfg,
+                              cache_len=cache_len, eos_id=eos_id)
+  carry, row0 = jax.vmap(prefill)(init_keys_S, sample_keys_S)
+  first_S = carry.token
+  tokens, count, carry, rows = sampling.decode_seeds(params, carry, sample_keys_S, temperature,
+                                                     top_p, decoder=decoder, cfg=cfg,
+                                                     length=length, eos_id=eos_id)
+  tokens = jnp.concatenate([first_S[:, None], tokens], axis=1)
+  count = jnp.where(first_S == eos_id, 1, count + 1)
+  trace = jax.tree.map(lambda r0, r: jnp.concatenate([r0[:, None], r], axis=1), row0, rows)
+  return tokens, count, carry.state, trace
 
 
 def check_batch_size(batch_size: int | None, n_seeds: int) -> int:
