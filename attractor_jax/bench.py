@@ -1,8 +1,10 @@
 """`attractor-jax bench`: the performance ratios of issue 7, measured in one process.
 
-Sides are alternated after warm-up; medians and min-max over repeats are reported, compile
-times separately. transformers (PyTorch, float32, loaded from the same GGUF) is the
-reference side; it is optional (skipped when torch is not installed).
+After warm-up the sides are timed in a rotating order, each side taking each place in turn
+(in a fixed order, `off`, always first after PyTorch, measured 9% slower than `multiscale`,
+which does more work); medians and min-max over repeats are reported, compile times
+separately. transformers (PyTorch, float32, loaded from the same GGUF) is the reference side;
+it is optional (skipped when torch is not installed).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _load_hf():
 
 def run(quick: bool = False, progress=lambda msg: None) -> dict:
   """Measures every ratio; returns the bench JSON."""
-  repeats, tokens = (1, 16) if quick else (3, 128)
+  repeats, tokens = (1, 16) if quick else (5, 128)
   model = aj.load()
   weight_bytes = bytes_read_per_token(model.params)
   progress("bandwidth")
@@ -89,19 +91,22 @@ def run(quick: bool = False, progress=lambda msg: None) -> dict:
   if hf is not None:
     _hf_ms_per_token(hf, ids, 4)
   times = {"off": [], "seed": [], "multiscale": [], "transformers": []}
-  for r in range(repeats):
+  sides = [side for side in times if side != "transformers" or hf is not None]
+  for r in range(repeats):  # each side takes each place in the order in turn
     progress(f"decode repeat {r + 1}/{repeats}")
-    for preset in ("off", "seed", "multiscale"):
-      times[preset].append(_decode_ms_per_token(model, preset, tokens)[0])
-    if hf is not None:
-      times["transformers"].append(_hf_ms_per_token(hf, ids, tokens))
+    for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+      times[side].append(_hf_ms_per_token(hf, ids, tokens) if side == "transformers" else
+                         _decode_ms_per_token(model, side, tokens)[0])
   progress("seed sweep")
-  sweep_s = {}
-  for seeds in (1, 16) if not quick else (1, 2):
+  sweep = {seeds: [] for seeds in ((1, 16) if not quick else (1, 2))}
+  for seeds in sweep:
     generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=seeds)
-    t = time.perf_counter()
-    generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=seeds)
-    sweep_s[seeds] = time.perf_counter() - t
+  for r in range(repeats):
+    for seeds in sweep if r % 2 == 0 else reversed(sweep):
+      t = time.perf_counter()
+      generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=seeds)
+      sweep[seeds].append(time.perf_counter() - t)
+  sweep_s = {seeds: statistics.median(ts) for seeds, ts in sweep.items()}
   progress("perplexity scoring")
   score_s = _scoring_seconds(model, hf, 1 if quick else repeats)
   med = {k: statistics.median(v) for k, v in times.items() if v}
@@ -128,7 +133,7 @@ def run(quick: bool = False, progress=lambda msg: None) -> dict:
       "repeats": repeats, "weight_bytes": weight_bytes, "gemv_bandwidth_gbs": bandwidth,
       "bandwidth_limit_ms_per_token": limit_ms,
       "decode_ms_per_token": {k: _stats(v) for k, v in times.items() if v},
-      "compile_s": compile_s, "scoring_s_per_512_window": score_s, "sweep_wall_s": {str(k): v for k, v in sweep_s.items()},
+      "compile_s": compile_s, "scoring_s_per_512_window": score_s, "sweep_wall_s": {str(k): _stats(v) for k, v in sweep.items()},
       "cache_len": cache_length(model, len(ids), tokens), "ratios": ratios,
       "targets": {k: f"{op} {t}" for k, (op, t) in targets.items()}, "met": met,
   }

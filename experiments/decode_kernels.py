@@ -3,10 +3,17 @@
     python -m experiments.decode_kernels  ->  results/decode_kernels.json
 
 Each row times the kernel as the decoder runs it now against the form it replaced, on the
-default model's shapes (batch 1, one token), median of 30 calls after warm-up:
+default model's shapes (batch 1, one token), median of 30 calls after warm-up (3 for the
+seed loop):
   - top-p sampling: a sort of the 49,152 logits (the old sampler, which also ran for greedy
     decoding) vs `sampling.sample_token` (greedy skips it; top-p by bisection);
-  - the logits: the tied [V, D] table contracted on its second axis vs `load`'s [D, V] copy.
+  - the logits: the tied [V, D] table contracted on its second axis vs `load`'s [D, V] copy;
+  - the 30 layers' projections: q, k, v, gate, up as five matrices vs the fused "qkv" and
+    "gate_up" kernels `load` builds (o and down in both);
+  - a decode loop that reads and writes 30 layers' caches of 1,024 slots: the write
+    independent of the read (XLA copies every cache every step) vs `transformer.ordered_after`;
+  - 64 decode steps of 8 seeds, 512 cache slots: `jax.vmap(sampling.decode)` vs
+    `sampling.decode_seeds` (ms per step).
 The KV cache layout change (see `transformer.KVCache`) shows in the decoder as a whole: the
 context-length curve of `experiments.growth`.
 """
@@ -14,6 +21,7 @@ context-length curve of `experiments.growth`.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -23,7 +31,10 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import sampling
+from attractor_jax.bench import PROMPT
+from attractor_jax.generation import prompt_ids
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.transformer import ordered_after
 
 
 def _ms(fn, *args, repeats: int = 30) -> float:
@@ -46,6 +57,56 @@ def sorted_top_p(logits_V, key, temperature, top_p):
   return jnp.where(temperature == 0.0, jnp.argmax(logits_V), sampled)
 
 
+def _projections(model, x_1xD) -> dict:
+  layers, cfg = model.params["layers"], model.config
+  HX, KX, F = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.mlp_width
+  cuts = lambda w, ends: [jnp.asarray(np.ascontiguousarray(part))
+                          for part in np.split(np.asarray(w), ends, axis=1)]
+  split = [(*cuts(lp["attn"]["qkv"]["kernel"], [HX, HX + KX]),
+            *cuts(lp["mlp"]["gate_up"]["kernel"], [F])) for lp in layers]
+  fused = [(lp["attn"]["qkv"]["kernel"], lp["mlp"]["gate_up"]["kernel"]) for lp in layers]
+  each = lambda x, ws: sum(jnp.sum(x @ w) for layer in ws for w in layer)
+  return {"before_ms": _ms(jax.jit(each), x_1xD, split),
+          "after_ms": _ms(jax.jit(each), x_1xD, fused)}
+
+
+def _cache_loop(cfg, slots: int = 1024, steps: int = 32) -> dict:
+  """ms per step of a loop whose body reads each cache (a score per slot) and writes a slot."""
+  shape = (1, cfg.num_kv_heads, slots, cfg.head_dim)
+  caches = tuple(jnp.zeros(shape) for _ in range(2 * cfg.num_layers))
+  query = jnp.ones((cfg.head_dim,))
+
+  def loop(caches, tie):
+    def body(i, caches):
+      out = []
+      for c in caches:
+        read = jnp.einsum("bksx,x->bks", c, query)
+        new = jnp.full((1, cfg.num_kv_heads, 1, cfg.head_dim), 0.5)
+        out.append(jax.lax.dynamic_update_slice(c, ordered_after(read, new) if tie else new,
+                                                (0, 0, i, 0)))
+      return tuple(out)
+    return jax.lax.fori_loop(0, steps, body, caches)
+
+  return {"before_ms": _ms(jax.jit(lambda c: loop(c, False)), caches) / steps,
+          "after_ms": _ms(jax.jit(lambda c: loop(c, True)), caches) / steps}
+
+
+def _seed_loop(model, seeds: int = 8, slots: int = 512, steps: int = 64) -> dict:
+  off = aj.presets["off"]
+  static = dict(decoder=model.decoder, cfg=off)
+  ids = jnp.asarray(prompt_ids(model, PROMPT))
+  keys = jax.random.split(jax.random.key(0), seeds)
+  prefill = functools.partial(sampling.prefill, model.params, ids, temperature=0.0, top_p=1.0,
+                              state=None, cache_len=slots, eos_id=-1, **static)
+  carry, _ = jax.jit(jax.vmap(prefill))(keys, keys)
+  loop = dict(length=steps, eos_id=-1, **static)  # eos -1: no seed stops early
+  vmapped = jax.vmap(functools.partial(sampling.decode, **loop), in_axes=(None, 0, 0, None, None))
+  together = functools.partial(sampling.decode_seeds, **loop)
+  args = (model.params, carry, keys, 0.0, 1.0)
+  return {"before_ms": _ms(jax.jit(vmapped), *args, repeats=3) / steps,
+          "after_ms": _ms(jax.jit(together), *args, repeats=3) / steps}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="results/decode_kernels.json")
@@ -66,6 +127,9 @@ def main(argv=None):
       "before_ms": _ms(jax.jit(lambda h, e: jnp.einsum("btd,vd->btv", h, e)), hidden,
                        model.params["embed"]["embedding"]),
       "after_ms": _ms(jax.jit(lambda h, w: h @ w), hidden, model.params["lm_head"]["kernel"])}
+  rows["q, k, v, gate, up projections of 30 layers"] = _projections(model, hidden[0])
+  rows["decode loop over 30 layers' caches (1,024 slots), per step"] = _cache_loop(cfg)
+  rows["8-seed decode, 512 slots, per step"] = _seed_loop(model)
   for row in rows.values():
     row["saved_ms"] = row["before_ms"] - row["after_ms"]
   write_json_atomic(args.out, {
