@@ -77,15 +77,17 @@ def _cache_loop(cfg, slots: int = 1024, steps: int = 32) -> dict:
   query = jnp.ones((cfg.head_dim,))
 
   def loop(caches, tie):
-    def body(i, caches):
+    def body(i, carry):
+      caches, total = carry
       out = []
       for c in caches:
         read = jnp.einsum("bksx,x->bks", c, query)
+        total += jnp.sum(read)
         new = jnp.full((1, cfg.num_kv_heads, 1, cfg.head_dim), 0.5)
         out.append(jax.lax.dynamic_update_slice(c, ordered_after(read, new) if tie else new,
                                                 (0, 0, i, 0)))
-      return tuple(out)
-    return jax.lax.fori_loop(0, steps, body, caches)
+      return tuple(out), total
+    return jax.lax.fori_loop(0, steps, body, (caches, jnp.float32(0)))
 
   return {"before_ms": _ms(jax.jit(lambda c: loop(c, False)), caches) / steps,
           "after_ms": _ms(jax.jit(lambda c: loop(c, True)), caches) / steps}
