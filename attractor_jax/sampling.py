@@ -1,7 +1,8 @@
 """Generation: a jitted prefill, then a jitted decode loop (`lax.while_loop`), state explicit.
 
-Both phases are pure functions of one sequence (batch 1 inside), so a seed sweep is their
-`jax.vmap`. The sampling key of token t is `fold_in(sample_key, t)`: runs resume exactly.
+Both phases are pure functions of one sequence (batch 1 inside). A seed sweep vmaps the
+prefill and runs `decode_seeds`: one loop for all seeds. The sampling key of token t is
+`fold_in(sample_key, t)`: runs resume exactly.
 """
 
 from __future__ import annotations

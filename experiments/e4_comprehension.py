@@ -29,7 +29,7 @@ SEGMENT = 16
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--presets", default="seed,gated")
+  parser.add_argument("--presets", default="seed,gated,multiscale")
   parser.add_argument("--seeds", type=int, default=8, help="1 suits deterministic memories")
   parser.add_argument("--out", default="results/e4_comprehension.json")
   args = parser.parse_args(argv)

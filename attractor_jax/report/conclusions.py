@@ -21,13 +21,17 @@ def conclude(res: dict) -> list[str]:
   if e3:
     found = {p: direction(v["seq_rep_4"]["ci95"], "more", "less")
              for p, v in e3["paired_vs_off"].items()}
-    parts = [f"{p} {d} ({e3['paired_vs_off'][p]['seq_rep_4']['mean_diff']:+.3f})"
+    rep = {p: v["seq_rep_4"] for p, v in e3["paired_vs_off"].items()}
+    parts = [f"{p} {d} ({rep[p]['mean_diff']:+.3f}, p = {rep[p]['p_value']:.3f})"
              for p, d in found.items()]
     detected = {d for d in found.values() if d != "no detectable change"}
+    n_prompts = len(e3["data"])
     out.append(f"Long generations ({e3['max_new_tokens']} tokens), 4-gram repetition vs off: "
                + "; ".join(parts) + "." + (" Every detectable change is more repetition, the "
                                           "failure the seed reported." if detected == {"more"}
-                                          else ""))
+                                          else "")
+               + f" With {n_prompts} prompts as clusters no sign-flip p-value can fall below "
+               f"{2 / 2 ** n_prompts:.3f}: a CI that excludes 0 here is weak evidence.")
   recall = res.get("e3_fact_recall")
   if recall:
     off = recall["summary"]["off"]["mean"]
