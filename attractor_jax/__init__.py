@@ -15,7 +15,7 @@ from attractor_jax.model import Model, load
 from attractor_jax.presets import get_preset, presets
 from attractor_jax.checkpoint import restore_state, save_state
 from attractor_jax.scoring import perplexity
-from attractor_jax.seed_sweep import generate_seeds, sweep
+from attractor_jax.seed_sweep import generate_prompts, generate_seeds, sweep
 from attractor_jax.step import make_step, step
 from attractor_jax.transformer import Decoder, KVCache, init_cache
 

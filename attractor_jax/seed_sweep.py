@@ -58,12 +58,13 @@ def _pad_to_devices(n: int, devices) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "cfg", "cache_len", "length", "eos_id"))
-def _generate_seeds(params, prompt_T, init_keys_S, sample_keys_S, temperature, top_p, *,
+def _generate_seeds(params, prompt_SxT, init_keys_S, sample_keys_S, temperature, top_p, *,
                     decoder, cfg, cache_len, length, eos_id):
-  prefill = functools.partial(sampling.prefill, params, prompt_T, temperature=temperature,
-                              top_p=top_p, state=None, decoder=decoder, cfg=cfg,
-                              cache_len=cache_len, eos_id=eos_id)
-  carry, row0 = jax.vmap(prefill)(init_keys_S, sample_keys_S)
+  """Rows of (prompt, seed keys): prompts of one length, vmapped prefill, one decode loop."""
+  prefill = functools.partial(sampling.prefill, params, temperature=temperature, top_p=top_p,
+                              state=None, decoder=decoder, cfg=cfg, cache_len=cache_len,
+                              eos_id=eos_id)
+  carry, row0 = jax.vmap(prefill)(prompt_SxT, init_keys_S, sample_keys_S)
   first_S = carry.token
   tokens, count, carry, rows = sampling.decode_seeds(params, carry, sample_keys_S, temperature,
                                                      top_p, decoder=decoder, cfg=cfg,
@@ -107,8 +108,9 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Memo
   parts = []
   for i in range(0, len(seeds), size):
     batch = seeds[i:i + size]
-    run = functools.partial(_run_batch, model, ids, max_new_tokens, attractor, temperature,
-                            top_p, devices, batch, _pad_to_devices(size, devices))
+    run = functools.partial(_run_rows, model, np.repeat(ids[None], len(batch), 0), batch,
+                            max_new_tokens, attractor, temperature, top_p, devices,
+                            _pad_to_devices(size, devices))
     parts.append(run() if resume_dir is None else
                  _stored(resume_dir, {**settings, "seeds": batch}, run, attractor, model))
     if progress is not None:
@@ -119,25 +121,57 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, attractor: Memo
           "states": states, "trace": trace, "prompt_tokens": ids.tolist()}
 
 
-def _run_batch(model: Model, ids, max_new_tokens, cfg, temperature, top_p, devices, seeds,
-               width):
-  """One vmapped call over `seeds`, padded to `width` (one shape for every batch).
-
-  Returns NumPy (tokens [S, max_new_tokens], counts [S], states or None, trace).
-  """
-  padded = seeds + [seeds[-1]] * (width - len(seeds))
-  init_keys, sample_keys = (jnp.stack(k) for k in zip(*(seed_keys(s) for s in padded)))
-  init_keys, sample_keys = shard_seeds((init_keys, sample_keys), devices)
+def _run_rows(model: Model, ids_RxT, seeds, max_new_tokens, cfg, temperature, top_p, devices,
+              width):
+  """One vmapped call over rows (a prompt and a seed each), padded to `width` rows (one shape
+  for every batch). Returns NumPy (tokens [R, max_new_tokens], counts [R], states or None,
+  trace)."""
+  pad = width - len(seeds)
+  ids_RxT = np.concatenate([ids_RxT, np.repeat(ids_RxT[-1:], pad, 0)])
+  init_keys, sample_keys = (jnp.stack(k) for k in zip(*(seed_keys(s)
+                                                       for s in seeds + [seeds[-1]] * pad)))
+  ids_RxT, init_keys, sample_keys = shard_seeds((jnp.asarray(ids_RxT), init_keys, sample_keys),
+                                                devices)
   eos = model.eos_id
   tokens, count, states, trace = _generate_seeds(
-      model.params, jnp.asarray(ids), init_keys, sample_keys, jnp.float32(temperature),
+      model.params, ids_RxT, init_keys, sample_keys, jnp.float32(temperature),
       jnp.float32(top_p), decoder=model.decoder, cfg=cfg,
-      cache_len=cache_length(model, len(ids), max_new_tokens), length=max_new_tokens - 1,
-      eos_id=eos)
+      cache_len=cache_length(model, ids_RxT.shape[1], max_new_tokens),
+      length=max_new_tokens - 1, eos_id=eos)
   gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
   states = None if states is None else jax.tree.map(lambda a: gather(a)[:, 0], states)
   return gather(tokens), gather(count), states, jax.tree.map(gather, trace)
+
+
+def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *, attractor: Memory,
+                     seeds: int | Sequence[int] = 8, temperature: float = 0.0,
+                     top_p: float = 1.0, devices=None) -> list[dict]:
+  """`generate_seeds` for several prompts at once: prompts x seeds rows in one vmapped call
+  (one compilation, one decode loop). The prompts must have one token length (left-pad
+  them, e.g. with newlines). Returns one `generate_seeds` result per prompt.
+  """
+  attractor.check_model(model.config)
+  check_sampling(max_new_tokens, temperature, top_p)
+  seeds = seed_list(seeds)
+  devices = jax.devices() if devices is None else devices
+  if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
+    raise InputError(f"prompts={prompts!r:.60}: pass a non-empty list of prompts")
+  ids = [prompt_ids(model, p) for p in prompts]
+  lengths = sorted({len(i) for i in ids})
+  if len(lengths) > 1:
+    raise InputError(f"the prompts have {lengths} tokens: pad them to one length")
+  rows = len(ids) * len(seeds)
+  tokens, count, states, trace = _run_rows(
+      model, np.repeat(np.stack(ids), len(seeds), 0), seeds * len(ids), max_new_tokens,
+      attractor, temperature, top_p, devices, _pad_to_devices(rows, devices))
+  out = []
+  for p, prompt in enumerate(ids):
+    part = slice(p * len(seeds), (p + 1) * len(seeds))
+    pick = lambda tree: jax.tree.map(lambda a: a[part], tree)
+    out.append({"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens[part], count[part])],
+                "states": pick(states), "trace": pick(trace), "prompt_tokens": prompt.tolist()})
+  return out
 
 
 def _stored(resume_dir, key: dict, run, cfg: Memory, model: Model):

@@ -16,30 +16,35 @@ from attractor_jax.transformer import Decoder, KVCache
 
 
 def tapped_step(params, tokens_BxT, positions_BxT, cache: KVCache | None, state, *,
-                decoder: Decoder, cfg: Memory):
+                decoder: Decoder, cfg: Memory, last_logits_only: bool = False):
   """One pass for a batch; `state` has a leading batch axis (None when the memory is off).
 
-  Returns (logits [B,T,V], cache, state, info or None, taps).
+  Returns (logits [B,T,V], cache, state, info or None, taps). With `last_logits_only` the
+  logits are [B,1,V], the last position's; the unembedding then skips the other rows unless
+  the memory uses logits.
   """
   if not cfg.enabled:
     logits, cache, taps = decoder.apply({"params": params}, tokens_BxT, positions_BxT, cache,
-                                        method=Decoder.tapped)
+                                        last_logits_only=last_logits_only, method=Decoder.tapped)
     return logits, cache, state, None, taps
   logits, cache, taps = decoder.apply(
       {"params": params}, tokens_BxT, positions_BxT, cache, feedback_BxD=cfg.feedback(state),
-      host_layer=cfg.layer, method=Decoder.tapped)
+      host_layer=cfg.layer, last_logits_only=last_logits_only and not cfg.uses_logits,
+      method=Decoder.tapped)
   obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
                     hidden=taps.hidden_BxTxD, logits=logits)
   per_sequence = functools.partial(jax.vmap, in_axes=(0, 0, None))
   logits = per_sequence(cfg.read)(state, obs, params)
   state, info = per_sequence(cfg.observe)(state, obs, params)
-  return logits, cache, state, info, taps
+  return (logits[:, -1:] if last_logits_only else logits), cache, state, info, taps
 
 
-def step(params, tokens_BxT, positions_BxT, cache, state, *, decoder: Decoder, cfg: Memory):
-  """The contract of DESIGN.md: (logits, cache, state)."""
+def step(params, tokens_BxT, positions_BxT, cache, state, *, decoder: Decoder, cfg: Memory,
+         last_logits_only: bool = False):
+  """The contract of DESIGN.md: (logits, cache, state); logits [B,1,V] when `last_logits_only`."""
   logits, cache, state, _, _ = tapped_step(params, tokens_BxT, positions_BxT, cache, state,
-                                           decoder=decoder, cfg=cfg)
+                                           decoder=decoder, cfg=cfg,
+                                           last_logits_only=last_logits_only)
   return logits, cache, state
 
 

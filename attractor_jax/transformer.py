@@ -127,10 +127,11 @@ class Decoder(nn.Module):
     return logits, cache
 
   def tapped(self, tokens_BxT, positions_BxT, cache: KVCache | None = None,
-             feedback_BxD=None, host_layer: int = 0):
+             feedback_BxD=None, host_layer: int = 0, last_logits_only: bool = False):
     """The forward pass, adding `feedback` after the host layer's attention and tapping it.
 
-    Returns (logits [B,T,V] float32, new cache or None, Taps).
+    Returns (logits [B,T,V] float32, or [B,1,V] for the last position only when
+    `last_logits_only`; new cache or None; Taps).
     """
     cfg, w = self.config, self.weights
     B, T = tokens_BxT.shape
@@ -159,10 +160,11 @@ class Decoder(nn.Module):
         x, tap = x + feedback_BxD[:, None, :], attn
       x = x + layers.mlp(layers.norm(x, lp["mlp_norm"], cfg), lp["mlp"], cfg)
     hidden = layers.norm(x, w["final_norm"], cfg)
+    unembedded = hidden[:, -1:] if last_logits_only else hidden
     if "lm_head" in w:
-      logits = layers.dense(hidden, jax.tree.map(lambda a: a.astype(self.dtype), w["lm_head"]))
+      logits = layers.dense(unembedded, jax.tree.map(lambda a: a.astype(self.dtype), w["lm_head"]))
     else:
-      logits = jnp.einsum("btd,vd->btv", hidden, w["embed"]["embedding"].astype(self.dtype))
+      logits = jnp.einsum("btd,vd->btv", unembedded, w["embed"]["embedding"].astype(self.dtype))
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
     return logits.astype(jnp.float32), new_cache, Taps(tap, hidden)
 

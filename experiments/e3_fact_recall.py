@@ -5,8 +5,9 @@
         ->  results/e3_fact_recall.json
 
 Each item states a fact ("Remember this: the blue box is in the attic."), opens a story, and
-the model continues it for `tokens` tokens (temperature 0.8, top-p 0.95, 8 seeds in one
-vmapped call, the memory on); then the question is asked after the continuation and the four
+the model continues it for `tokens` tokens (temperature 0.8, top-p 0.95, the memory on; all
+items x 8 seeds in one vmapped call, so the prompts are left-padded with newlines to one
+length); then the question is asked after the continuation and the four
 answers are ranked by log-likelihood, read with the memory on (16-token passes, fresh state).
 Also measured: the accuracy of `off` with the question right after the prompt (no
 continuation), the reference for a "drop". Paired with off over items (per-item accuracy
@@ -35,6 +36,14 @@ def accuracy(model, contexts, items, cfg) -> np.ndarray:
   return lp.argmax(-1) == np.array([it.answer for it in items])
 
 
+def left_padded(model, prompts: list[str]) -> list[list[int]]:
+  """Token ids of each prompt, left-padded with newlines to the longest (one generation call)."""
+  ids = [model.tokenizer.encode(p) for p in prompts]
+  pad = model.tokenizer.encode("\n")
+  width = max(map(len, ids))
+  return [pad * (width - len(i)) + i for i in ids]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
@@ -50,20 +59,20 @@ def main(argv=None):
   items = fact_recall_items(n, seed=0)
   immediate = accuracy(model, [it.question_prompt("") for it in items], items, aj.presets["off"])
   per_item, texts = {}, {}
-  bar = tqdm(total=n * (1 + len(presets)), desc="E3 fact recall", file=sys.stderr)
+  prompts = left_padded(model, [it.prompt for it in items])
+  bar = tqdm(total=1 + len(presets), desc="E3 fact recall (all items x seeds per call)",
+             file=sys.stderr)
   for preset in ("off", *presets):
     cfg = aj.presets[preset]
-    contexts, asked = [], []
-    for it in items:
-      run = aj.generate_seeds(model, it.prompt, tokens, attractor=cfg, seeds=seeds,
-                              temperature=0.8, top_p=0.95)
-      for toks in run["tokens"]:
-        contexts.append(it.question_prompt(model.tokenizer.decode(toks)))
-        asked.append(it)
-      bar.update()
+    runs = aj.generate_prompts(model, prompts, tokens, attractor=cfg, seeds=seeds,
+                               temperature=0.8, top_p=0.95)
+    contexts = [it.question_prompt(model.tokenizer.decode(toks))
+                for it, run in zip(items, runs) for toks in run["tokens"]]
+    asked = [it for it in items for _ in range(seeds)]
     correct = accuracy(model, contexts, asked, cfg).reshape(n, seeds)
     per_item[preset] = correct.mean(1)
     texts[preset] = contexts[0]
+    bar.update()
   bar.close()
   write_json_atomic(args.out, {
       "experiment": "E3-recall", "claim": "~80% accuracy drop on ~500-token generation (seed)",

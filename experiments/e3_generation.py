@@ -77,20 +77,20 @@ def main(argv=None):
   t0 = time.time()
   model = aj.load()
   rows, curves, drifts = {p: [] for p in ("off", *presets)}, {}, {}
-  bar = tqdm(total=len(novels) * (1 + len(presets)), desc="E3 generations", file=sys.stderr)
-  for cluster, novel in enumerate(novels):
-    ids = opening_ids(model, novel)
-    prompt = ids
-    prompt_D = prompt_vector(model, ids)
-    for preset in ("off", *presets):
-      run = aj.generate_seeds(model, prompt, tokens, attractor=aj.presets[preset], seeds=seeds,
-                              temperature=0.8, top_p=0.95)
+  prompts = [opening_ids(model, novel) for novel in novels]  # one length: one call per preset
+  prompt_vectors = [prompt_vector(model, ids) for ids in prompts]
+  bar = tqdm(total=1 + len(presets), desc="E3 generations (all novels x seeds per call)",
+             file=sys.stderr)
+  for preset in ("off", *presets):
+    runs = aj.generate_prompts(model, prompts, tokens, attractor=aj.presets[preset], seeds=seeds,
+                               temperature=0.8, top_p=0.95)
+    for cluster, (run, prompt_D) in enumerate(zip(runs, prompt_vectors)):
       for s, toks in enumerate(run["tokens"]):
         hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
         rows[preset].append({"cluster": cluster, "seed": s, **item_metrics(toks, hidden, prompt_D)})
         curves.setdefault(preset, []).append(repetition_by_position(toks, 4, 50))
         drifts.setdefault(preset, []).append(window_drift(hidden, prompt_D, 50).tolist())
-      bar.update()
+    bar.update()
   bar.close()
   metrics = ["seq_rep_4", "rep_128", "distinct_2", "drift_last_cos"]
   clusters = np.array([r["cluster"] for r in rows["off"]])

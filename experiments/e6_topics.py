@@ -64,15 +64,16 @@ def main(argv=None):
   dead = {p: [] for p in presets if aj.presets[p].kind == "attractor"}
   readouts = {}
   prompts = topic_switch_prompts(n_prompts, seed=0)
-  bar = tqdm(total=len(prompts) * (1 + len(presets)), desc="E6 generations", file=sys.stderr)
-  for cluster, tp in enumerate(prompts):
-    ids_a = prompt_ids(model, tp.text_a)[:PART_TOKENS].tolist()
-    ids_b = prompt_ids(model, tp.text_b)[:PART_TOKENS].tolist()
-    vec_a, vec_b = topic_vectors(model, ids_a, ids_b)
-    for preset in ("off", *presets):
-      cfg = aj.presets[preset]
-      run = aj.generate_seeds(model, ids_a + ids_b, tokens, attractor=cfg, seeds=seeds,
-                              temperature=0.8, top_p=0.95)
+  parts = [(prompt_ids(model, tp.text_a)[:PART_TOKENS].tolist(),
+            prompt_ids(model, tp.text_b)[:PART_TOKENS].tolist()) for tp in prompts]
+  vectors = [topic_vectors(model, ids_a, ids_b) for ids_a, ids_b in parts]
+  bar = tqdm(total=1 + len(presets), desc="E6 generations (all prompts x seeds per call)",
+             file=sys.stderr)
+  for preset in ("off", *presets):
+    cfg = aj.presets[preset]
+    runs = aj.generate_prompts(model, [a + b for a, b in parts], tokens, attractor=cfg,
+                               seeds=seeds, temperature=0.8, top_p=0.95)
+    for cluster, (tp, run, (vec_a, vec_b)) in enumerate(zip(prompts, runs, vectors)):
       for s, toks in enumerate(run["tokens"]):
         hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
         share = snap_back_share(hidden, vec_a, vec_b, 50) if len(toks) >= 50 else float("nan")
@@ -83,7 +84,7 @@ def main(argv=None):
         dead[preset].append(float(is_dead.mean()))
         readouts[f"{preset}/{tp.topic_a}->{tp.topic_b}"] = readout(
             model, jax.tree.map(lambda a: a[0], st))
-      bar.update()
+    bar.update()
   bar.close()
   clusters = np.array([r["cluster"] for r in rows["off"]])
   col = lambda p: np.array([r["snap_back"] for r in rows[p]])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attractor_jax.errors import InputError
-from attractor_jax.evals.choice import choice_scores, pack
+from attractor_jax.evals.choice import PAD_SEGMENTS, choice_scores, pack
 from attractor_jax.presets import presets
 from tiny_jax import random_model
 
@@ -27,17 +27,19 @@ def _greedy_continuation(model, ctx_L, n):
   return row[len(ctx_L):]
 
 
-def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path():
+@pytest.mark.parametrize("batch", [1, 16])  # the pad depends on the item, not on the batch
+def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch):
   model = random_model(3, tokenizer=True)
-  contexts = ["the cat sat", "a longer context here!"]  # different lengths: left padding
-  ctx_IxL, _, _ = pack(model, contexts, [(" x",), (" x",)], SEGMENT)
+  contexts = ["a longer context: more than sixteen bytes", "the cat sat", "a cat"]
+  ctx_IxL = [pack(model, [c], [(" x",)], SEGMENT * PAD_SEGMENTS)[0][0] for c in contexts]
+  assert [len(c) for c in ctx_IxL] == [48, 16, 16]  # two length buckets
   greedy_ids = _greedy_continuation(model, ctx_IxL[0], 3)
   greedy_text = bytes(greedy_ids).decode("latin-1")  # the byte tokenizer: id = byte
   assert model.tokenizer.encode(greedy_text) == greedy_ids
-  choices = [(greedy_text, " dog", "!"), (" mat.", " hat", " sat on")]
+  choices = [(greedy_text, " dog", "!"), (" mat.", " hat", " sat on"), ("!", "?", " hat")]
   logprob_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, attractor=presets["off"],
-                                              seeds=1, segment=SEGMENT)
-  assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 2, 3)
+                                              seeds=1, segment=SEGMENT, batch=batch)
+  assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 3, 3)
   for i, (ctx_L, cs) in enumerate(zip(ctx_IxL, choices)):
     for c, text in enumerate(cs):
       want_lp, want_greedy = _reference(model, ctx_L, np.asarray(model.tokenizer.encode(text)))

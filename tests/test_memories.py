@@ -331,6 +331,24 @@ def test_cache_burst_equals_token_by_token(tiny, window):
   np.testing.assert_allclose(np.asarray(burst[0]), np.stack(single), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cfg", [presets["off"], dataclasses.replace(presets["seed"], layer=1),
+                                 *[dataclasses.replace(c, layer=1) for c in ONE_OF_EACH]],
+                         ids=lambda c: c.kind if c.enabled else "off")
+def test_last_logits_only_is_the_last_row_of_a_full_step(tiny, cfg):
+  """`last_logits_only` (segment reads that need only the next token) gives the full pass's
+  last logits row, cache and state: memories that use logits still see every row."""
+  state = None if not cfg.enabled else jax.tree.map(
+      lambda a: a[None], cfg.fresh_state(tiny.config, jax.random.key(1), jnp.ones((3, 16))))
+  ids, pos = jnp.asarray([PROMPT]), jnp.arange(len(PROMPT))[None]
+  run = lambda last: step(tiny.params, ids, pos, init_cache(tiny.config, 1, 16), state,
+                          decoder=tiny.decoder, cfg=cfg, last_logits_only=last)
+  (full, kv_full, state_full), (last, kv_last, state_last) = run(False), run(True)
+  assert last.shape == (1, 1, tiny.config.vocab_size)
+  np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves((kv_last, state_last)), jax.tree.leaves((kv_full, state_full))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
 # 4. Config validation.
 
 @pytest.mark.parametrize("cls, field, value", [

@@ -183,3 +183,24 @@ def test_generate_seeds_refuses_bad_seeds_and_layer(model):
 def test_seed_list_refuses_non_integers(bad):
   with pytest.raises(InputError, match="seeds="):
     sweep.seed_list(bad)
+
+
+def test_generate_prompts_equals_generate_seeds_per_prompt(model):
+  prompts = [PROMPT, [9, 3, 3, 70, 12, 5, 1]]  # one length: one call for 2 prompts x 3 seeds
+  many = sweep.generate_prompts(model, prompts, 10, attractor=CFG, seeds=[4, 0, 2],
+                                temperature=1.0)
+  assert len(many) == 2
+  for prompt, run in zip(prompts, many):
+    one = sweep.generate_seeds(model, prompt, 10, attractor=CFG, seeds=[4, 0, 2], temperature=1.0)
+    assert run["tokens"] == one["tokens"] and run["prompt_tokens"] == prompt
+    for name, want in _state_leaves(one["states"]).items():
+      np.testing.assert_allclose(_state_leaves(run["states"])[name], want, atol=STATE_TOL, rtol=0,
+                                 err_msg=name)
+  assert many[0]["tokens"] != many[1]["tokens"]
+
+
+def test_generate_prompts_refuses_prompts_of_different_lengths(model):
+  with pytest.raises(InputError, match=r"\[3, 7\] tokens: pad them"):
+    sweep.generate_prompts(model, [PROMPT, [1, 2, 3]], 4, attractor=CFG, seeds=2)
+  with pytest.raises(InputError, match="non-empty list"):
+    sweep.generate_prompts(model, [], 4, attractor=CFG, seeds=2)

@@ -1,10 +1,12 @@
 """Multiple-choice scoring by log-likelihood, with the attractor layer on, for items x seeds.
 
-Each item's context is left-padded with newlines to one length L (one compilation; the pad is
-the same for every preset, so paired comparisons stay fair) and read in passes of `segment`
-tokens, as in METHOD.md's segment mode; every choice is then scored as one more pass from the
-same cache and memory. Returns the summed log-probability of each choice's tokens and
-whether every one of them is the model's argmax (LAMBADA's greedy accuracy).
+Each context is left-padded with newlines to the next multiple of `PAD_SEGMENTS` segments
+(its length bucket: one compilation per bucket; the pad depends on the item alone, so it is
+the same for every preset and batch size and paired comparisons stay fair); items of one
+bucket are scored in batches and read in passes of `segment` tokens, as in METHOD.md's
+segment mode; every choice is then scored as one more pass from the same cache and memory. Returns
+the summed log-probability of each choice's tokens and whether every one of them is the
+model's argmax (LAMBADA's greedy accuracy).
 """
 
 from __future__ import annotations
@@ -23,21 +25,32 @@ from attractor_jax.step import step
 from attractor_jax.transformer import Decoder, init_cache
 
 
-def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], segment: int):
-  """Tokenizes items: contexts [I, L] (left-padded), choices [I, C, J] + mask (right-padded)."""
+PAD_SEGMENTS = 4
+ROWS_PER_CALL = 128  # sequences (items x seeds) per call when the batch is not given
+
+
+def choice_count(choices: list[tuple[str, ...]]) -> int:
+  """The number of choices every item has; refuses items that differ."""
+  counts = {len(cs) for cs in choices}
+  if len(counts) != 1:
+    raise InputError(f"items have different numbers of choices {sorted(counts)}: use one count")
+  return counts.pop()
+
+
+def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], multiple: int,
+         choice_len: int | None = None):
+  """Tokenizes items: contexts [I, L] (left-padded to a multiple of `multiple`), choices
+  [I, C, J] + mask (right-padded to `choice_len` tokens, default their longest)."""
   tok = model.tokenizer
   pad = tok.encode("\n")[0]
   ctx = [tok.encode(c) for c in contexts]
   ch = [[tok.encode(c) for c in cs] for cs in choices]
-  n_choices = {len(cs) for cs in ch}
-  if len(n_choices) != 1:
-    raise InputError(f"items have different numbers of choices {sorted(n_choices)}: use one count")
-  L = -(-max(map(len, ctx)) // segment) * segment
-  J = max(len(c) for cs in ch for c in cs)
+  L = -(-max(map(len, ctx)) // multiple) * multiple
+  J = choice_len or max(len(c) for cs in ch for c in cs)
   ctx_IxL = np.full((len(ctx), L), pad, np.int32)
   for i, c in enumerate(ctx):
     ctx_IxL[i, L - len(c):] = c
-  C = n_choices.pop()
+  C = choice_count(choices)
   ch_IxCxJ = np.zeros((len(ch), C, J), np.int32)
   mask_IxCxJ = np.zeros((len(ch), C, J), bool)
   for i, cs in enumerate(ch):
@@ -63,7 +76,7 @@ def _choice_scores(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: De
       cache, state, _ = carry
       toks = jax.lax.dynamic_slice(ctx_L, (start,), (segment,))[None]
       logits, cache, state = step(params, toks, (start + jnp.arange(segment))[None], cache,
-                                  state, decoder=decoder, cfg=cfg)
+                                  state, decoder=decoder, cfg=cfg, last_logits_only=True)
       return (cache, state, logits[0, -1]), None
 
     (cache, state, last_V), _ = jax.lax.scan(
@@ -86,28 +99,37 @@ def _choice_scores(params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, decoder: De
 
 
 def choice_scores(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
-                  segment: int = 16, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                  segment: int = 16, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Per choice, float64 log-likelihood and bool "every token is the argmax", both [seeds,
-  items, choices] (items in batches of `batch`)."""
+  items, choices], items in the given order. Each context is padded to its own length bucket
+  (whatever the batch); items of one bucket are scored `batch` at a time."""
   from attractor_jax.generation import seed_keys
 
   attractor.check_model(model.config)
-  ctx, ch, mask = pack(model, contexts, choices, segment)
+  n_choices = choice_count(choices)
+  tok, multiple = model.tokenizer, segment * PAD_SEGMENTS
+  bucket_I = np.array([-(-len(tok.encode(c)) // multiple) for c in contexts])
+  choice_len = max(len(tok.encode(c)) for cs in choices for c in cs)
   keys = jnp.stack([seed_keys(s)[0] for s in range(seeds)])
-  logprobs, greedy = [], []
-  for i in range(0, len(ctx), batch):
-    sl = slice(i, i + batch)
-    n = len(ctx[sl])
-    padded = [np.concatenate([a[sl], np.repeat(a[sl][-1:], batch - n, 0)]) for a in (ctx, ch, mask)]
-    lp, hit = _choice_scores(model.params, *map(jnp.asarray, padded), keys,
-                             decoder=model.decoder, cfg=attractor, segment=segment)
-    logprobs.append(np.asarray(lp, np.float64)[:, :n])
-    greedy.append(np.asarray(hit)[:, :n])
-  return np.concatenate(logprobs, axis=1), np.concatenate(greedy, axis=1)
+  batch = batch or max(1, min(len(contexts), ROWS_PER_CALL // seeds))
+  logprobs = np.zeros((seeds, len(contexts), n_choices))
+  greedy = np.zeros(logprobs.shape, bool)
+  for bucket in np.unique(bucket_I):
+    items = np.flatnonzero(bucket_I == bucket)
+    for i in range(0, len(items), batch):
+      rows = items[i:i + batch]
+      padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows))])  # one shape
+      packed = pack(model, [contexts[r] for r in padded], [choices[r] for r in padded],
+                    multiple, choice_len)
+      lp, hit = _choice_scores(model.params, *map(jnp.asarray, packed), keys,
+                               decoder=model.decoder, cfg=attractor, segment=segment)
+      logprobs[:, rows] = np.asarray(lp, np.float64)[:, :len(rows)]
+      greedy[:, rows] = np.asarray(hit)[:, :len(rows)]
+  return logprobs, greedy
 
 
 def choice_logprobs(model: Model, contexts, choices, *, attractor: Memory, seeds: int,
-                    segment: int = 16, batch: int = 16) -> np.ndarray:
+                    segment: int = 16, batch: int | None = None) -> np.ndarray:
   """Log-likelihood of every choice: float64 [seeds, items, choices]."""
   return choice_scores(model, contexts, choices, attractor=attractor, seeds=seeds,
                        segment=segment, batch=batch)[0]

@@ -36,7 +36,8 @@ class Observation(flax.struct.PyTreeNode):
   positions: jax.Array  # [T] int32
   attn_out: jax.Array  # [T, D]: the host layer's attention output (before any feedback)
   hidden: jax.Array  # [T, D]: the final hidden state (after the final norm: unembedding input)
-  logits: jax.Array  # [T, V] float32: the model's logits
+  logits: jax.Array  # [T, V] float32: the model's logits ([1, V], the last row, when the
+  # caller asked only for it and the memory does not use logits)
 
 
 class Info(flax.struct.PyTreeNode):
@@ -51,6 +52,7 @@ class Memory:
 
   kind: ClassVar[str]
   uses_prompt: ClassVar[bool] = False  # init wants the prompt's attention outputs
+  uses_logits: ClassVar[bool] = False  # read or observe looks at the pass's logits
 
   enabled: bool = True
   layer: int = 15

@@ -27,6 +27,7 @@ class CacheConfig(Memory):
   """window pairs kept, theta the similarity sharpness, lam the cache's share (0 = inert)."""
 
   kind = "cache"
+  uses_logits = True
 
   window: int = 512
   theta: float = 20.0
