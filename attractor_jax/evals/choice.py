@@ -102,7 +102,8 @@ def choice_scores(model: Model, contexts, choices, *, attractor: Memory, seeds: 
                   segment: int = 16, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Per choice, float64 log-likelihood and bool "every token is the argmax", both [seeds,
   items, choices], items in the given order. Each context is padded to its own length bucket
-  (whatever the batch); items of one bucket are scored `batch` at a time."""
+  (whatever the batch); items of one bucket are scored up to `batch` at a time (fewer when
+  the bucket holds fewer: the next power of two)."""
   from attractor_jax.generation import seed_keys
 
   attractor.check_model(model.config)
@@ -116,9 +117,10 @@ def choice_scores(model: Model, contexts, choices, *, attractor: Memory, seeds: 
   greedy = np.zeros(logprobs.shape, bool)
   for bucket in np.unique(bucket_I):
     items = np.flatnonzero(bucket_I == bucket)
-    for i in range(0, len(items), batch):
-      rows = items[i:i + batch]
-      padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows))])  # one shape
+    size = min(batch, 1 << (len(items) - 1).bit_length())  # a power of two: few shapes
+    for i in range(0, len(items), size):
+      rows = items[i:i + size]
+      padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
       packed = pack(model, [contexts[r] for r in padded], [choices[r] for r in padded],
                     multiple, choice_len)
       lp, hit = _choice_scores(model.params, *map(jnp.asarray, packed), keys,
