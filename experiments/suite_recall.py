@@ -66,7 +66,7 @@ def main(argv=None):
   parser.add_argument("--out", default="results/suite_recall.json")
   args = parser.parse_args(argv)
   if args.quick:
-    n_cloze, n_kv, pairs, distances, seeds = 8, 4, (2, 4), (0, 8), 2
+    n_cloze, n_kv, pairs, distances, seeds = 8, 2, (2, 4), (0, 2), 2  # two length buckets
     presets = args.presets.split(",")[:1]
   else:
     n_cloze, n_kv, pairs, distances, seeds = 64, 16, (2, 8, 16), (0, 8), args.seeds

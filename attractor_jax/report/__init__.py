@@ -59,9 +59,11 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   lines.append("")
   if "run_all" in res and not res["run_all"]["quick"]:
     r = res["run_all"]
+    parts_min = ", ".join(f"{name} {s / 60:.1f}" for name, s in r["experiment_wall_s"].items())
     lines += [f"The suite (`python -m experiments.run_all`) ran end to end in "
               f"{r['wall_s'] / 60:.0f} minutes on {r['machine']['cpus']} CPUs, "
-              f"{r['machine']['platform']} (git {r['git_commit'][:7]}).", ""]
+              f"{r['machine']['platform']} (git {r['git_commit'][:7]}; minutes per part: "
+              f"{parts_min}).", ""]
   for _, section in parts.values():
     lines += section
   conclusions = conclude(res)
