@@ -25,11 +25,35 @@ def sample_token(logits_V, key, temperature, top_p):
   greedy = lambda: jnp.argmax(logits_V).astype(jnp.int32)
 
   def sampled():
-    scaled = logits_V / jnp.maximum(temperature, 1e-6)
-    kept = nucleus(jax.nn.softmax(scaled), top_p)
-    return jax.random.categorical(key, jnp.where(kept, scaled, -jnp.inf)).astype(jnp.int32)
+    probs_V = jax.nn.softmax(logits_V / jnp.maximum(temperature, 1e-6))
+    kept_V = nucleus(probs_V, top_p)
+    return draw(jnp.where(kept_V, probs_V, 0.0), jax.random.uniform(key))
 
   return jax.lax.cond(temperature == 0.0, greedy, sampled)
+
+
+def sample_tokens(logits_RxV, keys_R, temperature, top_p):
+  """`sample_token` row by row (`lax.map`): one row's nucleus passes stay in the CPU's cache,
+  where a vmap streams every row through memory in each pass (64 rows: 25 vs 39 ms)."""
+  return jax.lax.map(lambda row: sample_token(*row, temperature, top_p), (logits_RxV, keys_R))
+
+
+def draw(weights_V, u, block: int = 256):
+  """Index i with probability weights_V[i] / sum(weights_V) (non-negative, some positive), by
+  the inverse CDF at one uniform u in [0, 1): block sums, then one block's cumulative sum.
+  A Gumbel draw per token (`jax.random.categorical`) cost ~1 ms per row on this CPU.
+  A zero weight is never drawn, whatever the rounding.
+  """
+  V = weights_V.shape[0]
+  blocks_BxW = jnp.pad(weights_V, (0, -V % block)).reshape(-1, block)
+  ends_B = jnp.cumsum(blocks_BxW.sum(axis=1))
+  target = jnp.minimum(u * ends_B[-1], jnp.nextafter(ends_B[-1], 0.0))
+  b = jnp.sum(ends_B <= target)  # the first block whose end passes target: it has weight
+  rest = target - jnp.where(b > 0, ends_B[b - 1], 0.0)
+  weights_W = blocks_BxW[b]
+  i = jnp.sum(jnp.cumsum(weights_W) <= rest)  # = block when rounding overshoots: the last
+  last_weighted = block - 1 - jnp.argmax(weights_W[::-1] > 0)
+  return (b * block + jnp.minimum(i, last_weighted)).astype(jnp.int32)
 
 
 def nucleus(probs_V, top_p):
@@ -126,14 +150,12 @@ def _empty_cache(decoder: Decoder, cache_len: int) -> KVCache:
   return init_cache(decoder.config, 1, cache_len, decoder.dtype)
 
 
-def _advance(params, c: Carry, sample_key, position, temperature, top_p, *, decoder: Decoder,
-             cfg: Memory):
-  """One pass of one sequence at `position`: (sampled token, cache, state, Trace row)."""
+def _advance(params, c: Carry, position, *, decoder: Decoder, cfg: Memory):
+  """One pass of one sequence at `position`: (its logits [V], cache, state, Trace row)."""
   logits, cache, state, info, taps = tapped_step(
       params, c.token[None, None], position[None, None], c.cache, c.state, decoder=decoder,
       cfg=cfg)
-  token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, c.t), temperature, top_p)
-  return token, cache, state, _trace_row(taps, state, info, cfg)
+  return logits[0, -1], cache, state, _trace_row(taps, state, info, cfg)
 
 
 def _empty_trace(row_shape, length: int, lead: tuple[int, ...] = ()):
@@ -148,9 +170,8 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
 
   Returns (tokens [length] int32 (EOS-padded after EOS), count, Carry, Trace [length]).
   """
-  advance = functools.partial(_advance, params, temperature=temperature, top_p=top_p,
-                              decoder=decoder, cfg=cfg)
-  row_shape = jax.eval_shape(lambda: advance(carry, sample_key, carry.position)[3])
+  advance = functools.partial(_advance, params, decoder=decoder, cfg=cfg)
+  row_shape = jax.eval_shape(lambda: advance(carry, carry.position)[3])
   trace0 = _empty_trace(row_shape, length)
 
   def cond(loop):
@@ -159,7 +180,9 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
 
   def body(loop):
     i, c, tokens, count, trace = loop
-    token, cache, state, row = advance(c, sample_key, c.position)
+    logits_V, cache, state, row = advance(c, c.position)
+    key = jax.random.fold_in(sample_key, c.t)
+    token = sample_tokens(logits_V[None], key[None], temperature, top_p)[0]
     trace = jax.tree.map(lambda buf, r: buf.at[i].set(r), trace, row)
     c = Carry(token=token, position=c.position + 1, t=c.t + 1, done=token == eos_id,
               cache=cache, state=state)
@@ -182,10 +205,10 @@ def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decod
   per-seed positions made every cache write a scatter: both copy the whole cache.
   Returns (tokens [S, length], counts [S], Carry, Trace [S, length]).
   """
-  advance = jax.vmap(functools.partial(_advance, params, temperature=temperature, top_p=top_p,
-                                       decoder=decoder, cfg=cfg), in_axes=(0, 0, None))
+  advance = jax.vmap(functools.partial(_advance, params, decoder=decoder, cfg=cfg),
+                     in_axes=(0, None))
   S = carry.done.shape[0]
-  row_shape = jax.eval_shape(lambda: advance(carry, sample_keys, carry.position[0])[3])
+  row_shape = jax.eval_shape(lambda: advance(carry, carry.position[0])[3])
   trace0 = _empty_trace(row_shape, length, (S,))
 
   def cond(loop):
@@ -194,7 +217,9 @@ def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decod
 
   def body(loop):
     i, c, tokens, count, trace = loop
-    token, cache, state, row = advance(c, sample_keys, c.position[0])
+    logits_SxV, cache, state, row = advance(c, c.position[0])
+    keys_S = jax.vmap(jax.random.fold_in)(sample_keys, c.t)
+    token = sample_tokens(logits_SxV, keys_S, temperature, top_p)
     live_S = ~c.done
     keep = lambda new, old: jnp.where(live_S.reshape((S,) + (1,) * (new.ndim - 1)), new, old)
     token = jnp.where(live_S, token, eos_id)

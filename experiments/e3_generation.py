@@ -27,6 +27,7 @@ from attractor_jax.evals.metrics import (distinct_n, rep_l, repetition_by_positi
 from attractor_jax.generation import prompt_ids
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 from attractor_jax.transformer import Decoder
+from experiments import trajectories
 from experiments.common import plot_lines
 
 NOVELS = ("emma", "persuasion", "northangerabbey", "sensesensibility")
@@ -71,12 +72,15 @@ def main(argv=None):
   parser.add_argument("--presets", default=",".join(PRESETS))
   parser.add_argument("--tokens", type=int, default=500, help="tokens generated per item")
   parser.add_argument("--out", default="results/e3_generation.json")
+  parser.add_argument("--trajectories", default=None, metavar="PATH",
+                      help="also write the first prompt's strength and drift curves here "
+                           "(experiments.trajectories)")
   args = parser.parse_args(argv)
   seeds, tokens, novels = (2, 60, NOVELS[:1]) if args.quick else (8, args.tokens, NOVELS)
   presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
-  rows, curves, drifts = {p: [] for p in ("off", *presets)}, {}, {}
+  rows, curves, drifts, first_prompt = {p: [] for p in ("off", *presets)}, {}, {}, {}
   prompts = [opening_ids(model, novel) for novel in novels]  # one length: one call per preset
   prompt_vectors = [prompt_vector(model, ids) for ids in prompts]
   bar = tqdm(total=1 + len(presets), desc="E3 generations (all novels x seeds per call)",
@@ -84,6 +88,7 @@ def main(argv=None):
   for preset in ("off", *presets):
     runs = aj.generate_prompts(model, prompts, tokens, attractor=aj.presets[preset], seeds=seeds,
                                temperature=0.8, top_p=0.95)
+    first_prompt[preset] = runs[0]
     for cluster, (run, prompt_D) in enumerate(zip(runs, prompt_vectors)):
       for s, toks in enumerate(run["tokens"]):
         hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
@@ -118,6 +123,11 @@ def main(argv=None):
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
       "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})
+  if args.trajectories:
+    trajectories.write(args.trajectories, first_prompt, prompt_vectors[0], model_spec=model.spec,
+                       data=f"first {PROMPT_TOKENS} tokens of {novels[0]}, chapter 1",
+                       seeds=seeds, tokens=tokens, sampling={"temperature": 0.8, "top_p": 0.95},
+                       wall_s=time.time() - t0, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The suite: E1-E6, cloze and key-value recall, trajectories, bench, report. `python -m experiments.run_all [--quick]`.
+"""The suite: E1-E6, cloze and key-value recall, bench, report. `python -m experiments.run_all [--quick]`.
 
 The related-work memories (E7) and the calibration run on their own:
 `bash experiments/e7_memories.sh`, `python -m experiments.calibrate`.
 
-Full mode writes results/*.json, RESULTS.md and results/run_all.json (the wall time of each
-part); --quick (2 seeds, few items, one preset against off) writes to DIR (default
+Full mode writes results/*.json (E3 generation also writes the strength trajectories),
+RESULTS.md and results/run_all.json (the wall time of each part); --quick (2 seeds, few items, one preset against off) writes to DIR (default
 results/quick) and is what the test suite runs.
 """
 
@@ -21,7 +21,7 @@ from attractor_jax import report
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
 PY_EXPERIMENTS = ("e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall",
-                  "e5_sweeps", "e6_topics", "trajectories")
+                  "e5_sweeps", "e6_topics")
 
 
 def main(argv=None):
@@ -34,8 +34,10 @@ def main(argv=None):
   root = pathlib.Path(__file__).resolve().parent.parent
   flag = ["--quick"] if args.quick else []
   t0 = time.time()
+  extra = {"e3_generation": ["--trajectories", str(out / "trajectories.json")]}
   jobs = [(name, [sys.executable, "-m", f"experiments.{name}", *flag, "--out",
-                  str(out / f"{name}.json")], None) for name in PY_EXPERIMENTS]
+                  str(out / f"{name}.json"), *extra.get(name, [])], None)
+          for name in PY_EXPERIMENTS]
   env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(out),
          "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "2048",
          "WINDOW": "128" if args.quick else "512",

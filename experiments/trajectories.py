@@ -1,30 +1,21 @@
-"""Strength trajectories and drift curves of the attractor presets on one long generation.
+"""Strength trajectories and drift curves of the attractor presets on one long generation:
+E3's rows for its first prompt, the opening of *Emma* (8 seeds, 500 tokens, temperature 0.8,
+top-p 0.95), written by
 
-    python -m experiments.trajectories [--quick]  ->  results/trajectories.json, .png
+    python -m experiments.e3_generation --trajectories results/trajectories.json
 
-Prompt: the opening of *Emma* (E3's first prompt); 8 seeds, 500 tokens, temperature 0.8,
-top-p 0.95, one vmapped call per preset. Plots: each attractor's strength over the
-generation (seed 0; one panel per preset, all banks), and the drift from the prompt (cosine
-of each 50-token window's mean final hidden state with the prompt's), mean over seeds, with
-`off` for reference.
+Plots: each attractor's strength over the generation (seed 0; one panel per preset, all
+banks), and the drift from the prompt (cosine of each 50-token window's mean final hidden
+state with the prompt's), mean over seeds, with `off` for reference.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-
 import numpy as np
-from tqdm import tqdm
 
-import attractor_jax as aj
 from attractor_jax.evals.metrics import window_drift
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 from experiments.common import plot_lines
-from experiments.e3_generation import opening_ids, prompt_vector
-
-PRESETS = ("seed", "gated", "multiscale")
 
 
 def plot_strengths(path: str, strengths: dict[str, np.ndarray]):
@@ -43,47 +34,34 @@ def plot_strengths(path: str, strengths: dict[str, np.ndarray]):
   plt.close(fig)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="results/trajectories.json")
-  args = parser.parse_args(argv)
-  seeds, tokens = (2, 60) if args.quick else (8, 500)
-  presets = PRESETS[:1] if args.quick else PRESETS
-  t0 = time.time()
-  model = aj.load()
-  ids = opening_ids(model, "emma")
-  prompt_D = prompt_vector(model, ids)
+def write(path: str, runs: dict, prompt_D, *, model_spec, data: str, seeds: int, tokens: int,
+          sampling: dict, wall_s: float, quick: bool):
+  """`runs`: preset -> one prompt's generate_prompts entry (tokens and trace of every seed),
+  `off` first. Writes the JSON at `path` and its two plots beside it."""
   drift, strengths, final = {}, {}, {}
-  for preset in tqdm(("off", *presets), desc="trajectories", file=sys.stderr):
-    run = aj.generate_seeds(model, ids, tokens, attractor=aj.presets[preset], seeds=seeds,
-                            temperature=0.8, top_p=0.95)
+  for preset, run in runs.items():
     curves = [window_drift(np.asarray(run["trace"].hidden[s][: len(t)]), prompt_D, 50)
               for s, t in enumerate(run["tokens"])]
     width = max(len(c) for c in curves)
     drift[preset] = np.nanmean([np.pad(c, (0, width - len(c)), constant_values=np.nan)
                                 for c in curves], axis=0).tolist()
-    if preset != "off":
+    if run["trace"].strength is not None:
       n = len(run["tokens"][0])
       s_TxA = np.asarray(run["trace"].strength[0][:n]).reshape(n, -1)
       strengths[preset] = s_TxA
       final[preset] = {"mean_strength_end": float(s_TxA[-1].mean()),
                        "max_strength_end": float(s_TxA[-1].max()),
                        "attractors_above_0.5_end": int((s_TxA[-1] > 0.5).sum())}
-  strength_plot = args.out.replace(".json", "_strength.png")
-  drift_plot = args.out.replace(".json", "_drift.png")
+  strength_plot = path.replace(".json", "_strength.png")
+  drift_plot = path.replace(".json", "_drift.png")
   plot_strengths(strength_plot, strengths)
   plot_lines(drift_plot, drift, x=[50 * (i + 1) for i in range(len(drift["off"]))],
              xlabel="generated tokens (end of 50-token window)",
              ylabel="cos(window mean hidden, prompt mean hidden)",
              title="Drift from the prompt (Emma opening, mean over seeds)")
-  write_json_atomic(args.out, {
-      "experiment": "trajectories", "model": model.spec, "data": "first 64 tokens of emma, chapter 1",
-      "seeds": seeds, "max_new_tokens": tokens, "sampling": {"temperature": 0.8, "top_p": 0.95},
-      "drift_by_position": drift, "strength_seed0_end": final,
-      "plots": [strength_plot, drift_plot], "git_commit": git_commit(), "machine": machine_info(),
-      "wall_s": time.time() - t0, "quick": args.quick})
-
-
-if __name__ == "__main__":
-  main()
+  write_json_atomic(path, {
+      "experiment": "trajectories", "model": model_spec, "data": data, "seeds": seeds,
+      "max_new_tokens": tokens, "sampling": sampling, "drift_by_position": drift,
+      "strength_seed0_end": final, "plots": [strength_plot, drift_plot],
+      "from": "experiments.e3_generation (its first prompt's rows)", "git_commit": git_commit(),
+      "machine": machine_info(), "wall_s": wall_s, "quick": quick})

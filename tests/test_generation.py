@@ -214,6 +214,22 @@ def test_sample_token_temperature_zero_is_argmax_and_tiny_top_p_keeps_the_top():
   assert len(set(np.asarray(sample(flat, keys, 5.0, 1.0)).tolist())) > 1
 
 
+def test_draw_lands_on_each_index_in_proportion_to_its_weight():
+  """Uniforms on a regular grid land on each index as often as its share of the weight (to
+  rounding), across blocks and a padded last block; a zero weight is never drawn, not even at
+  the ends of [0, 1)."""
+  weights_V = np.array(jax.random.uniform(jax.random.key(3), (700,)), np.float32)
+  weights_V[::3] = 0.0
+  weights_V[600:] = 0.0  # the last weighted index is 599, inside the padded third block
+  n = 200_000
+  draw = jax.jit(jax.vmap(sampling.draw, in_axes=(None, 0)))
+  drawn = np.asarray(draw(weights_V, (np.arange(n) + 0.5) / n))
+  counts = np.bincount(drawn, minlength=700)
+  np.testing.assert_allclose(counts, n * weights_V / weights_V.sum(), atol=2.0)
+  ends = np.asarray(draw(weights_V, np.array([0.0, np.nextafter(1.0, 0.0)], np.float32)))
+  np.testing.assert_array_equal(ends, [1, 599])
+
+
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999, 1.0])
 def test_nucleus_equals_the_sorted_prefix(top_p):
   """The bisection keeps exactly the smallest most-probable prefix reaching top_p (a sort)."""

@@ -205,6 +205,7 @@ def trajectories_section(res: dict) -> tuple[list[str], list[str]]:
                    f"{f['attractors_above_0.5_end']} | {last(preset):.3f} |")
   section += ["", f"Data: {r['data']}; {r['seeds']} seeds, {r['max_new_tokens']} tokens, "
               f"temperature {r['sampling']['temperature']}, top-p {r['sampling']['top_p']}. "
-              "Command: `python -m experiments.trajectories`.", ""]
+              "Command: `python -m experiments.e3_generation --trajectories "
+              "results/trajectories.json` (E3's rows for this prompt).", ""]
   section += [f"![{pathlib.Path(p).stem}](results/{pathlib.Path(p).name})" for p in r["plots"]]
   return [], section + [""]
