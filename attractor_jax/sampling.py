@@ -129,7 +129,7 @@ def prefill(params, prompt_T, init_key, sample_key, temperature, top_p, state, *
     state = jax.tree.map(lambda a: a[None], init_from_prompt(params, tokens, positions, init_key,
                                                             decoder=decoder, cfg=cfg))
   logits, cache, state, info, taps = tapped_step(params, tokens, positions, cache, state,
-                                                 decoder=decoder, cfg=cfg)
+                                                 decoder=decoder, cfg=cfg, last_logits_only=True)
   token = sample_token(logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
   carry = Carry(token=token, position=jnp.int32(T), t=jnp.int32(1), done=token == eos_id,
                 cache=cache, state=state)
@@ -173,6 +173,8 @@ def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Dec
   advance = functools.partial(_advance, params, decoder=decoder, cfg=cfg)
   row_shape = jax.eval_shape(lambda: advance(carry, carry.position)[3])
   trace0 = _empty_trace(row_shape, length)
+  if length == 0:  # the prefill's token was the only one asked for
+    return jnp.zeros((0,), jnp.int32), jnp.int32(0), carry, trace0
 
   def cond(loop):
     i, c, _, _, _ = loop
@@ -210,6 +212,8 @@ def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decod
   S = carry.done.shape[0]
   row_shape = jax.eval_shape(lambda: advance(carry, carry.position[0])[3])
   trace0 = _empty_trace(row_shape, length, (S,))
+  if length == 0:  # the prefill's token was the only one asked for
+    return jnp.zeros((S, 0), jnp.int32), jnp.zeros((S,), jnp.int32), carry, trace0
 
   def cond(loop):
     i, c, _, _, _ = loop

@@ -36,9 +36,10 @@ def test_memory_table_pairs_every_metric_and_names_strict_wins(tmp_path):
 def test_full_suite_wall_time_is_reported_with_each_part(tmp_path):
   _write(tmp_path, "run_all", {"quick": False, "wall_s": 5400.0, "git_commit": "abcdef123",
                                "experiment_wall_s": {"e4_comprehension": 720.0, "bench": 90.0},
+                               "experiments_at_once": 2,
                                "machine": {"cpus": 2, "platform": "Linux-x86_64"}})
   text = report.build(tmp_path)
-  assert ("ran end to end in 90 minutes on 2 CPUs, Linux-x86_64 (git abcdef1; minutes per part: "
-          "e4_comprehension 12.0, bench 1.5).") in text
+  assert ("ran end to end in 90 minutes on 2 CPUs, Linux-x86_64 (git abcdef1; minutes per part, "
+          "2 experiments at a time, then the bench alone: e4_comprehension 12.0, bench 1.5).") in text
   _write(tmp_path, "run_all", {"quick": True, "wall_s": 300.0})
   assert "end to end" not in report.build(tmp_path)  # a smoke run is not the suite

@@ -199,6 +199,16 @@ def test_generate_prompts_equals_generate_seeds_per_prompt(model):
   assert many[0]["tokens"] != many[1]["tokens"]
 
 
+def test_one_new_token_is_the_prefills(model):
+  """max_new_tokens=1: no decode step; every seed's token is the one generate samples."""
+  batched = sweep.generate_seeds(model, PROMPT, 1, attractor=CFG, seeds=[0, 1, 2],
+                                 temperature=1.0)
+  for i in range(3):
+    one = generate(model, PROMPT, 1, attractor=CFG, seed=i, temperature=1.0)
+    assert batched["tokens"][i] == one.tokens and len(one.tokens) == 1
+  assert batched["trace"].hidden.shape[:2] == (3, 1)
+
+
 def test_generate_prompts_refuses_prompts_of_different_lengths(model):
   with pytest.raises(InputError, match=r"\[3, 7\] tokens: pad them"):
     sweep.generate_prompts(model, [PROMPT, [1, 2, 3]], 4, attractor=CFG, seeds=2)

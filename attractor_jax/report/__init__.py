@@ -62,7 +62,8 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
     parts_min = ", ".join(f"{name} {s / 60:.1f}" for name, s in r["experiment_wall_s"].items())
     lines += [f"The suite (`python -m experiments.run_all`) ran end to end in "
               f"{r['wall_s'] / 60:.0f} minutes on {r['machine']['cpus']} CPUs, "
-              f"{r['machine']['platform']} (git {r['git_commit'][:7]}; minutes per part: "
+              f"{r['machine']['platform']} (git {r['git_commit'][:7]}; minutes per part, "
+              f"{r.get('experiments_at_once', 1)} experiments at a time, then the bench alone: "
               f"{parts_min}).", ""]
   for _, section in parts.values():
     lines += section
