@@ -55,6 +55,18 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
     raise InputError(f"top_p={top_p!r}: pass a number in (0, 1]")
 
 
+def left_padded(model: Model, texts: Sequence[str], multiple: int = 1) -> np.ndarray:
+  """The texts' token ids left-padded with newlines to one width, the longest rounded up to a
+  multiple of `multiple`: int32 [texts, width]. Batches need one length; blank lines before
+  a text leave it reading as it did."""
+  ids = [model.tokenizer.encode(t) for t in texts]
+  width = -(-max(map(len, ids)) // multiple) * multiple
+  rows = np.full((len(ids), width), model.tokenizer.encode("\n")[0], np.int32)
+  for row, row_ids in zip(rows, ids):
+    row[width - len(row_ids):] = row_ids
+  return rows
+
+
 def prompt_ids(model: Model, prompt: str | Sequence[int], chat: bool = False) -> np.ndarray:
   """Tokenizes a prompt as the model's tokenizer does (chat template when asked)."""
   if isinstance(prompt, str):

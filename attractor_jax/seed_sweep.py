@@ -149,7 +149,7 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *, at
                      top_p: float = 1.0, devices=None) -> list[dict]:
   """`generate_seeds` for several prompts at once: prompts x seeds rows in one vmapped call
   (one compilation, one decode loop). The prompts must have one token length (left-pad
-  them, e.g. with newlines). Returns one `generate_seeds` result per prompt.
+  them: `generation.left_padded`). Returns one `generate_seeds` result per prompt.
   """
   attractor.check_model(model.config)
   check_sampling(max_new_tokens, temperature, top_p)
@@ -169,8 +169,9 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *, at
   for p, prompt in enumerate(ids):
     part = slice(p * len(seeds), (p + 1) * len(seeds))
     pick = lambda tree: jax.tree.map(lambda a: a[part], tree)
-    out.append({"seeds": seeds, "tokens": [t[:c].tolist() for t, c in zip(tokens[part], count[part])],
-                "states": pick(states), "trace": pick(trace), "prompt_tokens": prompt.tolist()})
+    texts = [t[:c].tolist() for t, c in zip(tokens[part], count[part])]
+    out.append({"seeds": seeds, "tokens": texts, "states": pick(states), "trace": pick(trace),
+                "prompt_tokens": prompt.tolist()})
   return out
 
 

@@ -3,10 +3,12 @@
     python -m experiments.decode_kernels  ->  results/decode_kernels.json
 
 Each row times the kernel as the decoder runs it now against the form it replaced, on the
-default model's shapes (batch 1, one token), median of 30 calls after warm-up (3 for the
-seed loop):
+default model's shapes (batch 1, one token), median of 30 calls after warm-up (10 for the
+64-row sampling, 3 for the seed loop):
   - top-p sampling: a sort of the 49,152 logits (the old sampler, which also ran for greedy
     decoding) vs `sampling.sample_token` (greedy skips it; top-p by bisection);
+  - top-p sampling of 64 rows (E3 fact recall's batch): a vmap of the bisection and a Gumbel
+    per token (`jax.random.categorical`) vs `sampling.sample_tokens` (row by row, inverse CDF);
   - the logits: the tied [V, D] table contracted on its second axis vs `load`'s [D, V] copy;
   - the 30 layers' projections: q, k, v, gate, up as five matrices vs the fused "qkv" and
     "gate_up" kernels `load` builds (o and down in both);
@@ -55,6 +57,25 @@ def sorted_top_p(logits_V, key, temperature, top_p):
   outside = (top_p < 1.0) & (jnp.cumsum(probs) - probs >= top_p)
   sampled = order[jax.random.categorical(key, jnp.where(outside, -jnp.inf, scaled[order]))]
   return jnp.where(temperature == 0.0, jnp.argmax(logits_V), sampled)
+
+
+def gumbel_top_p(logits_V, key, temperature, top_p):
+  """The top-p draw this library used before `sampling.draw`: a Gumbel per token
+  (`jax.random.categorical`) over the nucleus."""
+  scaled = logits_V / jnp.maximum(temperature, 1e-6)
+  kept = sampling.nucleus(jax.nn.softmax(scaled), top_p)
+  return jax.random.categorical(key, jnp.where(kept, scaled, -jnp.inf))
+
+
+def _batched_sampling(logits_V, rows: int = 64) -> dict:
+  """Top-p over `rows` rows (E3's fact-recall batch): vmap of the Gumbel draw vs
+  `sampling.sample_tokens` (row by row, inverse CDF)."""
+  logits_RxV = logits_V + jax.random.normal(jax.random.key(1), (rows, logits_V.shape[0]))
+  keys = jax.random.split(jax.random.key(2), rows)
+  before = jax.jit(jax.vmap(gumbel_top_p, in_axes=(0, 0, None, None)))
+  return {"before_ms": _ms(before, logits_RxV, keys, 0.8, 0.95, repeats=10),
+          "after_ms": _ms(jax.jit(sampling.sample_tokens), logits_RxV, keys, 0.8, 0.95,
+                          repeats=10)}
 
 
 def _projections(model, x_1xD) -> dict:
@@ -124,6 +145,7 @@ def main(argv=None):
     rows[f"sampling, {name}"] = {
         "before_ms": _ms(jax.jit(sorted_top_p), logits, key, temperature, top_p),
         "after_ms": _ms(jax.jit(sampling.sample_token), logits, key, temperature, top_p)}
+  rows["sampling, top-p 0.95, temperature 0.8, 64 rows"] = _batched_sampling(logits)
   hidden = jnp.asarray(rng.standard_normal((1, 1, cfg.width)), jnp.float32)
   rows["logits from the final hidden state"] = {
       "before_ms": _ms(jax.jit(lambda h, e: jnp.einsum("btd,vd->btv", h, e)), hidden,
@@ -135,7 +157,8 @@ def main(argv=None):
   for row in rows.values():
     row["saved_ms"] = row["before_ms"] - row["after_ms"]
   write_json_atomic(args.out, {
-      "experiment": "decode-kernels", "model": model.spec, "rows": rows, "repeats": 30,
+      "experiment": "decode-kernels", "model": model.spec, "rows": rows,
+      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3},
       "git_commit": git_commit(), "machine": machine_info()})
   for name, row in rows.items():
     print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")

@@ -27,6 +27,7 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.evals.choice import choice_logprobs
 from attractor_jax.evals.tasks import fact_recall_items
+from attractor_jax.generation import left_padded
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
 
@@ -34,14 +35,6 @@ def accuracy(model, contexts, items, cfg) -> np.ndarray:
   """Correct or not, per context (one item per context, in order)."""
   lp = choice_logprobs(model, contexts, [it.choices for it in items], attractor=cfg, seeds=1)[0]
   return lp.argmax(-1) == np.array([it.answer for it in items])
-
-
-def left_padded(model, prompts: list[str]) -> list[list[int]]:
-  """Token ids of each prompt, left-padded with newlines to the longest (one generation call)."""
-  ids = [model.tokenizer.encode(p) for p in prompts]
-  pad = model.tokenizer.encode("\n")
-  width = max(map(len, ids))
-  return [pad * (width - len(i)) + i for i in ids]
 
 
 def main(argv=None):
@@ -59,7 +52,7 @@ def main(argv=None):
   items = fact_recall_items(n, seed=0)
   immediate = accuracy(model, [it.question_prompt("") for it in items], items, aj.presets["off"])
   per_item, texts = {}, {}
-  prompts = left_padded(model, [it.prompt for it in items])
+  prompts = list(left_padded(model, [it.prompt for it in items]))
   bar = tqdm(total=1 + len(presets), desc="E3 fact recall (all items x seeds per call)",
              file=sys.stderr)
   for preset in ("off", *presets):

@@ -35,6 +35,12 @@ PRESETS = ("seed", "gated", "multiscale")
 
 
 PROMPT_TOKENS = 64  # one prompt shape: one compilation per preset
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+
+
+def describe_opening(novel: str) -> str:
+  """The data field of a prompt made by `opening_ids`."""
+  return f"first {PROMPT_TOKENS} tokens of {novel}, chapter 1"
 
 
 def opening_ids(model, novel: str) -> list[int]:
@@ -87,7 +93,7 @@ def main(argv=None):
              file=sys.stderr)
   for preset in ("off", *presets):
     runs = aj.generate_prompts(model, prompts, tokens, attractor=aj.presets[preset], seeds=seeds,
-                               temperature=0.8, top_p=0.95)
+                               **SAMPLING)
     first_prompt[preset] = runs[0]
     for cluster, (run, prompt_D) in enumerate(zip(runs, prompt_vectors)):
       for s, toks in enumerate(run["tokens"]):
@@ -117,17 +123,17 @@ def main(argv=None):
              title=f"{name}: drift from the prompt (mean over prompts x seeds)")
   write_json_atomic(args.out, {
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
-      "model": model.spec, "data": [f"first {PROMPT_TOKENS} tokens of {n}, chapter 1" for n in novels],
+      "model": model.spec, "data": [describe_opening(n) for n in novels],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
-      "sampling": {"temperature": 0.8, "top_p": 0.95}, "presets": list(presets),
+      "sampling": SAMPLING, "presets": list(presets),
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
-      "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows, "git_commit": git_commit(), "machine": machine_info(),
-      "wall_s": time.time() - t0, "quick": args.quick})
+      "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows,
+      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      "quick": args.quick})
   if args.trajectories:
     trajectories.write(args.trajectories, first_prompt, prompt_vectors[0], model_spec=model.spec,
-                       data=f"first {PROMPT_TOKENS} tokens of {novels[0]}, chapter 1",
-                       seeds=seeds, tokens=tokens, sampling={"temperature": 0.8, "top_p": 0.95},
-                       wall_s=time.time() - t0, quick=args.quick)
+                       data=describe_opening(novels[0]), seeds=seeds, tokens=tokens,
+                       sampling=SAMPLING, quick=args.quick)
 
 
 if __name__ == "__main__":

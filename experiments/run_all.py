@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -21,10 +22,8 @@ import time
 from attractor_jax import report
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
-PY_EXPERIMENTS = ("e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall",
-                  "e5_sweeps", "e6_topics")
-RUN_ORDER = ("e3_fact_recall", "suite_recall", "e4_comprehension", "e3_generation",
-             "e1_perplexity", "e5_sweeps", "e6_topics")  # longest first: both cores busy to the end
+EXPERIMENTS = ("e3_fact_recall", "suite_recall", "e4_comprehension", "e3_generation",
+               "e1_perplexity", "e5_sweeps", "e6_topics")  # longest first: both cores busy to the end
 
 
 def main(argv=None):
@@ -37,16 +36,19 @@ def main(argv=None):
   root = pathlib.Path(__file__).resolve().parent.parent
   flag = ["--quick"] if args.quick else []
   t0 = time.time()
-  extra = {"e3_generation": ["--trajectories", str(out / "trajectories.json")]}
-  jobs = [(name, [sys.executable, "-m", f"experiments.{name}", *flag, "--out",
-                  str(out / f"{name}.json"), *extra.get(name, [])], None)
-          for name in PY_EXPERIMENTS]
   env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(out),
          "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "2048",
          "WINDOW": "128" if args.quick else "512",
          "PRESETS": "seed" if args.quick else "seed gated multiscale"}
-  jobs.append(("e1_perplexity", ["bash", "experiments/e1_perplexity.sh"], env))
-  wall_s = _run(sorted(jobs, key=lambda job: RUN_ORDER.index(job[0])), root, at_once=2)
+  extra = {"e3_generation": ["--trajectories", str(out / "trajectories.json")]}
+
+  def job(name):
+    if name == "e1_perplexity":
+      return name, ["bash", "experiments/e1_perplexity.sh"], env
+    return name, [sys.executable, "-m", f"experiments.{name}", *flag, "--out",
+                  str(out / f"{name}.json"), *extra.get(name, [])], None
+
+  wall_s = _run([job(name) for name in EXPERIMENTS], root, at_once=2)
   t = time.time()  # the bench runs alone: it times things
   subprocess.run([sys.executable, "-m", "attractor_jax.cli", "bench", *flag, "--out",
                   str(out / "bench.json")], check=True, cwd=root)
@@ -60,29 +62,33 @@ def main(argv=None):
 
 def _run(jobs, root, at_once: int) -> dict[str, float]:
   """Runs (name, command, env) jobs in order, `at_once` at a time (the next starts when any
-  ends); returns each one's wall seconds, which overlap.
+  ends); returns each one's wall seconds, which overlap. A failure stops the others (each job
+  runs in its own process group, children included) and raises.
 
   Two at once finish sooner than one after another on 2 cores: much of each part is XLA
   compilation or small decode-step kernels, which keep one core busy. The bench runs alone.
   """
   pending, running, started, wall_s = list(jobs), {}, {}, {}
-  while pending or running:
-    if pending and len(running) < at_once:
-      name, command, env = pending.pop(0)
-      print(f"run_all: {name}", file=sys.stderr)
-      started[name] = time.time()
-      running[name] = subprocess.Popen(command, cwd=root, env=env)
-      continue
-    for name, proc in list(running.items()):
-      if proc.poll() is None:
+  try:
+    while pending or running:
+      if pending and len(running) < at_once:
+        name, command, env = pending.pop(0)
+        print(f"run_all: {name}", file=sys.stderr)
+        started[name] = time.time()
+        running[name] = subprocess.Popen(command, cwd=root, env=env, start_new_session=True)
         continue
-      del running[name]
-      if proc.returncode != 0:
-        for other in running.values():
-          other.kill()
-        raise subprocess.CalledProcessError(proc.returncode, name)
-      wall_s[name] = time.time() - started[name]
-    time.sleep(1)
+      for name, proc in list(running.items()):
+        if proc.poll() is None:
+          continue
+        del running[name]
+        if proc.returncode != 0:
+          raise subprocess.CalledProcessError(proc.returncode, name)
+        wall_s[name] = time.time() - started[name]
+      time.sleep(1)
+  finally:
+    for proc in running.values():
+      os.killpg(proc.pid, signal.SIGTERM)
+      proc.wait()
   return wall_s
 
 

@@ -11,6 +11,9 @@ state with the prompt's), mean over seeds, with `off` for reference.
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import numpy as np
 
 from attractor_jax.evals.metrics import window_drift
@@ -35,7 +38,7 @@ def plot_strengths(path: str, strengths: dict[str, np.ndarray]):
 
 
 def write(path: str, runs: dict, prompt_D, *, model_spec, data: str, seeds: int, tokens: int,
-          sampling: dict, wall_s: float, quick: bool):
+          sampling: dict, quick: bool):
   """`runs`: preset -> one prompt's generate_prompts entry (tokens and trace of every seed),
   `off` first. Writes the JSON at `path` and its two plots beside it."""
   drift, strengths, final = {}, {}, {}
@@ -52,9 +55,10 @@ def write(path: str, runs: dict, prompt_D, *, model_spec, data: str, seeds: int,
       final[preset] = {"mean_strength_end": float(s_TxA[-1].mean()),
                        "max_strength_end": float(s_TxA[-1].max()),
                        "attractors_above_0.5_end": int((s_TxA[-1] > 0.5).sum())}
-  strength_plot = path.replace(".json", "_strength.png")
-  drift_plot = path.replace(".json", "_drift.png")
-  plot_strengths(strength_plot, strengths)
+  stem = pathlib.Path(path).with_suffix("")
+  strength_plot, drift_plot = f"{stem}_strength.png", f"{stem}_drift.png"
+  if strengths:  # memories other than the attractor layer record no strength
+    plot_strengths(strength_plot, strengths)
   plot_lines(drift_plot, drift, x=[50 * (i + 1) for i in range(len(drift["off"]))],
              xlabel="generated tokens (end of 50-token window)",
              ylabel="cos(window mean hidden, prompt mean hidden)",
@@ -62,6 +66,12 @@ def write(path: str, runs: dict, prompt_D, *, model_spec, data: str, seeds: int,
   write_json_atomic(path, {
       "experiment": "trajectories", "model": model_spec, "data": data, "seeds": seeds,
       "max_new_tokens": tokens, "sampling": sampling, "drift_by_position": drift,
-      "strength_seed0_end": final, "plots": [strength_plot, drift_plot],
+      "strength_seed0_end": final,
+      "plots": [strength_plot, drift_plot] if strengths else [drift_plot],
       "from": "experiments.e3_generation (its first prompt's rows)", "git_commit": git_commit(),
-      "machine": machine_info(), "wall_s": wall_s, "quick": quick})
+      "machine": machine_info(), "quick": quick})
+
+
+if __name__ == "__main__":
+  sys.exit("trajectories are written by E3's generations: "
+           "python -m experiments.e3_generation --trajectories results/trajectories.json")

@@ -5,6 +5,7 @@ import pytest
 
 from attractor_jax.errors import InputError
 from attractor_jax.evals.choice import PAD_SEGMENTS, choice_scores, pack
+from attractor_jax.generation import left_padded
 from attractor_jax.presets import presets
 from tiny_jax import random_model
 
@@ -52,3 +53,12 @@ def test_items_with_different_choice_counts_are_refused():
   model = random_model(3, tokenizer=True)
   with pytest.raises(InputError, match="different numbers of choices"):
     pack(model, ["a", "b"], [(" x", " y"), (" x",)], SEGMENT)
+
+
+def test_left_padded_puts_newlines_before_each_text_up_to_a_multiple():
+  model = random_model(3, tokenizer=True)
+  encode = model.tokenizer.encode
+  rows = left_padded(model, ["ab", "abcde"], multiple=4)
+  assert rows.dtype == np.int32 and rows.shape == (2, 8)  # 5 tokens, rounded up to 8
+  assert rows.tolist() == [encode("\n") * 6 + encode("ab"), encode("\n") * 3 + encode("abcde")]
+  assert left_padded(model, ["ab", "abcde"]).shape == (2, 5)

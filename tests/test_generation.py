@@ -226,6 +226,7 @@ def test_draw_lands_on_each_index_in_proportion_to_its_weight():
   drawn = np.asarray(draw(weights_V, (np.arange(n) + 0.5) / n))
   counts = np.bincount(drawn, minlength=700)
   np.testing.assert_allclose(counts, n * weights_V / weights_V.sum(), atol=2.0)
+  assert not counts[weights_V == 0].any()
   ends = np.asarray(draw(weights_V, np.array([0.0, np.nextafter(1.0, 0.0)], np.float32)))
   np.testing.assert_array_equal(ends, [1, 599])
 

@@ -29,7 +29,7 @@ STATE_TOL = 1e-5
 def tiny_model(seed: int = 0) -> Model:
   """A 2-layer llama-style model with random params (no tokenizer: ids in, eos -1)."""
   cfg = ModelConfig(
-      family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
+      family="llama", vocab_size=300, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
       head_dim=8, mlp_width=48, max_len=128, norm_eps=1e-6, tie_embeddings=False)
   tokens = jnp.zeros((1, 1), jnp.int32)
   params = jax.jit(Decoder(cfg).init)(jax.random.key(seed), tokens, tokens)["params"]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attractor_jax.errors import InputError
+from attractor_jax.generation import left_padded, seed_keys
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
 from attractor_jax.sampling import init_from_prompt
@@ -41,15 +42,9 @@ def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], mult
          choice_len: int | None = None):
   """Tokenizes items: contexts [I, L] (left-padded to a multiple of `multiple`), choices
   [I, C, J] + mask (right-padded to `choice_len` tokens, default their longest)."""
-  tok = model.tokenizer
-  pad = tok.encode("\n")[0]
-  ctx = [tok.encode(c) for c in contexts]
-  ch = [[tok.encode(c) for c in cs] for cs in choices]
-  L = -(-max(map(len, ctx)) // multiple) * multiple
+  ch = [[model.tokenizer.encode(c) for c in cs] for cs in choices]
   J = choice_len or max(len(c) for cs in ch for c in cs)
-  ctx_IxL = np.full((len(ctx), L), pad, np.int32)
-  for i, c in enumerate(ctx):
-    ctx_IxL[i, L - len(c):] = c
+  ctx_IxL = left_padded(model, contexts, multiple)
   C = choice_count(choices)
   ch_IxCxJ = np.zeros((len(ch), C, J), np.int32)
   mask_IxCxJ = np.zeros((len(ch), C, J), bool)
@@ -104,8 +99,6 @@ def choice_scores(model: Model, contexts, choices, *, attractor: Memory, seeds: 
   items, choices], items in the given order. Each context is padded to its own length bucket
   (whatever the batch); items of one bucket are scored up to `batch` at a time (fewer when
   the bucket holds fewer: the next power of two)."""
-  from attractor_jax.generation import seed_keys
-
   attractor.check_model(model.config)
   n_choices = choice_count(choices)
   tok, multiple = model.tokenizer, segment * PAD_SEGMENTS

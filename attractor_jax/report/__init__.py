@@ -63,7 +63,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
     lines += [f"The suite (`python -m experiments.run_all`) ran end to end in "
               f"{r['wall_s'] / 60:.0f} minutes on {r['machine']['cpus']} CPUs, "
               f"{r['machine']['platform']} (git {r['git_commit'][:7]}; minutes per part, "
-              f"{r.get('experiments_at_once', 1)} experiments at a time, then the bench alone: "
+              f"{_at_once(r.get('experiments_at_once', 1))}, then the bench alone: "
               f"{parts_min}).", ""]
   for _, section in parts.values():
     lines += section
@@ -71,6 +71,10 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   if conclusions:
     lines += ["## What we conclude", ""] + [f"- {c}" for c in conclusions] + [""]
   return "\n".join(lines) + "\n"
+
+
+def _at_once(n: int) -> str:
+  return "experiments one at a time" if n == 1 else f"{n} experiments at a time"
 
 
 def write(results_dir: str | pathlib.Path = "results", out: str | pathlib.Path = "RESULTS.md"):

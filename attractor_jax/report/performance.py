@@ -35,13 +35,21 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
   kernels = res.get("decode_kernels")
   if kernels:
     section += ["", "What each decode change bought, per kernel (`python -m "
-                f"experiments.decode_kernels`, git {kernels['git_commit'][:7]}; medians of 30 "
-                "calls, 3 for the 8-seed decode; the script's docstring says what each row "
+                f"experiments.decode_kernels`, git {kernels['git_commit'][:7]}; medians of "
+                f"{_repeats(kernels['repeats'])}; the script's docstring says what each row "
                 "compares):", "",
                 "| kernel | before ms | after ms | saved ms |", "|---|---|---|---|"]
     section += [f"| {k} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | {v['saved_ms']:.2f} |"
                 for k, v in kernels["rows"].items()]
   return rows, section + [""]
+
+
+def _repeats(repeats) -> str:
+  """'30 calls' from older results, or '30 calls (10 for 64-row sampling, ...)'."""
+  if isinstance(repeats, int):
+    return f"{repeats} calls, 3 for the 8-seed decode"
+  rest = ", ".join(f"{n} for {name}" for name, n in repeats.items() if name != "default")
+  return f"{repeats['default']} calls ({rest})"
 
 
 def growth_section(res: dict) -> tuple[list[str], list[str]]:
