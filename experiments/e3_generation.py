@@ -131,7 +131,8 @@ def main(argv=None):
       "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
       "quick": args.quick})
   if args.trajectories:
-    trajectories.write(args.trajectories, first_prompt, prompt_vectors[0], model_spec=model.spec,
+    first_drifts = _window_means({p: d[:seeds] for p, d in drifts.items()})  # rows: prompt-major
+    trajectories.write(args.trajectories, first_drifts, first_prompt, model_spec=model.spec,
                        data=describe_opening(novels[0]), seeds=seeds, tokens=tokens,
                        sampling=SAMPLING, quick=args.quick)
 

@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 
-from attractor_jax.evals.metrics import window_drift
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 from experiments.common import plot_lines
 
@@ -37,17 +36,13 @@ def plot_strengths(path: str, strengths: dict[str, np.ndarray]):
   plt.close(fig)
 
 
-def write(path: str, runs: dict, prompt_D, *, model_spec, data: str, seeds: int, tokens: int,
+def write(path: str, drift: dict, runs: dict, *, model_spec, data: str, seeds: int, tokens: int,
           sampling: dict, quick: bool):
-  """`runs`: preset -> one prompt's generate_prompts entry (tokens and trace of every seed),
-  `off` first. Writes the JSON at `path` and its two plots beside it."""
-  drift, strengths, final = {}, {}, {}
+  """`drift`: preset -> mean drift per 50-token window over the prompt's seeds (`off` first);
+  `runs`: preset -> the prompt's generate_prompts entry (tokens and trace of every seed).
+  Writes the JSON at `path` and its plots beside it."""
+  strengths, final = {}, {}
   for preset, run in runs.items():
-    curves = [window_drift(np.asarray(run["trace"].hidden[s][: len(t)]), prompt_D, 50)
-              for s, t in enumerate(run["tokens"])]
-    width = max(len(c) for c in curves)
-    drift[preset] = np.nanmean([np.pad(c, (0, width - len(c)), constant_values=np.nan)
-                                for c in curves], axis=0).tolist()
     if run["trace"].strength is not None:
       n = len(run["tokens"][0])
       s_TxA = np.asarray(run["trace"].strength[0][:n]).reshape(n, -1)

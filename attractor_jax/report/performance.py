@@ -44,10 +44,8 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
   return rows, section + [""]
 
 
-def _repeats(repeats) -> str:
-  """'30 calls' from older results, or '30 calls (10 for 64-row sampling, ...)'."""
-  if isinstance(repeats, int):
-    return f"{repeats} calls, 3 for the 8-seed decode"
+def _repeats(repeats: dict) -> str:
+  """'30 calls (10 for 64-row sampling, 3 for 8-seed decode)'."""
   rest = ", ".join(f"{n} for {name}" for name, n in repeats.items() if name != "default")
   return f"{repeats['default']} calls ({rest})"
 
