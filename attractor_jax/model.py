@@ -92,8 +92,8 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
   spec = str(spec)
   if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
     path = default_gguf_path() if spec == DEFAULT_MODEL else pathlib.Path(spec)
-    cfg, params, reader = gguf_weights.load_gguf(path)
-    tokenizer = tok.tokenizer_from_gguf(reader)
+    cfg, params, file = gguf_weights.load_gguf(path)
+    tokenizer = tok.tokenizer_from_gguf(file.metadata, source=file.path)
   elif os.path.isdir(spec):
     cfg, params = st_weights.load_hf_dir(spec)
     tokenizer = _hf_tokenizer_or_none(spec)

@@ -106,11 +106,6 @@ class Tokenizer:
 # GGUF
 
 
-def _gguf_field(reader: Any, name: str, default: Any = None) -> Any:
-  field = reader.fields.get(name)
-  return default if field is None else field.contents()
-
-
 @lru_cache(maxsize=1)
 def _byte_alphabet() -> dict[int, str]:
   """GPT-2's byte -> printable-unicode map (the spelling byte-level vocabularies are stored in)."""
@@ -137,38 +132,37 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
   )
 
 
-def tokenizer_from_gguf(reader_or_path: Any) -> Tokenizer:
-  """The tokenizer a GGUF file describes (a path, or an open `gguf.GGUFReader`).
+def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") -> Tokenizer:
+  """The tokenizer a GGUF file describes (a path, or the file's metadata as a dict, read from
+  `source`).
 
   Byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the file's tokens and merges, a
   ByteLevel decoder, control tokens (token_type 3) added as special tokens and user-defined ones
   (type 4) as plain added tokens, the pre-tokenizer that ``tokenizer.ggml.pre`` names, BOS/EOS
   ids, ``add_bos_token`` and ``tokenizer.chat_template``. Anything else -> ValueError.
   """
-  if isinstance(reader_or_path, (str, os.PathLike)):
-    import gguf
+  if isinstance(metadata_or_path, (str, os.PathLike)):
+    from attractor_jax.weights.gguf import read_gguf
 
-    path = os.fspath(reader_or_path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"no GGUF file at {path!r}")
-    reader = gguf.GGUFReader(path)
-    source = path
+    source = os.fspath(metadata_or_path)
+    if not os.path.isfile(source):
+      raise FileNotFoundError(f"no GGUF file at {source!r}")
+    meta = read_gguf(source).metadata
   else:
-    reader = reader_or_path
-    source = str(getattr(reader, "path", "GGUFReader"))
+    meta = metadata_or_path
 
-  kind = _gguf_field(reader, "tokenizer.ggml.model")
+  kind = meta.get("tokenizer.ggml.model")
   if kind not in SUPPORTED_GGUF_MODELS:
     raise ValueError(
       f"unsupported GGUF tokenizer.ggml.model {kind!r} in {source}; "
       f"supported: {', '.join(SUPPORTED_GGUF_MODELS)}"
     )
-  pre = _gguf_field(reader, "tokenizer.ggml.pre", "default")
+  pre = meta.get("tokenizer.ggml.pre", "default")
   pre_tokenizer = _pre_tokenizer(pre)  # raises early for an unknown `pre`
 
-  tokens: list[str] = list(_gguf_field(reader, "tokenizer.ggml.tokens"))
-  token_types: list[int] = list(_gguf_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
-  merges_raw = _gguf_field(reader, "tokenizer.ggml.merges")
+  tokens: list[str] = list(meta.get("tokenizer.ggml.tokens"))
+  token_types: list[int] = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+  merges_raw = meta.get("tokenizer.ggml.merges")
   if merges_raw is None:
     raise ValueError(f"GGUF {source} has a byte-level BPE vocabulary but no tokenizer.ggml.merges")
 
@@ -201,7 +195,7 @@ def tokenizer_from_gguf(reader_or_path: Any) -> Tokenizer:
     backend.add_tokens(user)
 
   def token_of(key: str) -> tuple[int | None, str | None]:
-    index = _gguf_field(reader, f"tokenizer.ggml.{key}")
+    index = meta.get(f"tokenizer.ggml.{key}")
     if index is None or not 0 <= int(index) < len(tokens):
       return None, None
     return int(index), tokens[int(index)]
@@ -215,8 +209,8 @@ def tokenizer_from_gguf(reader_or_path: Any) -> Tokenizer:
     bos_id=bos_id,
     eos_id=eos_id,
     vocab_size=len(tokens),
-    add_bos=bool(_gguf_field(reader, "tokenizer.ggml.add_bos_token", False)),
-    chat_template=_gguf_field(reader, "tokenizer.chat_template"),
+    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+    chat_template=meta.get("tokenizer.chat_template"),
     special_tokens={"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad},
     _encode=lambda text: backend.encode(text, add_special_tokens=False).ids,
     _decode=lambda ids, skip: backend.decode(ids, skip_special_tokens=skip),

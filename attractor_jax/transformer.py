@@ -2,14 +2,16 @@
 
     logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
 
-Layers are a list of per-layer param dicts, unrolled in the trace. (A `lax.scan` over
-stacked weights compiles faster but runs several times slower at batch 1 on CPU: XLA copies
-each layer's weight slice before the matrix-vector products.) `cache=None` runs plain causal
+Layers are a list of per-layer param dicts, unrolled: every layer calls one jitted `_block`,
+which a program traces once per shape (XLA inlines the calls). (A `lax.scan` over stacked
+weights compiles faster but runs several times slower at batch 1 on CPU: XLA copies each
+layer's weight slice before the matrix-vector products.) `cache=None` runs plain causal
 attention over the pass's own tokens.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -143,22 +145,15 @@ class Decoder(nn.Module):
     start_B = positions_BxT[:, 0]
     keys_out, values_out, tap = [], [], jnp.zeros_like(x)
     for idx, lp in enumerate(w["layers"]):
-      lp = jax.tree.map(lambda a: a.astype(self.dtype), lp)
-      q, k, v = layers.qkv(layers.norm(x, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
-      past = None
-      if cache is not None:
-        past = (cache.k[idx], cache.v[idx], jnp.arange(cache.max_len)[None] < start_B[:, None])
-      out = layers.attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT, cfg,
-                          past)
-      if cache is not None:
-        k, v = ordered_after(out, k), ordered_after(out, v)
-        keys_out.append(_write(cache.k[idx], k, start_B))
-        values_out.append(_write(cache.v[idx], v, start_B))
-      attn = layers.dense(out, lp["attn"]["o"])
-      x = x + attn
+      past = None if cache is None else (cache.k[idx], cache.v[idx], start_B)
+      x, attn, written = _block(x, lp, positions_BxT, past,
+                                feedback_BxD if idx == host_layer else None, cfg=cfg,
+                                dtype=self.dtype)
       if idx == host_layer:
-        x, tap = x + feedback_BxD[:, None, :], attn
-      x = x + layers.mlp(layers.norm(x, lp["mlp_norm"], cfg), lp["mlp"], cfg)
+        tap = attn
+      if cache is not None:
+        keys_out.append(written[0])
+        values_out.append(written[1])
     hidden = layers.norm(x, w["final_norm"], cfg)
     unembedded = hidden[:, -1:] if last_logits_only else hidden
     if "lm_head" in w:
@@ -167,6 +162,34 @@ class Decoder(nn.Module):
       logits = jnp.einsum("btd,vd->btv", unembedded, w["embed"]["embedding"].astype(self.dtype))
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
     return logits.astype(jnp.float32), new_cache, Taps(tap, hidden)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
+def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, dtype):
+  """One decoder block: returns (x, attention output, the cache's new (keys, values) or None).
+
+  `past` = (keys, values, start_B) of this layer's cache, or None; `feedback` (host layer
+  only) is added after the attention sublayer. A jitted function, so a program traces it
+  once per shape and calls it in every layer (XLA inlines the calls: the same code as
+  unrolled), instead of tracing all layers one by one (seconds per program).
+  """
+  lp = jax.tree.map(lambda a: a.astype(dtype), lp)
+  q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
+  visible = None
+  if past is not None:
+    cache_k, cache_v, start_B = past
+    visible = (cache_k, cache_v, jnp.arange(cache_k.shape[2])[None] < start_B[:, None])
+  out = layers.attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT, cfg,
+                      visible)
+  written = None
+  if past is not None:
+    k, v = ordered_after(out, k), ordered_after(out, v)
+    written = (_write(cache_k, k, start_B), _write(cache_v, v, start_B))
+  attn = layers.dense(out, lp["attn"]["o"])
+  x_BxTxD = x_BxTxD + attn
+  if feedback_BxD is not None:
+    x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
+  return x_BxTxD + layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg), attn, written
 
 
 def ordered_after(read, x):

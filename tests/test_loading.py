@@ -16,7 +16,7 @@ from attractor_jax.data import load_text, pride_and_prejudice_from_truth
 from attractor_jax.errors import InputError
 from attractor_jax.model import Model, default_gguf_path
 from attractor_jax.scoring import perplexity
-from attractor_jax.weights.gguf import unpermute
+from attractor_jax.weights.gguf import read_gguf, unpermute
 from conftest import needs_smollm2, needs_torch
 
 
@@ -81,6 +81,30 @@ def tiny_llama(tmp_path_factory):
 def test_unknown_spec():
   with pytest.raises(InputError, match="no-such-model"):
     aj.load("no-such-model")
+
+
+@needs_smollm2
+def test_gguf_parser_matches_the_gguf_package():
+  """Our GGUF parser reads the same metadata and tensor bytes as `gguf.GGUFReader`."""
+  import gguf
+  path = default_gguf_path()
+  ours, theirs = read_gguf(path), gguf.GGUFReader(path)
+  fields = {k: f for k, f in theirs.fields.items() if not k.startswith("GGUF.")}  # header
+  assert ours.metadata.keys() == fields.keys()
+  for key, field in fields.items():
+    assert ours.metadata[key] == field.contents(), key
+  assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+  for a, b in zip(ours.tensors, theirs.tensors):
+    assert a.qtype == b.tensor_type and a.shape == tuple(int(n) for n in reversed(b.shape))
+    np.testing.assert_array_equal(a.data, b.data.view(np.uint8).reshape(a.data.shape))
+
+
+@needs_smollm2
+def test_truncated_gguf_is_refused(tmp_path):
+  path = tmp_path / "cut.gguf"
+  path.write_bytes(default_gguf_path().read_bytes()[:100_000])
+  with pytest.raises(InputError, match="cut.gguf is not a readable GGUF file"):
+    aj.load(str(path))
 
 
 def test_missing_gguf_path(tmp_path):

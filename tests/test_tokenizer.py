@@ -145,30 +145,21 @@ def test_hf_dir_wrapper(ours, theirs, tmp_path):
 # --- errors (no GGUF needed) ----------------------------------------------------------------------
 
 
-class _Field:
-  def __init__(self, value):
-    self.value = value
-
-  def contents(self):
-    return self.value
-
-
-class _FakeReader:
-  def __init__(self, **fields):
-    self.fields = {f"tokenizer.ggml.{k}": _Field(v) for k, v in fields.items()}
+def _metadata(**fields):
+  return {f"tokenizer.ggml.{k}": v for k, v in fields.items()}
 
 
 def test_unsupported_gguf_tokenizers():
   with pytest.raises(ValueError, match=r"'llama'.*supported: gpt2"):
-    tokenizer_from_gguf(_FakeReader(model="llama", pre="default"))
+    tokenizer_from_gguf(_metadata(model="llama", pre="default"))
   with pytest.raises(ValueError, match=r"'qwen2'.*supported: smollm, gpt2, default"):
-    tokenizer_from_gguf(_FakeReader(model="gpt2", pre="qwen2"))
+    tokenizer_from_gguf(_metadata(model="gpt2", pre="qwen2"))
 
 
-def test_tiny_gpt2_gguf_from_fake_reader():
+def test_tiny_gpt2_gguf_from_metadata():
   tokens = ["<|endoftext|>", "a", "b", "Ġ", "ab", "Ġab", "1", "2"]
   tok = tokenizer_from_gguf(
-    _FakeReader(
+    _metadata(
       model="gpt2", pre="gpt2", tokens=tokens, token_type=[3] + [1] * 7,
       merges=["a b", "Ġ ab"], bos_token_id=0, eos_token_id=0, add_bos_token=True,
     )
