@@ -1,7 +1,7 @@
 """Generation: a jitted prefill, then a jitted decode loop (`lax.while_loop`), state explicit.
 
-Both phases are pure functions of one sequence (batch 1 inside). A seed sweep vmaps the
-prefill and runs `decode_seeds`: one loop for all seeds. The sampling key of token t is
+The prefill is a pure function of one sequence (batch 1 inside; a seed sweep vmaps it); the
+decode loop, `decode_seeds`, runs all seeds in one loop (`decode` is its one-seed case). The sampling key of token t is
 `fold_in(sample_key, t)`: runs resume exactly.
 """
 
@@ -160,52 +160,33 @@ def _advance(params, c: Carry, position, *, decoder: Decoder, cfg: Memory):
   return logits[0, -1], cache, state, _trace_row(taps, state, info, cfg)
 
 
-def _empty_trace(row_shape, length: int, lead: tuple[int, ...] = ()):
-  """Zero Trace buffers: `length` rows, after the `lead` axes of `row_shape`."""
-  return jax.tree.map(lambda s: jnp.zeros((*lead, length, *s.shape[len(lead):]), s.dtype),
-                      row_shape)
+def _empty_trace(row_shape_S, length: int):
+  """Zero Trace buffers [S, length, ...] for rows of shape [S, ...]."""
+  return jax.tree.map(lambda s: jnp.zeros((s.shape[0], length, *s.shape[1:]), s.dtype),
+                      row_shape_S)
 
 
 def decode(params, carry: Carry, sample_key, temperature, top_p, *, decoder: Decoder,
            cfg: Memory, length: int, eos_id: int):
-  """Samples up to `length` more tokens, one pass each, stopping at EOS.
+  """Samples up to `length` more tokens for one sequence, one pass each, stopping at EOS:
+  `decode_seeds` with one seed.
 
   Returns (tokens [length] int32 (EOS-padded after EOS), count, Carry, Trace [length]).
   """
-  advance = functools.partial(_advance, params, decoder=decoder, cfg=cfg)
-  row_shape = jax.eval_shape(lambda: advance(carry, carry.position)[3])
-  trace0 = _empty_trace(row_shape, length)
-  if length == 0:  # the prefill's token was the only one asked for
-    return jnp.zeros((0,), jnp.int32), jnp.int32(0), carry, trace0
-
-  def cond(loop):
-    i, c, _, _, _ = loop
-    return (i < length) & ~c.done
-
-  def body(loop):
-    i, c, tokens, count, trace = loop
-    logits_V, cache, state, row = advance(c, c.position)
-    key = jax.random.fold_in(sample_key, c.t)
-    token = sample_tokens(logits_V[None], key[None], temperature, top_p)[0]
-    trace = jax.tree.map(lambda buf, r: buf.at[i].set(r), trace, row)
-    c = Carry(token=token, position=c.position + 1, t=c.t + 1, done=token == eos_id,
-              cache=cache, state=state)
-    return i + 1, c, tokens.at[i].set(token), count + 1, trace
-
-  tokens0 = jnp.full((length,), eos_id, jnp.int32)
-  _, carry, tokens, count, trace = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), carry, tokens0, jnp.int32(0), trace0))
-  return tokens, count, carry, trace
+  out = decode_seeds(params, jax.tree.map(lambda a: a[None], carry), sample_key[None],
+                     temperature, top_p, decoder=decoder, cfg=cfg, length=length, eos_id=eos_id)
+  return jax.tree.map(lambda a: a[0], out)
 
 
 def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decoder: Decoder,
                  cfg: Memory, length: int, eos_id: int):
-  """`decode` for many seeds at once: `carry` and `sample_keys` have a leading seed axis, and
-  every seed is at the same position.
+  """Samples up to `length` more tokens for many seeds at once, one pass each, stopping at
+  EOS: `carry` and `sample_keys` have a leading seed axis, and every seed is at the same
+  position.
 
   One loop runs until every seed is done: a finished seed's tokens, count, state and trace
-  stop, while its cache goes on being written (it is never read again). A `jax.vmap` of
-  `decode` selected between the old and new cache of every seed in every step, and its
+  stop, while its cache goes on being written (it is never read again). A `jax.vmap` of a
+  one-sequence loop selected between the old and new cache of every seed in every step, and its
   per-seed positions made every cache write a scatter: both copy the whole cache.
   Returns (tokens [S, length], counts [S], Carry, Trace [S, length]).
   """
@@ -213,7 +194,7 @@ def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decod
                      in_axes=(0, None))
   S = carry.done.shape[0]
   row_shape = jax.eval_shape(lambda: advance(carry, carry.position[0])[3])
-  trace0 = _empty_trace(row_shape, length, (S,))
+  trace0 = _empty_trace(row_shape, length)
   if length == 0:  # the prefill's token was the only one asked for
     return jnp.zeros((S, 0), jnp.int32), jnp.zeros((S,), jnp.int32), carry, trace0
 
