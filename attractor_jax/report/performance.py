@@ -26,8 +26,8 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
   section += [f"| {k} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} |" for k, v in ms.items()]
   section += ["", f"Bandwidth limit: {b['bandwidth_limit_ms_per_token']:.1f} ms/token "
               f"({b['weight_bytes'] / 1e6:.0f} MB of weights at {b['gemv_bandwidth_gbs']:.1f} GB/s). "
-              f"Machine: {b['machine']['cpus']} CPUs, {b['machine']['platform']}. "
-              "Command: `attractor-jax bench`.", "",
+              f"Machine: {b['machine']['cpus']} CPUs, {b['machine']['platform']}; code at git "
+              f"{b['git_commit'][:7]}. Command: `attractor-jax bench`.", "",
               "| performance target (issue 7) | measured | target | met |", "|---|---|---|---|"]
   for name, ratio in r.items():
     shown = "n/a" if ratio is None else f"{ratio:.3f}"
