@@ -1,8 +1,8 @@
 """Generation: a jitted prefill, then a jitted decode loop (`lax.while_loop`), state explicit.
 
 The prefill is a pure function of one sequence (batch 1 inside; a seed sweep vmaps it); the
-decode loop, `decode_seeds`, runs all seeds in one loop (`decode` is its one-seed case). The sampling key of token t is
-`fold_in(sample_key, t)`: runs resume exactly.
+decode loop, `decode_seeds`, runs all seeds in one loop (`decode` is its one-seed case). The
+sampling key of token t is `fold_in(sample_key, t)`: runs resume exactly.
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def decode_seeds(params, carry: Carry, sample_keys, temperature, top_p, *, decod
 
   One loop runs until every seed is done: a finished seed's tokens, count, state and trace
   stop, while its cache goes on being written (it is never read again). A `jax.vmap` of a
-  one-sequence loop selected between the old and new cache of every seed in every step, and its
-  per-seed positions made every cache write a scatter: both copy the whole cache.
+  one-sequence loop selected between the old and new cache of every seed in every step, and
+  its per-seed positions made every cache write a scatter: both copy the whole cache.
   Returns (tokens [S, length], counts [S], Carry, Trace [S, length]).
   """
   advance = jax.vmap(functools.partial(_advance, params, decoder=decoder, cfg=cfg),

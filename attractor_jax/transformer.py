@@ -151,7 +151,7 @@ class Decoder(nn.Module):
                                 dtype=self.dtype)
       if idx == host_layer:
         tap = attn
-      if cache is not None:
+      if written is not None:
         keys_out.append(written[0])
         values_out.append(written[1])
     hidden = layers.norm(x, w["final_norm"], cfg)
@@ -189,7 +189,8 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
   x_BxTxD = x_BxTxD + attn
   if feedback_BxD is not None:
     x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
-  return x_BxTxD + layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg), attn, written
+  x_BxTxD = x_BxTxD + layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg)
+  return x_BxTxD, attn, written
 
 
 def ordered_after(read, x):
