@@ -145,11 +145,11 @@ def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") ->
     from attractor_jax.weights.gguf import read_gguf
 
     source = os.fspath(metadata_or_path)
-    if not os.path.isfile(source):
-      raise FileNotFoundError(f"no GGUF file at {source!r}")
-    meta = read_gguf(source).metadata
-  else:
+    meta = read_gguf(source).metadata  # InputError naming the path when it is not a GGUF file
+  elif isinstance(metadata_or_path, Mapping):
     meta = metadata_or_path
+  else:
+    raise TypeError(f"pass a GGUF path or its metadata dict, not {type(metadata_or_path).__name__}")
 
   kind = meta.get("tokenizer.ggml.model")
   if kind not in SUPPORTED_GGUF_MODELS:
@@ -160,7 +160,9 @@ def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") ->
   pre = meta.get("tokenizer.ggml.pre", "default")
   pre_tokenizer = _pre_tokenizer(pre)  # raises early for an unknown `pre`
 
-  tokens: list[str] = list(meta.get("tokenizer.ggml.tokens"))
+  if meta.get("tokenizer.ggml.tokens") is None:
+    raise ValueError(f"GGUF {source} has no tokenizer.ggml.tokens")
+  tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
   token_types: list[int] = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
   merges_raw = meta.get("tokenizer.ggml.merges")
   if merges_raw is None:

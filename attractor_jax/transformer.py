@@ -3,10 +3,10 @@
     logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
 
 Layers are a list of per-layer param dicts, unrolled: every layer calls one jitted `_block`,
-which a program traces once per shape (XLA inlines the calls). (A `lax.scan` over stacked
-weights compiles faster but runs several times slower at batch 1 on CPU: XLA copies each
-layer's weight slice before the matrix-vector products.) `cache=None` runs plain causal
-attention over the pass's own tokens.
+which a program traces once per shape and kind of layer (XLA inlines the calls). (A
+`lax.scan` over stacked weights compiles faster but runs several times slower at batch 1 on
+CPU: XLA copies each layer's weight slice before the matrix-vector products.) `cache=None`
+runs plain causal attention over the pass's own tokens.
 """
 
 from __future__ import annotations
@@ -170,8 +170,9 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
 
   `past` = (keys, values, start_B) of this layer's cache, or None; `feedback` (host layer
   only) is added after the attention sublayer. A jitted function, so a program traces it
-  once per shape and calls it in every layer (XLA inlines the calls: the same code as
-  unrolled), instead of tracing all layers one by one (seconds per program).
+  once per shape and kind (host layer or not, with a cache or not) and calls it in every
+  layer (XLA inlines the calls: the same code as unrolled), instead of tracing all layers
+  one by one (seconds per program).
   """
   lp = jax.tree.map(lambda a: a.astype(dtype), lp)
   q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import struct
 import time
 
 import jax
@@ -99,11 +100,68 @@ def test_gguf_parser_matches_the_gguf_package():
     np.testing.assert_array_equal(a.data, b.data.view(np.uint8).reshape(a.data.shape))
 
 
-@needs_smollm2
-def test_truncated_gguf_is_refused(tmp_path):
-  path = tmp_path / "cut.gguf"
-  path.write_bytes(default_gguf_path().read_bytes()[:100_000])
-  with pytest.raises(InputError, match="cut.gguf is not a readable GGUF file"):
+def _synthetic_gguf(path, alignment=64):
+  """A small GGUF file with every kind of value our parser reads, and two tensors."""
+  import gguf
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_custom_alignment(alignment)
+  w.add_bool("t.flag", True)
+  w.add_uint64("t.big", 2 ** 40)
+  w.add_float64("t.f64", 0.25)
+  w.add_string("t.text", "café")
+  w.add_array("t.bools", [True, False, True])
+  w.add_array("t.ints", [1, -2, 3])
+  w.add_array("t.strings", ["a", "béé", ""])
+  w.add_array("t.nested", [[1, 2], [3]])
+  w.add_tensor("a.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+  w.add_tensor("b.weight", np.arange(64, dtype=np.float16).reshape(2, 32))
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
+def test_gguf_parser_reads_every_value_kind(tmp_path):
+  import gguf
+  path = _synthetic_gguf(tmp_path / "syn.gguf")
+  ours = read_gguf(path)
+  expected = {"general.architecture": "llama", "general.alignment": 64, "t.flag": True,
+              "t.big": 2 ** 40, "t.f64": 0.25, "t.text": "café", "t.bools": [True, False, True],
+              "t.ints": [1, -2, 3], "t.strings": ["a", "béé", ""], "t.nested": [[1, 2], [3]]}
+  assert ours.metadata == expected
+  assert [(t.name, t.shape) for t in ours.tensors] == [("a.weight", (3, 4)), ("b.weight", (2, 32))]
+  a, b = (gguf.quants.dequantize(t.data, t.qtype) for t in ours.tensors)
+  np.testing.assert_array_equal(a, np.arange(12, dtype=np.float32).reshape(3, 4))
+  np.testing.assert_array_equal(b, np.arange(64, dtype=np.float32).reshape(2, 32))
+
+
+def _raw_gguf(path, *fields: bytes):
+  """A GGUF v3 header with these raw key/value records and no tensors."""
+  path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(fields)) + b"".join(fields))
+  return path
+
+
+def _written(path, data: bytes):
+  path.write_bytes(data)
+  return path
+
+
+def _key(name: str) -> bytes:
+  return struct.pack("<Q", len(name)) + name.encode()
+
+
+@pytest.mark.parametrize("name, make, says", [
+    ("empty", lambda p: _written(p, b""), "no GGUF magic"),
+    ("cut", lambda p: _written(p, _synthetic_gguf(p).read_bytes()[:300]), "truncated"),
+    ("align0", lambda p: _raw_gguf(p, _key("general.alignment") + struct.pack("<II", 4, 0)),
+     "general.alignment=0"),
+    ("kind13", lambda p: _raw_gguf(p, _key("x") + struct.pack("<IIQ", 9, 13, 1)),
+     "unknown value type 13"),
+])
+def test_malformed_gguf_is_refused(tmp_path, name, make, says):
+  path = make(tmp_path / f"{name}.gguf")
+  with pytest.raises(InputError, match=f"{name}.gguf is not a readable GGUF file.*{says}"):
     aj.load(str(path))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import mmap
 import pathlib
 import re
@@ -43,7 +44,8 @@ _STRING, _ARRAY = 8, 9
 
 
 def read_gguf(path: str | pathlib.Path) -> GGUFFile:
-  """Parses a GGUF (v2/v3) file's metadata and tensor table; the tensor data stay mapped.
+  """Parses a GGUF (v2/v3, little-endian) file's metadata and tensor table; the tensor data
+  stay mapped. A file that is not one raises InputError naming it.
 
   Our own parser: `gguf.GGUFReader` took 4.4 of the 5 seconds `aj.load()` took (it builds
   NumPy views for each of the vocabulary's 49k strings); this one reads them with `struct`.
@@ -51,12 +53,12 @@ def read_gguf(path: str | pathlib.Path) -> GGUFFile:
   path = pathlib.Path(path)
   if not path.is_file():
     raise InputError(f"GGUF file {str(path)!r} does not exist: pass the path of a .gguf file")
-  with open(path, "rb") as f:
-    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
   try:
+    with open(path, "rb") as f:
+      buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
     return _parse(buf, str(path))
-  except (struct.error, ValueError, UnicodeDecodeError) as e:
-    raise InputError(f"{path} is not a readable GGUF file ({e}): pass a valid .gguf file") from None
+  except (OSError, struct.error, ValueError, RecursionError) as e:
+    raise InputError(f"{path} is not a readable GGUF file ({e!r}): pass a valid .gguf file") from None
 
 
 def _parse(buf, path: str) -> GGUFFile:
@@ -64,54 +66,62 @@ def _parse(buf, path: str) -> GGUFFile:
     raise ValueError("no GGUF magic number")
   version, n_tensors, n_fields = struct.unpack_from("<IQQ", buf, 4)
   if version not in (2, 3):
-    raise ValueError(f"GGUF version {version}; supported: 2, 3")
+    endian = " (big-endian files are not supported)" if version & 0xFFFF == 0 else ""
+    raise ValueError(f"GGUF version {version}{endian}; supported: 2, 3")
   offset = 24
 
-  def scalar(fmt):
+  def take(n: int) -> int:  # the offset of the next n bytes, which must be in the file
     nonlocal offset
-    (value,) = struct.unpack_from(fmt, buf, offset)
-    offset += struct.calcsize(fmt)
-    return value
+    if offset + n > len(buf):
+      raise ValueError(f"truncated: {n} bytes wanted at offset {offset} of {len(buf)}")
+    offset += n
+    return offset - n
+
+  def scalar(fmt):
+    return struct.unpack_from(fmt, buf, take(struct.calcsize(fmt)))[0]
 
   def string():
-    nonlocal offset
     n = scalar("<Q")
-    offset += n
-    return bytes(buf[offset - n:offset]).decode("utf-8")
+    start = take(n)
+    return bytes(buf[start:start + n]).decode("utf-8")
+
+  def number_format(kind):
+    if kind not in _SCALARS:
+      raise ValueError(f"unknown value type {kind}")
+    return _SCALARS[kind]
 
   def value(kind):
-    nonlocal offset
     if kind == _STRING:
       return string()
     if kind != _ARRAY:
-      return scalar(_SCALARS[kind])
+      return scalar(number_format(kind))
     item_kind, n = scalar("<I"), scalar("<Q")
     if item_kind in (_STRING, _ARRAY):
       return [value(item_kind) for _ in range(n)]
-    dtype = np.dtype(_SCALARS[item_kind])
-    items = np.frombuffer(buf, dtype, n, offset)
-    offset += items.nbytes
-    return items.tolist()
+    dtype = np.dtype(number_format(item_kind))
+    return np.frombuffer(buf, dtype, n, take(n * dtype.itemsize)).tolist()
 
   metadata = {}
   for _ in range(n_fields):
     key = string()
-    kind = scalar("<I")
-    if kind not in _SCALARS and kind not in (_STRING, _ARRAY):
-      raise ValueError(f"unknown value type {kind} for key {key!r}")
-    metadata[key] = value(kind)
+    metadata[key] = value(scalar("<I"))
   table = []
   for _ in range(n_tensors):
     name, n_dims = string(), scalar("<I")
+    if n_dims < 1:
+      raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
     dims = [scalar("<Q") for _ in range(n_dims)]
     table.append((name, tuple(reversed(dims)), gguf.GGMLQuantizationType(scalar("<I")),
                   scalar("<Q")))
-  alignment = int(metadata.get("general.alignment", 32))
-  start = -(-offset // alignment) * alignment
+  alignment = metadata.get("general.alignment", 32)
+  if type(alignment) is not int or alignment < 1 or alignment & (alignment - 1):
+    raise ValueError(f"general.alignment={alignment!r} is not a power of two")
+  data_start = -(-offset // alignment) * alignment
   tensors = []
   for name, shape, qtype, data_offset in table:
     byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, qtype)
-    raw = np.frombuffer(buf, np.uint8, int(np.prod(byte_shape)), start + data_offset)
+    offset = data_start + data_offset
+    raw = np.frombuffer(buf, np.uint8, math.prod(byte_shape), take(math.prod(byte_shape)))
     tensors.append(GGUFTensor(name, shape, qtype, raw.reshape(byte_shape)))
   return GGUFFile(path, metadata, tensors)
 
