@@ -169,8 +169,8 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *, at
   for p, prompt in enumerate(ids):
     part = slice(p * len(seeds), (p + 1) * len(seeds))
     pick = lambda tree: jax.tree.map(lambda a: a[part], tree)
-    texts = [t[:c].tolist() for t, c in zip(tokens[part], count[part])]
-    out.append({"seeds": seeds, "tokens": texts, "states": pick(states), "trace": pick(trace),
+    generated = [t[:c].tolist() for t, c in zip(tokens[part], count[part])]
+    out.append({"seeds": seeds, "tokens": generated, "states": pick(states), "trace": pick(trace),
                 "prompt_tokens": prompt.tolist()})
   return out
 
