@@ -1,4 +1,4 @@
-"""The attractor layer of METHOD.md: config, state pytree, init, the per-pass update and read-out.
+"""The attractor layer (docs/method.md): config, state pytree, init, the per-pass update and read-out.
 
 Everything here is written for one sequence; batches and seeds are `jax.vmap` axes.
 Shape suffixes: N banks, K attractors per bank, D model width, T positions of a pass.
@@ -16,10 +16,8 @@ import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.memories.base import Memory
+from attractor_jax.memories.base import Info, Memory, Pool, cosine, pool
 from attractor_jax.validation import check_bool, check_choice, check_int, check_range
-
-_COS_EPS = 1e-8
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -37,16 +35,16 @@ class Timescale:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttractorConfig(Memory):
-  """Every knob of METHOD.md; frozen, hashable, validated on construction.
+  """Every knob of docs/method.md; frozen, hashable, validated on construction.
 
-  `enabled=False` is preset `off`: no layer at all (not even its compute).
+  `timescales` also takes dicts (as a checkpoint stores them).
   """
 
   kind = "attractor"
   uses_prompt = True
 
   num_attractors: int = 8
-  pool: Literal["last", "mean"] = "last"
+  pool: Pool = "last"
   beta: float = 10.0
   theta_act: float = 0.0
   timescales: tuple[Timescale, ...] = (Timescale(),)
@@ -67,10 +65,9 @@ class AttractorConfig(Memory):
   center: bool = False
 
   def __post_init__(self):
-    if not self.enabled:
-      return
-    object.__setattr__(self, "timescales", tuple(self.timescales))
-    check_int("layer", self.layer, 0)
+    super().__post_init__()
+    object.__setattr__(self, "timescales", tuple(
+        Timescale(**t) if isinstance(t, dict) else t for t in self.timescales))
     check_int("num_attractors", self.num_attractors, 1, 4096)
     check_choice("pool", self.pool, ("last", "mean"))
     check_choice("decay", self.decay, ("unused", "all"))
@@ -100,20 +97,13 @@ class AttractorConfig(Memory):
   def fresh_state(self, model_config, key, prompt_attn_TxD=None) -> "AttractorState":
     return init_state(self, model_config, key, prompt_attn_TxD)
 
-  def feedback(self, state):
-    return state.feedback
-
   def observe(self, state, obs, params):
     return update(self, state, pool(obs.attn_out, self.pool))
-
-  def trace_fields(self, state, info):
-    return {"strength": state.strength, "max_sim": info.max_sim, "gate": info.gate,
-            "feedback_norm": info.feedback_norm, "active": info.active}
 
   def summary(self, state):
     """Mean strength, active and dead attractors, updates made."""
     s, idle = np.asarray(state.strength), np.asarray(state.idle)
-    return {"enabled": True, "kind": self.kind, "step": int(state.step),
+    return {**super().summary(state),
             "mean_strength": float(s.mean()), "active": int((idle == 0).sum()),
             "dead": int(((s < self.s_dead) & (idle > self.dead_after)).sum()),
             "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback))}
@@ -121,7 +111,7 @@ class AttractorConfig(Memory):
 
 @flax.struct.dataclass
 class AttractorState:
-  """One sequence's attractor memory (METHOD.md's table, with a leading bank axis N)."""
+  """One sequence's attractor memory (docs/method.md's table, with a leading bank axis N)."""
 
   vectors: jax.Array  # [N, K, D] in units of the host layer's attention output
   strength: jax.Array  # [N, K] in [0, 1]
@@ -133,13 +123,13 @@ class AttractorState:
   rng: jax.Array  # [2] uint32: key data for re-seeding
 
 
-class UpdateInfo(flax.struct.PyTreeNode):
-  """What one update saw: for traces and summaries."""
+class UpdateInfo(Info):
+  """What one update saw, and the strengths it left: for traces and summaries."""
 
+  strength: jax.Array  # [N, K] after the update
   max_sim: jax.Array  # [N] max_k c_k
   gate: jax.Array  # [N]
   active: jax.Array  # [N, K] bool
-  feedback_norm: jax.Array  # []
 
 
 def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
@@ -175,22 +165,11 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
   )
 
 
-def pool(attn_TxD: jax.Array, how: str) -> jax.Array:
-  """The pass's input x: last position, or mean over the pass's positions."""
-  return attn_TxD[-1] if how == "last" else jnp.mean(attn_TxD, axis=0)
-
-
-def _cosine(x_D, a_KxD):
-  num = jnp.einsum("d,kd->k", x_D, a_KxD)
-  den = jnp.linalg.norm(x_D) * jnp.linalg.norm(a_KxD, axis=-1)
-  return num / jnp.maximum(den, _COS_EPS)
-
-
 def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, mean_D, step,
                  sigma, reseed_key):
-  """Steps 2-10 of METHOD.md for one bank; returns (a, s, idle, m_D, gate, max_sim, active)."""
+  """Steps 2-10 of docs/method.md for one bank; returns (a, s, idle, m_D, gate, max_sim, active)."""
   offset = mean_D if cfg.center else jnp.zeros_like(mean_D)
-  c_K = _cosine(x_D - offset, a_KxD - offset[None, :])
+  c_K = cosine(x_D - offset, a_KxD - offset[None, :])
   w_K = jax.nn.softmax(cfg.beta * c_K)
   act_K = w_K * (c_K >= cfg.theta_act)
   a_KxD = a_KxD + ts.eta * act_K[:, None] * (x_D[None, :] - a_KxD)
@@ -237,6 +216,6 @@ def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array):
   new_mean = state.mean + (x_D - state.mean) / step.astype(jnp.float32)
   new_state = AttractorState(vectors=a, strength=s, idle=idle, step=step, feedback=feedback_D,
                              mean=new_mean, sigma=state.sigma, rng=jax.random.key_data(key))
-  info = UpdateInfo(max_sim=max_sim, gate=gate, active=active,
-                    feedback_norm=jnp.linalg.norm(feedback_D))
+  info = UpdateInfo(feedback_norm=jnp.linalg.norm(feedback_D), strength=s, max_sim=max_sim,
+                    gate=gate, active=active)
   return new_state, info

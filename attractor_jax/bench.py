@@ -1,14 +1,14 @@
-"""`attractor-jax bench`: the performance ratios of issue 7, measured in one process.
+"""`attractor-jax bench [--model M]`: decode, sweep and scoring speed, measured in one process.
 
 After warm-up the sides are timed in a rotating order, each side taking each place in turn
-(in a fixed order, `off`, always first after PyTorch, measured 9% slower than `multiscale`,
-which does more work); medians and min-max over repeats are reported, compile times
-separately. transformers (PyTorch, float32, loaded from the same GGUF) is the reference side;
-it is optional (skipped when torch is not installed).
+(a fixed order favours some sides); medians and min-max over repeats are reported, compile
+times separately. transformers (PyTorch, float32, loaded from the same files) is the
+reference side; it is optional (skipped when torch is not installed).
 """
 
 from __future__ import annotations
 
+import pathlib
 import statistics
 import time
 
@@ -16,9 +16,8 @@ import jax
 import numpy as np
 
 import attractor_jax as aj
-from attractor_jax.generation import cache_length, prompt_ids
+from attractor_jax.prompts import cache_length, prompt_ids
 from attractor_jax.results import git_commit, machine_info
-from attractor_jax.seed_sweep import generate_seeds
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 
@@ -51,7 +50,7 @@ def bytes_read_per_token(params) -> int:
 
 
 def _decode_ms_per_token(model, preset: str, tokens: int) -> tuple[float, float]:
-  g = aj.generate(model, PROMPT, tokens, attractor=aj.presets[preset])
+  g = aj.generate(model, PROMPT, tokens, memory=aj.presets[preset])
   return 1e3 * g.timing["decode_s"] / max(len(g.tokens) - 1, 1), g.timing["compile_s"]
 
 
@@ -65,28 +64,33 @@ def _hf_ms_per_token(hf, ids, tokens: int) -> float:
   return 1e3 * dt / (out.shape[1] - len(ids))
 
 
-def _load_hf():
+def _load_hf(spec: str):
+  """The same model in transformers (float32), or None when torch is missing."""
   try:
     import torch
     import transformers
   except ImportError:
     return None
-  path = aj.model.default_gguf_path()
-  return transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+  from attractor_jax.model import DEFAULT_MODEL, default_gguf_path
+
+  path = default_gguf_path() if spec == DEFAULT_MODEL else pathlib.Path(spec)
+  if path.suffix == ".gguf":
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+  return transformers.AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32).eval()
 
 
-def run(quick: bool = False, progress=lambda msg: None) -> dict:
-  """Measures every ratio; returns the bench JSON."""
+def run(spec: str = "smollm2-135m", quick: bool = False, progress=lambda msg: None) -> dict:
+  """Measures every ratio on the model `spec`; returns the bench JSON."""
   repeats, tokens = (1, 16) if quick else (5, 128)
-  model = aj.load()
+  model = aj.load(spec)
   weight_bytes = bytes_read_per_token(model.params)
   progress("bandwidth")
   bandwidth = gemv_bandwidth_gbs()
   limit_ms = 1e3 * weight_bytes / (bandwidth * 1e9)
   progress("warm-up")
   compile_s = {p: _decode_ms_per_token(model, p, tokens)[1] for p in ("off", "seed", "multiscale")}
-  hf = None if quick else _load_hf()
+  hf = None if quick else _load_hf(spec)
   ids = prompt_ids(model, PROMPT).tolist()
   if hf is not None:
     _hf_ms_per_token(hf, ids, 4)
@@ -100,11 +104,11 @@ def run(quick: bool = False, progress=lambda msg: None) -> dict:
   progress("seed sweep")
   sweep = {seeds: [] for seeds in ((1, 16) if not quick else (1, 2))}
   for seeds in sweep:
-    generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=seeds)
+    aj.generate_seeds(model, PROMPT, tokens, memory=aj.presets["seed"], seeds=seeds)
   for r in range(repeats):
     for seeds in sweep if r % 2 == 0 else reversed(sweep):
       t = time.perf_counter()
-      generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=seeds)
+      aj.generate_seeds(model, PROMPT, tokens, memory=aj.presets["seed"], seeds=seeds)
       sweep[seeds].append(time.perf_counter() - t)
   sweep_s = {seeds: statistics.median(ts) for seeds, ts in sweep.items()}
   progress("perplexity scoring")

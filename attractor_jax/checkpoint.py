@@ -1,14 +1,16 @@
 """Orbax checkpoints of memory state (and of whole runs, to resume), with metadata.
 
 A checkpoint directory holds two items: `state` (the pytree, restored against an abstract
-target built from the metadata, so the pytree type comes back) and `meta` (JSON: the memory's
-config and kind, model id and config, step, position, sampling key data, library version). Orbax writes to a
-temporary directory and renames it on commit, so a killed save never replaces a good one.
+target built from the metadata, so the pytree type comes back) and `meta` (JSON: the format,
+library version, memory config, model id and config, and the caller's own metadata under
+"user"). Orbax writes to a temporary directory and renames it on commit, and the new
+checkpoint is complete before the old one is removed, so a killed save never loses a good one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -20,49 +22,55 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from attractor_jax.attractor import Timescale
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.memories.base import Memory, abstract_state
+from attractor_jax.memories.base import KINDS, Memory, abstract_state
+from attractor_jax.sampling import SamplingState
 
-FORMAT = "attractor-jax/3"  # 2: any memory kind, model config saved; 3: KV cache [B, K, S, X]
-READABLE_STATE_FORMATS = ("attractor-jax/2", FORMAT)  # a state holds no KV cache
-
-
-def config_to_dict(cfg: Memory) -> dict:
-  return {"kind": cfg.kind, **dataclasses.asdict(cfg)}
-
-
-def config_from_dict(d: dict) -> Memory:
-  from attractor_jax.presets import kinds
-
-  d = dict(d)
-  kind = d.pop("kind")
-  if kind not in kinds:
-    raise ValueError(f"unknown memory kind {kind!r}")
-  if kind == "attractor":
-    d["timescales"] = tuple(Timescale(**t) for t in d["timescales"])
-  return kinds[kind](**d)
-
-
-def metadata(cfg: Memory, model, generation=None, **extra) -> dict:
-  """The metadata saved beside a state: enough to rebuild its shape and check compatibility."""
-  from attractor_jax import __version__
-
-  meta = {"format": FORMAT, "library_version": __version__, "attractor_config": config_to_dict(cfg),
-          "model": model.spec, "width": model.config.width,
-          "model_config": dataclasses.asdict(model.config), **extra}
-  if generation is not None:
-    meta.update(step=int(generation.state.step) if generation.state is not None else 0,
-                position=int(generation.carry.position),
-                sample_key_data=np.asarray(generation.sample_key).tolist())
-  return meta
+# 2: any memory kind, model config saved; 3: KV cache [B, K, S, X]; 4: "memory_config" (was
+# "attractor_config") and the caller's metadata under "user".
+FORMAT = "attractor-jax/4"
+READABLE_FORMATS = ("attractor-jax/2", "attractor-jax/3", FORMAT)
+READABLE_RUN_FORMATS = ("attractor-jax/3", FORMAT)  # runs of format 2 had a [B, S, K, X] cache
 
 
 @dataclasses.dataclass
 class Restored:
+  """A restored checkpoint: the pytree, the memory config it was made with, all metadata,
+  and the caller's own metadata as it was saved."""
+
   state: Any
+  memory: Memory | None  # None: a run without a memory
   meta: dict
+  user: dict
+
+
+def memory_from_dict(d: dict | None) -> Memory | None:
+  """The memory config that `Memory.to_dict` wrote (None: no memory). A kind defined outside
+  the library is known once its module is imported."""
+  import attractor_jax.presets  # noqa: F401 (defines, so registers, the library's memories)
+
+  if d is None:
+    return None
+  d = dict(d)
+  kind = d.pop("kind")
+  if kind not in KINDS:
+    raise ValueError(f"unknown memory kind {kind!r} (import the module that defines it)")
+  return KINDS[kind](**d)
+
+
+def _metadata(memory: Memory | None, model, user: dict, **extra) -> dict:
+  """What restore needs (format, memory, model) plus the caller's metadata under "user"."""
+  from attractor_jax import __version__
+
+  try:
+    json.dumps(user, allow_nan=False)
+  except (TypeError, ValueError) as e:
+    raise InputError(f"the checkpoint metadata must be JSON data ({e}): pass strings, numbers, "
+                     "lists and dicts") from None
+  return {"format": FORMAT, "library_version": __version__, "memory_config": None if memory is None else memory.to_dict(),
+          "model": model.spec, "width": model.config.width,
+          "model_config": dataclasses.asdict(model.config), **extra, "user": user}
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -86,17 +94,30 @@ def _save_replacing(path: pathlib.Path, tree, meta: dict, overwrite: bool = True
   shutil.rmtree(old, ignore_errors=True)
 
 
-def save_state(path: str | pathlib.Path, state, meta: dict, *, overwrite: bool = True):
-  """Saves a memory state (optionally batched over seeds: leading axes) with metadata."""
+def save_state(path: str | pathlib.Path, state, *, memory: Memory, model,
+               overwrite: bool = True, **user_meta):
+  """Saves a memory state with what restoring it needs.
+
+  Args:
+    path: the checkpoint directory (replaced atomically when it exists and `overwrite`).
+    state: a memory state, optionally batched over seeds (leading axes).
+    memory: the memory config that made it.
+    model: the Model it ran in (its spec and config are saved).
+    **user_meta: any JSON data; `restore_state(...).user` gives it back unchanged.
+  """
   if state is None:
     raise InputError("there is no memory state to save: the preset is 'off'")
+  if not isinstance(memory, Memory):
+    raise InputError(f"memory={memory!r:.60}: pass the memory config the state was made with")
   _check_no_typed_keys(state)
   batch = tuple(np.shape(state.step))
-  _save_replacing(path, state, {**meta, "batch_shape": list(batch)}, overwrite)
+  _save_replacing(path, state, _metadata(memory, model, user_meta, batch_shape=list(batch)),
+                  overwrite)
 
 
 def read_meta(path: str | pathlib.Path) -> dict:
-  """The metadata of a checkpoint; InputError when the directory is missing or damaged."""
+  """The metadata of a checkpoint, in this version's keys; InputError when the directory is
+  missing, damaged or of an unknown format."""
   path = pathlib.Path(path).absolute()
   meta_file = path / "meta" / "metadata"
   if not path.is_dir():
@@ -107,42 +128,77 @@ def read_meta(path: str | pathlib.Path) -> dict:
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted ({type(e).__name__}): "
                      "restore an earlier checkpoint") from None
   found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-  run_of_old_format = isinstance(meta, dict) and meta.get("kind") == "run" and found != FORMAT
-  if found not in READABLE_STATE_FORMATS or run_of_old_format:
+  readable = READABLE_RUN_FORMATS if isinstance(meta, dict) and meta.get("kind") == "run" \
+      else READABLE_FORMATS
+  if found not in readable:
     raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}: "
                      "save it again with this version")
-  missing = [k for k in ("attractor_config", "model", "width", "model_config") if k not in meta]
+  if found != FORMAT:
+    meta = _from_format_3(meta)
+  needed = ("model", "width", "model_config") + (() if meta.get("kind") == "run" else
+                                                 ("memory_config",))
+  missing = [k for k in needed if meta.get(k) is None]
   if missing:
     raise InputError(f"checkpoint {str(path)!r} metadata lacks {', '.join(missing)}: "
                      "it is corrupted; restore an earlier checkpoint")
   try:
-    config_from_dict(meta["attractor_config"])
+    memory_from_dict(meta["memory_config"])
     ModelConfig(**meta["model_config"])
   except (TypeError, KeyError, ValueError) as e:
     raise InputError(f"checkpoint {str(path)!r} has an unreadable memory or model config ({e})") from None
   return meta
 
 
-def restore_state(path: str | pathlib.Path, *, expect_config: Memory | None = None,
-                  expect_model: str | None = None) -> Restored:
-  """Restores a memory state saved by `save_state`, refusing a different config or model."""
+def _from_format_3(meta: dict) -> dict:
+  """Metadata of formats 2 and 3 in this version's keys: "attractor_config" (with
+  `enabled=False` for no memory) became "memory_config", and the caller's own keys "user"."""
+  known = ("format", "library_version", "attractor_config", "model", "width", "model_config",
+           "batch_shape", "kind", "cache_len", "num_tokens", "prompt_len", "step", "position",
+           "sample_key_data")
+  config = meta.get("attractor_config")
+  if isinstance(config, dict) and config.pop("enabled", True) is False:
+    config = None
+  return {**{k: v for k, v in meta.items() if k != "attractor_config"}, "memory_config": config,
+          "user": {k: v for k, v in meta.items() if k not in known}}
+
+
+def _check_made_with(meta: dict, memory: Memory | None, model_spec: str | None, where: str):
+  """Refuses a checkpoint made with another memory config or model than the caller's."""
+  saved = memory_from_dict(meta["memory_config"])
+  if memory != saved and (memory is not None or meta.get("kind") == "run"):
+    raise InputError(f"checkpoint {where!r} was made with a different memory config "
+                     f"({_diff(saved, memory)}): use the same preset or config")
+  if model_spec is not None and model_spec != meta["model"]:
+    raise InputError(f"checkpoint {where!r} was made with model {meta['model']!r}, "
+                     f"not {model_spec!r}: restore it into the same model")
+  return saved
+
+
+def restore_state(path: str | pathlib.Path, *, memory: Memory | None = None,
+                  model=None) -> Restored:
+  """Restores a memory state saved by `save_state` (or by formats 2 and 3 of earlier versions).
+
+  Args:
+    memory: when given, refuse a checkpoint made with another memory config.
+    model: a Model or model spec; when given, refuse a checkpoint of another model.
+  Returns:
+    Restored(state, memory, meta, user): `user` is the caller's metadata as saved.
+  """
   path = pathlib.Path(path).absolute()
   meta = read_meta(path)
-  cfg = config_from_dict(meta["attractor_config"])
-  if expect_config is not None and expect_config != cfg:
-    raise InputError(f"checkpoint {str(path)!r} was made with a different memory config "
-                     f"({_diff(cfg, expect_config)}): use the same preset or config")
-  if expect_model is not None and expect_model != meta["model"]:
-    raise InputError(f"checkpoint {str(path)!r} was made with model {meta['model']!r}, "
-                     f"not {expect_model!r}: restore it into the same model")
-  target = abstract_state(cfg, ModelConfig(**meta["model_config"]),
+  if meta.get("kind") == "run":
+    raise InputError(f"checkpoint {str(path)!r} holds a run, not a state: use "
+                     "checkpoint.restore_run")
+  spec = getattr(model, "spec", model)
+  saved = _check_made_with(meta, memory, spec, str(path))
+  target = abstract_state(saved, ModelConfig(**meta["model_config"]),
                           tuple(meta.get("batch_shape", [])))
   state = _restore(path, target)
   for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(state):
     if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
       name = jax.tree_util.keystr(leaf_path).lstrip(".")
       raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
-  return Restored(state=state, meta=meta)
+  return Restored(state=state, memory=saved, meta=meta, user=meta["user"])
 
 
 def _restore(path: pathlib.Path, target):
@@ -155,8 +211,10 @@ def _restore(path: pathlib.Path, target):
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
 
 
-def _diff(a: Memory, b: Memory) -> str:
-  da, db = config_to_dict(a), config_to_dict(b)
+def _diff(a: Memory | None, b: Memory | None) -> str:
+  if a is None or b is None:
+    return f"saved {a!r:.60} vs given {b!r:.60}"
+  da, db = a.to_dict(), b.to_dict()
   keys = [k for k in {**da, **db} if da.get(k) != db.get(k)]
   return ", ".join(f"{k}: saved {da.get(k)!r} vs given {db.get(k)!r}" for k in keys[:3])
 
@@ -167,49 +225,60 @@ def _check_no_typed_keys(tree):
       raise InputError("a typed PRNG key cannot be checkpointed: store jax.random.key_data(key)")
 
 
-def run_tree(generation, cfg: Memory, model) -> tuple[dict, dict]:
+def _resumable(rows: SamplingState) -> dict:
+  """The part of a one-row SamplingState that a run resumes from (row axis dropped)."""
+  first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+  return {"token": rows.token[0], "position": rows.position[0], "t": rows.t[0],
+          "done": rows.done[0], "cache": first(rows.cache), "state": first(rows.memory)}
+
+
+def run_tree(generation, model) -> tuple[dict, dict]:
   """The (pytree, metadata) of a run: KV cache, memory state, last token, position, keys.
 
   The cache is saved, not rebuilt: it depends on the feedback each pass received.
   """
-  carry = generation.carry
-  tree = {"carry": carry, "sample_key": jnp.asarray(generation.sample_key),
+  tree = {"carry": _resumable(generation.run), "sample_key": jnp.asarray(generation.sample_key),
           "tokens": jnp.asarray(generation.prompt_tokens + generation.tokens, jnp.int32)}
   _check_no_typed_keys(tree)
-  meta = metadata(cfg, model, generation, kind="run", cache_len=int(carry.cache.max_len),
-                  num_tokens=int(tree["tokens"].shape[0]), prompt_len=len(generation.prompt_tokens))
+  meta = _metadata(generation.memory, model, {}, kind="run",
+                   cache_len=int(generation.run.cache.max_len),
+                   num_tokens=int(tree["tokens"].shape[0]),
+                   prompt_len=len(generation.prompt_tokens),
+                   position=int(generation.run.position[0]),
+                   sample_key_data=np.asarray(generation.sample_key).tolist())
   return tree, meta
 
 
-def run_target(meta: dict, cfg: Memory, model, where: str) -> dict:
-  """The abstract pytree a saved run restores into, after checking config and model."""
-  from attractor_jax.sampling import prefill
-
+def run_target(meta: dict, memory: Memory | None, model, where: str) -> dict:
+  """The abstract pytree a saved run restores into, after checking memory and model."""
   if meta.get("kind") != "run":
     raise InputError(f"checkpoint {where!r} holds a state, not a run: use restore_state")
-  saved = config_from_dict(meta["attractor_config"])
-  if saved != cfg:
-    raise InputError(f"checkpoint {where!r} was made with a different memory config "
-                     f"({_diff(saved, cfg)}): use the same preset or config")
-  if meta["model"] != model.spec:
-    raise InputError(f"checkpoint {where!r} was made with model {meta['model']!r}, "
-                     f"not {model.spec!r}: restore it into the same model")
+  _check_made_with(meta, memory, model.spec, where)
   key = jax.random.key(0)
-  carry_shape, _ = jax.eval_shape(
-      lambda p: prefill(p, jnp.zeros((1,), jnp.int32), key, key, 0.0, 1.0, None,
-                        decoder=model.decoder, cfg=cfg, cache_len=meta["cache_len"], eos_id=-1),
-      model.params)
-  return {"carry": carry_shape, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
+  prefill = functools.partial(model.engine(memory).prefill, cache_len=meta["cache_len"], buffer=1)
+  carry = jax.eval_shape(lambda p: _resumable(jax.tree.map(lambda a: a[None], prefill(
+      p, jnp.zeros((1,), jnp.int32), key, key, 0.0, 1.0, -1))), model.params)
+  return {"carry": carry, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
           "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
 
 
-def save_run(path: str | pathlib.Path, generation, cfg: Memory, model):
-  """Saves a run to `path` so that `resume` continues it exactly."""
-  _save_replacing(path, *run_tree(generation, cfg, model))
+def rows_of(run: dict) -> dict:
+  """A restored run with its carry as one-row SamplingState fields (`generation.resume`)."""
+  c = jax.tree.map(lambda a: jnp.asarray(a)[None], run["carry"])
+  rows = SamplingState(tokens=None, count=None, trace=None, token=c["token"],
+                       position=c["position"], t=c["t"], done=c["done"], cache=c["cache"],
+                       memory=c["state"])
+  return {"rows": rows, "sample_key": run["sample_key"], "tokens": run["tokens"]}
 
 
-def restore_run(path: str | pathlib.Path, cfg: Memory, model) -> Restored:
-  """Restores a run saved by `save_run` into `model` with config `cfg` (both checked)."""
+def save_run(path: str | pathlib.Path, generation, model):
+  """Saves a run to `path` so that `generation.resume` continues it exactly."""
+  _save_replacing(path, *run_tree(generation, model))
+
+
+def restore_run(path: str | pathlib.Path, memory: Memory | None, model) -> Restored:
+  """Restores a run saved by `save_run` into `model` with `memory` (both checked)."""
   path = pathlib.Path(path).absolute()
   meta = read_meta(path)
-  return Restored(state=_restore(path, run_target(meta, cfg, model, str(path))), meta=meta)
+  run = _restore(path, run_target(meta, memory, model, str(path)))
+  return Restored(state=rows_of(run), memory=memory, meta=meta, user=meta["user"])

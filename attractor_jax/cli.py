@@ -1,4 +1,4 @@
-"""The `attractor-jax` command: generate, ppl, sweep. `--json` prints one JSON object on stdout.
+"""The `attractor-jax` command: generate, ppl, sweep, bench. `--json` prints one JSON object.
 
 Bad input exits with status 2 and one line on stderr naming the value; never a traceback.
 """
@@ -22,8 +22,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model(p):
   p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, a .gguf, an HF dir or hub id")
-  p.add_argument("--preset", default="off", help="attractor: off, seed, gated, multiscale; related work: cache, "
-                 "hopfield, steering, fastweights, dynamic-eval")
+  p.add_argument("--preset", default="off", help="off (no memory); the attractor layer: seed, "
+                 "gated, multiscale, tuned; related work: cache, hopfield, steering, fastweights, "
+                 "dynamic-eval")
   p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -70,13 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                   help="seeds per vmapped call (task generate; default: all in one call)")
   sw.add_argument("--resume-dir", help="keep finished seed batches here; a rerun reuses them")
   bench = sub.add_parser("bench", help="performance ratios vs transformers and the bandwidth limit")
+  bench.add_argument("--model", default="smollm2-135m",
+                     help="a model spec; transformers is compared when it loads the same GGUF")
   bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
   bench.add_argument("--out", default="results/bench.json")
   bench.add_argument("--json", action="store_true")
-  report = sub.add_parser("report", help="build RESULTS.md from results/*.json")
-  report.add_argument("--results", default="results")
-  report.add_argument("--out", default="RESULTS.md")
-  report.add_argument("--json", action="store_true")
   return parser
 
 
@@ -99,49 +98,50 @@ def read_text_file(path: str) -> str:
 
 def _generate(args) -> dict:
   import attractor_jax as aj
-  from attractor_jax import checkpoint
+  from attractor_jax.sampling import check_sampling
+  from attractor_jax.seeds import seed_keys
 
-  from attractor_jax.generation import check_sampling, seed_keys
-
-  cfg = aj.get_preset(args.preset)
+  memory = aj.get_preset(args.preset)
   check_sampling(args.max_new_tokens, args.temperature, args.top_p)
   seed_keys(args.seed)
+  if memory is None and (args.load_state or args.save_state):
+    raise InputError("--load-state and --save-state need a memory: pass a --preset other than off")
   state = None
   if args.load_state:
-    state = checkpoint.restore_state(args.load_state, expect_config=cfg,
-                                     expect_model=args.model).state
+    state = aj.restore_state(args.load_state, memory=memory, model=args.model).state
   model = aj.load(args.model)
-  g = aj.generate(model, args.prompt, args.max_new_tokens, attractor=cfg, seed=args.seed,
+  g = aj.generate(model, args.prompt, args.max_new_tokens, memory=memory, seed=args.seed,
                   temperature=args.temperature, top_p=args.top_p, state=state, chat=args.chat)
   if args.save_state:
-    checkpoint.save_state(args.save_state, g.state, checkpoint.metadata(cfg, model, g))
-  return {"text": g.text, "tokens": g.tokens, "tokens_per_s": g.timing["tokens_per_s"],
-          "timing": g.timing, "attractor": g.summary(cfg), "preset": args.preset,
-          "model": args.model}
+    aj.save_state(args.save_state, g.state, memory=memory, model=model, preset=args.preset,
+                  position=int(g.run.position[0]),
+                  sample_key_data=g.sample_key.tolist())
+  return {**g.to_json(), "preset": args.preset, "model": args.model}
 
 
 def _ppl(args) -> dict:
   import attractor_jax as aj
 
-  from attractor_jax.seed_sweep import seed_list
+  from attractor_jax.seeds import seed_list
 
-  cfg = aj.get_preset(args.preset)
+  memory = aj.get_preset(args.preset)
   seed_list(args.seeds)
   text = read_text_file(args.text_file)
   model = aj.load(args.model)
-  out = aj.perplexity(model, text, args.window, args.max_tokens, attractor=cfg, seeds=args.seeds)
-  return {"preset": args.preset, "model": args.model, **out}
+  out = aj.perplexity(model, text, args.window, args.max_tokens, memory=memory, seeds=args.seeds)
+  return {"preset": args.preset, "model": args.model, **out.to_json()}
 
 
 def _sweep(args) -> dict:
   from tqdm import tqdm
 
   import attractor_jax as aj
-  from attractor_jax.generation import check_sampling
   from attractor_jax.results import git_commit, machine_info, write_json_atomic
-  from attractor_jax.seed_sweep import check_batch_size, seed_list, sweep
+  from attractor_jax.sampling import check_sampling
+  from attractor_jax.seed_sweep import check_batch_size
+  from attractor_jax.seeds import seed_list
 
-  cfg = aj.get_preset(args.preset)
+  memory = aj.get_preset(args.preset)
   n_seeds = len(seed_list(args.seeds))
   per_call = check_batch_size(args.batch_size, n_seeds)
   if args.task == "generate":
@@ -151,12 +151,12 @@ def _sweep(args) -> dict:
   # Shown from the first finished batch on (delay), so bad input still prints one line only.
   with tqdm(total=2 * n_seeds, desc=f"{args.task}: off, then {args.preset}, {per_call} seeds "
             "per call", unit="seed", file=sys.stderr, delay=0.1) as bar:
-    result = sweep(model, args.task, attractor=cfg, seeds=args.seeds, prompt=args.prompt,
+    result = aj.sweep(model, args.task, memory=memory, seeds=args.seeds, prompt=args.prompt,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens,
                    batch_size=args.batch_size, resume_dir=args.resume_dir, progress=bar.update)
-  result = {"preset": args.preset, "model": args.model, **result, "machine": machine_info(),
-            "git_commit": git_commit()}
+  result = {"preset": args.preset, "model": args.model, **result.to_json(),
+            "machine": machine_info(), "git_commit": git_commit()}
   if args.out:
     write_json_atomic(args.out, result)
   return result
@@ -166,23 +166,14 @@ def _bench(args) -> dict:
   from attractor_jax import bench
   from attractor_jax.results import write_json_atomic
 
-  result = bench.run(quick=args.quick, progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
+  result = bench.run(args.model, quick=args.quick,
+                     progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
   write_json_atomic(args.out, result)
   pathlib.Path(args.out).with_suffix(".md").write_text(bench.markdown(result) + "\n")
   return result
 
 
-def _report(args) -> dict:
-  from attractor_jax import report
-
-  if not pathlib.Path(args.results).is_dir():
-    raise InputError(f"--results {args.results!r} is not a directory of result JSON files")
-  report.write(args.results, args.out)
-  return {"written": args.out}
-
-
-_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench,
-             "report": _report}
+_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench}
 
 
 def main(argv=None) -> int:

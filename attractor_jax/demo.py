@@ -26,7 +26,7 @@ def run(max_new_tokens: int = 200) -> dict:
     results = {}
     for name in PRESETS:
       bar.set_description(f"generating ({name})")
-      results[name] = aj.generate(model, PROMPT, max_new_tokens, attractor=aj.presets[name])
+      results[name] = aj.generate(model, PROMPT, max_new_tokens, memory=aj.presets[name])
       bar.update()
   return results
 
@@ -43,11 +43,11 @@ def table(results: dict) -> str:
   lines = ["| preset | tokens/s | time vs off | seq-rep-4 | mean strength | active | dead |",
            "|---|---|---|---|---|---|---|"]
   for name, g in results.items():
-    s = g.summary(aj.presets[name])
+    s = g.summary()
     tps = g.timing["tokens_per_s"]
-    strength = f"{s['mean_strength']:.3f}" if s["enabled"] else "-"
-    active = f"{s['active']}/{s['attractors']}" if s["enabled"] else "-"
-    dead = str(s["dead"]) if s["enabled"] else "-"
+    strength = f"{s['mean_strength']:.3f}" if s else "-"
+    active = f"{s['active']}/{s['attractors']}" if s else "-"
+    dead = str(s["dead"]) if s else "-"
     lines.append(f"| {name} | {tps:.1f} | {base / tps:.3f}x | {seq_rep_n(g.tokens, 4):.3f} | "
                  f"{strength} | {active} | {dead} |")
   return "\n".join(lines)

@@ -73,7 +73,7 @@ def attend(q_BxTxHxX, k_BxKxTxX, v_BxKxTxX, q_pos_BxT, cfg: ModelConfig, past=No
   pass and which of its slots hold earlier positions. The cache is read as it came in, never
   after this pass's write: read after the write, XLA copied every layer's cache each step.
   Logits are laid out slots-first ([B, K, S, G, T]): with the keys as the left operand XLA's
-  CPU dots run 2-3x faster in decode (T = 1) than with the queries first.
+  CPU dots run faster in decode (T = 1) than with the queries first.
   """
   B, T, H, X = q_BxTxHxX.shape
   K = cfg.num_kv_heads

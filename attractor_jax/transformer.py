@@ -4,8 +4,8 @@
 
 Layers are a list of per-layer param dicts, unrolled: every layer calls one jitted `_block`,
 which a program traces once per shape and kind of layer (XLA inlines the calls). (A
-`lax.scan` over stacked weights compiles faster but runs several times slower at batch 1 on
-CPU: XLA copies each layer's weight slice before the matrix-vector products.) `cache=None`
+`lax.scan` over stacked weights compiles faster but runs slower at batch 1 on CPU: XLA
+copies each layer's weight slice before the matrix-vector products.) `cache=None`
 runs plain causal attention over the pass's own tokens.
 """
 
@@ -36,7 +36,7 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k[0].shape[2]
+    return self.k[0].shape[-2]  # slots (leading row axes allowed)
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
@@ -112,7 +112,7 @@ class Decoder(nn.Module):
 
   `output_kernel`: the logits read params["lm_head"] even when the embeddings are tied: `load`
   stores a row-major [D, V] copy of the tied table there, which XLA's CPU matrix-vector
-  product reads faster than the [V, D] table (results/decode_kernels.json).
+  product reads faster than the [V, D] table.
   """
 
   config: ModelConfig
@@ -172,7 +172,7 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
   only) is added after the attention sublayer. A jitted function, so a program traces it
   once per shape and kind (host layer or not, with a cache or not) and calls it in every
   layer (XLA inlines the calls: the same code as unrolled), instead of tracing all layers
-  one by one (seconds per program).
+  one by one.
   """
   lp = jax.tree.map(lambda a: a.astype(dtype), lp)
   q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
@@ -198,8 +198,8 @@ def ordered_after(read, x):
   """`x`, made to depend on `read` through a select that never fires.
 
   XLA's CPU compiler writes a loop-carried cache in place only when the written values depend
-  on every read of the old cache; otherwise it copies each layer's cache in every decode step
-  (results/decode_kernels.json). An optimization barrier does not survive to that pass.
+  on every read of the old cache; otherwise it copies each layer's cache in every decode step.
+  An optimization barrier does not survive to that pass.
   """
   return jnp.where(jnp.sum(read) > jnp.inf, jnp.zeros_like(x), x)
 

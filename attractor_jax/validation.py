@@ -1,5 +1,6 @@
 """Validators for config fields: each raises InputError naming the field, the value and the fix."""
 
+import functools
 import math
 import numbers
 
@@ -14,8 +15,8 @@ def check_range(name, value, lo, hi):
 
 def check_int(name, value, lo, hi=None):
   if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < lo \
-      or (hi and value > hi):
-    bound = f"[{lo}, {hi}]" if hi else f">= {lo}"
+      or (hi is not None and value > hi):
+    bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
     raise InputError(f"{name}={value!r} is out of range: it must be an integer {bound}")
 
 
@@ -27,3 +28,16 @@ def check_bool(name, value):
 def check_choice(name, value, allowed):
   if value not in allowed:
     raise InputError(f"{name}={value!r} is unknown: use one of {', '.join(allowed)}")
+
+
+def renamed_memory_keyword(fn):
+  """Refuses the old `attractor=` keyword of `fn` by name: it takes `memory=` (any memory)."""
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    if "attractor" in kwargs:
+      raise TypeError(f"{fn.__name__}() takes memory=, not attractor= (renamed: it takes any "
+                      "memory): pass memory=...")
+    return fn(*args, **kwargs)
+
+  return wrapper

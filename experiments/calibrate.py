@@ -10,7 +10,7 @@
   figure (a check of the implementation).
 - hopfield, steering, fastweights (alpha) and dynamic-eval (lr): token-by-token perplexity
   on the first 512 tokens (two 256-token windows); these memories are deterministic, so one
-  seed. The lowest perplexity wins. The attractor presets keep METHOD.md's numbers (they are
+  seed. The lowest perplexity wins. The attractor presets keep docs/method.md's numbers (they are
   the seed's configurations under test), and are scored on the same grid of alpha for
   comparison (4 seeds).
 """
@@ -32,7 +32,6 @@ from attractor_jax.data import load_text
 from attractor_jax.memories.base import unit
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 from attractor_jax.scoring import stepwise_nll, text_windows, window_nll
-from attractor_jax.transformer import Decoder
 
 NOVEL = "emma"
 THETAS = (5.0, 10.0, 20.0, 40.0, 80.0)
@@ -46,11 +45,10 @@ def baseline_pass(model, windows_NxW):
   """Per window: final hidden states [N, W, D] and log p(next token) [N, W-1], baseline."""
   hidden, logp = [], []
   for w in windows_NxW:
-    logits, _, taps = model.decoder.apply({"params": model.params}, jnp.asarray(w[None]),
-                                          jnp.arange(len(w))[None], method=Decoder.tapped)
-    lp = jax.nn.log_softmax(logits[0, :-1], axis=-1)
+    read = model.taps(w)
+    lp = jax.nn.log_softmax(read.logits[0, :-1], axis=-1)
     logp.append(np.asarray(jnp.take_along_axis(lp, jnp.asarray(w[1:, None]), 1)[:, 0]))
-    hidden.append(np.asarray(taps.hidden_BxTxD[0]))
+    hidden.append(np.asarray(read.hidden[0]))
   return np.stack(hidden), np.stack(logp)
 
 
@@ -81,9 +79,9 @@ def offline_cache_nll(sims, logp_NxWm1, windows_NxW, theta, lam, window):
   return float(-np.log((1 - lam_eff) * p_model + lam_eff * p_cache).sum())
 
 
-def stepwise_ppl(model, windows, cfg, seeds: int) -> np.ndarray:
+def stepwise_ppl(model, windows, memory, seeds: int) -> np.ndarray:
   """Per-seed perplexity with the memory on, token by token."""
-  nll, _ = stepwise_nll(model, windows, cfg, seeds)
+  nll, _ = stepwise_nll(model, windows, memory, seeds)
   return np.exp(nll.sum(1) / (windows.size - len(windows)))
 
 
@@ -108,12 +106,12 @@ def main(argv=None):
                                      / predictions))} for th, lam, win in grid]
   best_cache = min(cache_rows, key=lambda r: r["ppl"])
   check_windows = windows[:2]
-  check_cfg = aj.CacheConfig(theta=best_cache["theta"], lam=best_cache["lam"],
+  check_memory = aj.CacheConfig(theta=best_cache["theta"], lam=best_cache["lam"],
                              window=best_cache["window"])
   check_offline = float(np.exp(
-      offline_cache_nll(cosines(hidden[:2]), logp[:2], check_windows, check_cfg.theta, check_cfg.lam,
-                        check_cfg.window) / (check_windows.size - 2)))
-  check_stepwise = float(stepwise_ppl(model, check_windows, check_cfg, 1)[0])
+      offline_cache_nll(cosines(hidden[:2]), logp[:2], check_windows, check_memory.theta, check_memory.lam,
+                        check_memory.window) / (check_windows.size - 2)))
+  check_stepwise = float(stepwise_ppl(model, check_windows, check_memory, 1)[0])
 
   step_windows = text_windows(model, text, step_window, step_tokens)
   settings = [(name, "alpha", a, dataclasses.replace(aj.presets[name], alpha=a), 1)
@@ -127,8 +125,8 @@ def main(argv=None):
   step_base = float(np.exp(window_nll(model, step_windows).sum()
                            / (step_windows.size - len(step_windows))))
   rows = []
-  for name, knob, value, cfg, seeds in tqdm(settings, desc="calibration", file=sys.stderr):
-    ppl_S = stepwise_ppl(model, step_windows, cfg, seeds)
+  for name, knob, value, memory, seeds in tqdm(settings, desc="calibration", file=sys.stderr):
+    ppl_S = stepwise_ppl(model, step_windows, memory, seeds)
     rows.append({"preset": name, "knob": knob, "value": value, "seeds": seeds,
                  "ppl": float(ppl_S.mean()), "delta_pct": float(100 * (ppl_S.mean() / step_base - 1))})
   best = {name: min((r for r in rows if r["preset"] == name), key=lambda r: r["ppl"])

@@ -14,8 +14,8 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
     "gate_up" kernels `load` builds (o and down in both);
   - a decode loop that reads and writes 30 layers' caches of 1,024 slots: the write
     independent of the read (XLA copies every cache every step) vs `transformer.ordered_after`;
-  - 64 decode steps of 8 seeds, 512 cache slots: `jax.vmap(sampling.decode)` vs
-    `sampling.decode_seeds` (ms per step).
+  - 64 decode steps of 8 seeds, 512 cache slots: a `jax.vmap` of one-row decode loops vs
+    `Engine.decode` over all rows (ms per step).
 The KV cache layout change (see `transformer.KVCache`) shows in the decoder as a whole: the
 context-length curve of `experiments.growth`.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import attractor_jax as aj
 from attractor_jax import sampling
 from attractor_jax.bench import PROMPT
-from attractor_jax.generation import prompt_ids
+from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 from attractor_jax.transformer import ordered_after
 
@@ -115,17 +115,18 @@ def _cache_loop(cfg, slots: int = 1024, steps: int = 32) -> dict:
 
 
 def _seed_loop(model, seeds: int = 8, slots: int = 512, steps: int = 64) -> dict:
-  off = aj.presets["off"]
-  static = dict(decoder=model.decoder, cfg=off)
+  engine = model.engine(None)
   ids = jnp.asarray(prompt_ids(model, PROMPT))
   keys = jax.random.split(jax.random.key(0), seeds)
-  prefill = functools.partial(sampling.prefill, model.params, ids, temperature=0.0, top_p=1.0,
-                              state=None, cache_len=slots, eos_id=-1, **static)
-  carry, _ = jax.jit(jax.vmap(prefill))(keys, keys)
-  loop = dict(length=steps, eos_id=-1, **static)  # eos -1: no seed stops early
-  vmapped = jax.vmap(functools.partial(sampling.decode, **loop), in_axes=(None, 0, 0, None, None))
-  together = functools.partial(sampling.decode_seeds, **loop)
-  args = (model.params, carry, keys, 0.0, 1.0)
+  prefill = functools.partial(engine.prefill, model.params, ids, temperature=0.0, top_p=1.0,
+                              eos_id=-1, cache_len=slots, buffer=steps + 1)
+  rows = jax.jit(jax.vmap(prefill))(keys, keys)
+  loop = dict(num_tokens=steps + 1, temperature=0.0, top_p=1.0, eos_id=-1)  # no row stops early
+  one_row = lambda params, row, key: engine.decode(
+      params, jax.tree.map(lambda a: a[None], row), key[None], **loop)
+  vmapped = jax.vmap(one_row, in_axes=(None, 0, 0))
+  together = lambda params, rows, keys: engine.decode(params, rows, keys, **loop)
+  args = (model.params, rows, keys)
   return {"before_ms": _ms(jax.jit(vmapped), *args, repeats=3) / steps,
           "after_ms": _ms(jax.jit(together), *args, repeats=3) / steps}
 

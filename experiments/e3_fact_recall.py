@@ -27,13 +27,13 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.evals.choice import choice_logprobs
 from attractor_jax.evals.tasks import fact_recall_items
-from attractor_jax.generation import left_padded
+from attractor_jax.prompts import left_padded
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
 
-def accuracy(model, contexts, items, cfg) -> np.ndarray:
+def accuracy(model, contexts, items, memory) -> np.ndarray:
   """Correct or not, per context (one item per context, in order)."""
-  lp = choice_logprobs(model, contexts, [it.choices for it in items], attractor=cfg, seeds=1)[0]
+  lp = choice_logprobs(model, contexts, [it.choices for it in items], memory=memory, seeds=1)[0]
   return lp.argmax(-1) == np.array([it.answer for it in items])
 
 
@@ -56,13 +56,13 @@ def main(argv=None):
   bar = tqdm(total=1 + len(presets), desc="E3 fact recall (all items x seeds per call)",
              file=sys.stderr)
   for preset in ("off", *presets):
-    cfg = aj.presets[preset]
-    runs = aj.generate_prompts(model, prompts, tokens, attractor=cfg, seeds=seeds,
+    memory = aj.presets[preset]
+    runs = aj.generate_prompts(model, prompts, tokens, memory=memory, seeds=seeds,
                                temperature=0.8, top_p=0.95)
     contexts = [it.question_prompt(model.tokenizer.decode(toks))
-                for it, run in zip(items, runs) for toks in run["tokens"]]
+                for it, run in zip(items, runs) for toks in run.tokens]
     asked = [it for it in items for _ in range(seeds)]
-    correct = accuracy(model, contexts, asked, cfg).reshape(n, seeds)
+    correct = accuracy(model, contexts, asked, memory).reshape(n, seeds)
     per_item[preset] = correct.mean(1)
     texts[preset] = contexts[0]
     bar.update()

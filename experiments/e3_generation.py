@@ -15,7 +15,6 @@ import pathlib
 import sys
 import time
 
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -24,9 +23,8 @@ from attractor_jax import stats
 from attractor_jax.data import load_text
 from attractor_jax.evals.metrics import (distinct_n, rep_l, repetition_by_position, seq_rep_n,
                                          window_drift)
-from attractor_jax.generation import prompt_ids
+from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
-from attractor_jax.transformer import Decoder
 from experiments import trajectories
 from experiments.common import plot_lines
 
@@ -51,10 +49,7 @@ def opening_ids(model, novel: str) -> list[int]:
 
 def prompt_vector(model, ids) -> np.ndarray:
   """Mean final hidden state over the prompt (the drift reference)."""
-  tokens = jnp.asarray(ids)[None]
-  _, _, taps = model.decoder.apply({"params": model.params}, tokens,
-                                   jnp.arange(len(ids))[None], method=Decoder.tapped)
-  return np.asarray(taps.hidden_BxTxD[0]).mean(axis=0)
+  return np.asarray(model.taps(ids).hidden[0]).mean(axis=0)
 
 
 def item_metrics(tokens, hidden_TxD, prompt_D) -> dict:
@@ -92,12 +87,12 @@ def main(argv=None):
   bar = tqdm(total=1 + len(presets), desc="E3 generations (all novels x seeds per call)",
              file=sys.stderr)
   for preset in ("off", *presets):
-    runs = aj.generate_prompts(model, prompts, tokens, attractor=aj.presets[preset], seeds=seeds,
+    runs = aj.generate_prompts(model, prompts, tokens, memory=aj.presets[preset], seeds=seeds,
                                **SAMPLING)
     first_prompt[preset] = runs[0]
     for cluster, (run, prompt_D) in enumerate(zip(runs, prompt_vectors)):
-      for s, toks in enumerate(run["tokens"]):
-        hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
+      for s, toks in enumerate(run.tokens):
+        hidden = np.asarray(run.trace.hidden[s][: len(toks)])
         rows[preset].append({"cluster": cluster, "seed": s, **item_metrics(toks, hidden, prompt_D)})
         curves.setdefault(preset, []).append(repetition_by_position(toks, 4, 50))
         drifts.setdefault(preset, []).append(window_drift(hidden, prompt_D, 50).tolist())

@@ -3,7 +3,7 @@
     python -m experiments.e4_comprehension [--quick]  ->  results/e4_comprehension.json
 
 Items: generated short stories (attractor_jax.evals.tasks.comprehension_items, test split,
-seed 0). Contexts are read in 16-token passes (METHOD.md segment mode); each choice is one
+seed 0). Contexts are read in 16-token passes (docs/method.md segment mode); each choice is one
 more pass. An item's score under a preset is its accuracy averaged over seeds; the bootstrap
 resamples stories (clusters).
 """
@@ -43,7 +43,7 @@ def main(argv=None):
   contexts, choices = [it.prompt for it in items], [it.choices for it in items]
   scores = {}
   for preset in tqdm(["off", *presets], desc="E4 presets", file=sys.stderr):
-    lp_SxIxC = choice_logprobs(model, contexts, choices, attractor=aj.presets[preset],
+    lp_SxIxC = choice_logprobs(model, contexts, choices, memory=aj.presets[preset],
                                seeds=1 if preset == "off" else seeds, segment=SEGMENT)
     correct_SxI = lp_SxIxC.argmax(-1) == answer_I[None]
     gold_SxI = np.take_along_axis(lp_SxIxC, answer_I[None, :, None], 2)[..., 0]

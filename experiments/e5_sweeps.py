@@ -53,8 +53,8 @@ def main(argv=None):
   base_ppl = float(np.exp(base_nll.sum() / predictions))
   ref = baseline_logp(model, windows)
   rows = []
-  for axis, value, cfg in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
-    nll, kl = stepwise_nll(model, windows, cfg, seeds, ref)
+  for axis, value, memory in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
+    nll, kl = stepwise_nll(model, windows, memory, seeds, ref)
     ppl_S = np.exp(nll.sum(1) / predictions)
     kl_S = kl.sum(1) / predictions
     rows.append({"axis": axis, "value": value, "kl_per_token": stats.summarize(kl_S),

@@ -24,9 +24,8 @@ import attractor_jax as aj
 from attractor_jax import layers, stats
 from attractor_jax.evals.metrics import snap_back_share
 from attractor_jax.evals.tasks import topic_switch_prompts
-from attractor_jax.generation import prompt_ids
+from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
-from attractor_jax.transformer import Decoder
 
 PRESETS = ("seed", "gated", "multiscale")
 PART_TOKENS = 48
@@ -34,10 +33,7 @@ PART_TOKENS = 48
 
 def topic_vectors(model, ids_a, ids_b):
   """Mean final hidden state over passage A's and passage B's tokens (one baseline pass)."""
-  ids = jnp.asarray(ids_a + ids_b)[None]
-  _, _, taps = model.decoder.apply({"params": model.params}, ids, jnp.arange(ids.shape[1])[None],
-                                   method=Decoder.tapped)
-  h = np.asarray(taps.hidden_BxTxD[0])
+  h = np.asarray(model.taps(ids_a + ids_b).hidden[0])
   return h[: len(ids_a)].mean(0), h[len(ids_a):].mean(0)
 
 
@@ -61,7 +57,7 @@ def main(argv=None):
   t0 = time.time()
   model = aj.load()
   rows = {p: [] for p in ("off", *presets)}
-  dead = {p: [] for p in presets if aj.presets[p].kind == "attractor"}
+  dead = {p: [] for p in presets if isinstance(aj.presets[p], aj.AttractorConfig)}
   readouts = {}
   prompts = topic_switch_prompts(n_prompts, seed=0)
   parts = [(prompt_ids(model, tp.text_a)[:PART_TOKENS].tolist(),
@@ -70,17 +66,18 @@ def main(argv=None):
   bar = tqdm(total=1 + len(presets), desc="E6 generations (all prompts x seeds per call)",
              file=sys.stderr)
   for preset in ("off", *presets):
-    cfg = aj.presets[preset]
-    runs = aj.generate_prompts(model, [a + b for a, b in parts], tokens, attractor=cfg,
+    memory = aj.presets[preset]
+    runs = aj.generate_prompts(model, [a + b for a, b in parts], tokens, memory=memory,
                                seeds=seeds, temperature=0.8, top_p=0.95)
     for cluster, (tp, run, (vec_a, vec_b)) in enumerate(zip(prompts, runs, vectors)):
-      for s, toks in enumerate(run["tokens"]):
-        hidden = np.asarray(run["trace"].hidden[s][: len(toks)])
+      for s, toks in enumerate(run.tokens):
+        hidden = np.asarray(run.trace.hidden[s][: len(toks)])
         share = snap_back_share(hidden, vec_a, vec_b, 50) if len(toks) >= 50 else float("nan")
         rows[preset].append({"cluster": cluster, "seed": s, "snap_back": share})
-      if cfg.enabled and cfg.kind == "attractor":
-        st = run["states"]
-        is_dead = (np.asarray(st.strength) < cfg.s_dead) & (np.asarray(st.idle) > cfg.dead_after)
+      if isinstance(memory, aj.AttractorConfig):
+        st = run.states
+        is_dead = ((np.asarray(st.strength) < memory.s_dead)
+                   & (np.asarray(st.idle) > memory.dead_after))
         dead[preset].append(float(is_dead.mean()))
         readouts[f"{preset}/{tp.topic_a}->{tp.topic_b}"] = readout(
             model, jax.tree.map(lambda a: a[0], st))

@@ -10,7 +10,7 @@
 # The five memories are deterministic (no random init), so perplexity and comprehension use
 # one seed; generations sample, so they keep 8 seeds. Preset tuned (the attractor layer at its
 # calibrated alpha) runs beside them with 8 seeds (perplexity, generations, topics). Then
-# `attractor-jax report`.
+# `python -m experiments.report`.
 # Environment overrides: MEMORIES, PYTHON, RESULTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +29,4 @@ trap 'rm -f "$text"' EXIT
     --out "$out/e7_generation.json"
 "$py" -m experiments.e4_comprehension --presets "$list" --seeds 1 --out "$out/e7_comprehension.json"
 "$py" -m experiments.e6_topics --presets "tuned,$list" --out "$out/e7_topics.json"
-"$py" -m attractor_jax.cli report --results "$out" --out "${REPORT:-RESULTS.md}"
+"$py" -m experiments.report --results "$out" --out "${REPORT:-RESULTS.md}"

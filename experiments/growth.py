@@ -27,14 +27,13 @@ from attractor_jax import attractor
 from attractor_jax.config import ModelConfig
 from attractor_jax.data import pride_and_prejudice_from_truth
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
-from attractor_jax.seed_sweep import generate_seeds
 from experiments.common import plot_lines
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 
 
-def decode_ms(model, cfg, prompt, tokens: int) -> float:
-  g = aj.generate(model, prompt, tokens, attractor=cfg)
+def decode_ms(model, memory, prompt, tokens: int) -> float:
+  g = aj.generate(model, prompt, tokens, memory=memory)
   return 1e3 * g.timing["decode_s"] / max(len(g.tokens) - 1, 1)
 
 
@@ -98,9 +97,9 @@ def main(argv=None):
 
   s_rows = []
   for s in seed_counts:
-    generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=s)  # compile
+    aj.generate_seeds(model, PROMPT, tokens, memory=aj.presets["seed"], seeds=s)  # compile
     t = time.perf_counter()
-    generate_seeds(model, PROMPT, tokens, attractor=aj.presets["seed"], seeds=s)
+    aj.generate_seeds(model, PROMPT, tokens, memory=aj.presets["seed"], seeds=s)
     s_rows.append({"seeds": s, "wall_s": time.perf_counter() - t})
   for r in s_rows:
     r["vs_one_seed"] = r["wall_s"] / s_rows[0]["wall_s"]

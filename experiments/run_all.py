@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from attractor_jax import report
+from experiments import report
 from attractor_jax.results import git_commit, machine_info, write_json_atomic
 
 EXPERIMENTS = ("e3_fact_recall", "suite_recall", "e4_comprehension", "e3_generation",

@@ -41,7 +41,7 @@ def _scores(model, contexts, choices, answers, preset: str, seeds: int) -> dict[
   """Per item, mean over seeds: accuracy and the gold answer's log-likelihood. Accuracy is
   "ranked first" with several choices, "every token the argmax" (greedy) with one."""
   answers_I = np.asarray(answers)
-  lp_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, attractor=aj.presets[preset],
+  lp_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, memory=aj.presets[preset],
                                          seeds=1 if preset == "off" else seeds, segment=SEGMENT)
   gold_SxI = np.take_along_axis(lp_SxIxC, answers_I[None, :, None], 2)[..., 0]
   correct_SxI = (greedy_SxIxC[..., 0] if lp_SxIxC.shape[2] == 1

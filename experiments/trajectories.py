@@ -39,13 +39,14 @@ def plot_strengths(path: str, strengths: dict[str, np.ndarray]):
 def write(path: str, drift: dict, runs: dict, *, model_spec, data: str, seeds: int, tokens: int,
           sampling: dict, quick: bool):
   """`drift`: preset -> mean drift per 50-token window over the prompt's seeds (`off` first);
-  `runs`: preset -> the prompt's generate_prompts entry (tokens and trace of every seed).
+  `runs`: preset -> the prompt's SeedRuns (tokens and trace of every seed).
   Writes the JSON at `path` and its plots beside it."""
   strengths, final = {}, {}
   for preset, run in runs.items():
-    if run["trace"].strength is not None:
-      n = len(run["tokens"][0])
-      s_TxA = np.asarray(run["trace"].strength[0][:n]).reshape(n, -1)
+    strength = getattr(run.trace.info, "strength", None)  # the attractor layer's only
+    if strength is not None:
+      n = len(run.tokens[0])
+      s_TxA = np.asarray(strength[0][:n]).reshape(n, -1)
       strengths[preset] = s_TxA
       final[preset] = {"mean_strength_end": float(s_TxA[-1].mean()),
                        "max_strength_end": float(s_TxA[-1].max()),

@@ -1,4 +1,4 @@
-"""The attractor update against a plain NumPy reading of METHOD.md, plus invariants and config checks."""
+"""The attractor update against a plain NumPy reading of docs/method.md, plus invariants and config checks."""
 
 import dataclasses
 import itertools
@@ -12,13 +12,10 @@ import pytest
 
 from attractor_jax import attractor as att
 from attractor_jax.attractor import AttractorConfig, Timescale
-from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
+from attractor_jax.memories import base
 from attractor_jax.presets import presets
-
-MC = ModelConfig(family="llama", vocab_size=64, width=16, num_layers=2, num_heads=2,
-                 num_kv_heads=1, head_dim=8, mlp_width=32, max_len=64, norm_eps=1e-5,
-                 tie_embeddings=True)
+from tiny_models import CONFIG as MC  # width 16, 2 layers: a shape-only model config
 D, K, T = 16, 5, 3
 PRESETS = ("seed", "gated", "multiscale")
 THREE_BANKS = (Timescale(eta=0.5, gamma=0.5, lam=0.2), Timescale(eta=0.1, gamma=0.1, lam=0.02),
@@ -29,7 +26,7 @@ def _preset(name, **kw):
   return dataclasses.replace(presets[name], layer=1, **kw)
 
 
-# --- A plain NumPy reading of METHOD.md "One pass t" (float64), written from the text. ---
+# --- A plain NumPy reading of docs/method.md "3. One pass" (float64), written from the text. ---
 
 def ref_pool(attn_TxD, how):
   """The pass's x: the last position or the mean over positions."""
@@ -133,7 +130,7 @@ def test_update_matches_numpy_reference(kw):
   ref["step"] = int(ref["step"])
   n_active = []
   for attn_TxD in xs:
-    x = att.pool(jnp.asarray(attn_TxD), cfg.pool)
+    x = base.pool(jnp.asarray(attn_TxD), cfg.pool)
     np.testing.assert_allclose(np.asarray(x), ref_pool(attn_TxD, cfg.pool), rtol=1e-6, atol=1e-6)
     st, info = _update(cfg, st, x)
     ref, active = ref_update(cfg, ref, ref_pool(attn_TxD, cfg.pool))
@@ -198,8 +195,8 @@ def test_reseed_redraws_inactive_attractors_and_resets_idle():
 
 def test_pool_on_random_positions():
   attn = jax.random.normal(jax.random.PRNGKey(3), (7, D))
-  np.testing.assert_array_equal(np.asarray(att.pool(attn, "last")), np.asarray(attn[-1]))
-  np.testing.assert_allclose(np.asarray(att.pool(attn, "mean")), ref_pool(attn, "mean"),
+  np.testing.assert_array_equal(np.asarray(base.pool(attn, "last")), np.asarray(attn[-1]))
+  np.testing.assert_allclose(np.asarray(base.pool(attn, "mean")), ref_pool(attn, "mean"),
                              rtol=1e-6, atol=1e-6)
 
 

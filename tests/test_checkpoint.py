@@ -1,4 +1,5 @@
-"""Orbax checkpoints of attractor states and runs: round trips, refusals, damage, resume, kill."""
+"""Orbax checkpoints of attractor states and runs: round trips, refusals, damage, resume, kill,
+the caller's own metadata, and checkpoints of the previous format (attractor-jax/3)."""
 
 import dataclasses
 import functools
@@ -19,41 +20,37 @@ import orbax.checkpoint as ocp
 import pytest
 
 import attractor_jax
-from attractor_jax import attractor, checkpoint
-from attractor_jax.attractor import AttractorState
-from attractor_jax.config import ModelConfig
+import attractor_jax as aj
+from attractor_jax import attractor, checkpoint, generation
+from attractor_jax.attractor import AttractorConfig, AttractorState
 from attractor_jax.errors import InputError
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
-from attractor_jax.transformer import Decoder
+from attractor_jax.sampling import SamplingState
+import tiny_models
 
 TESTS = pathlib.Path(__file__).parent
+FORMAT3 = TESTS / "data" / "checkpoints_format3"
 CFG = dataclasses.replace(presets["seed"], layer=1)  # the tiny model has 2 layers
 PROMPT = [5, 17, 33, 2, 60, 8, 41]
-
-
-def tiny_config(width: int = 32) -> ModelConfig:
-  return ModelConfig(
-      family="llama", vocab_size=97, width=width, num_layers=2, num_heads=4, num_kv_heads=2,
-      head_dim=8, mlp_width=48, max_len=128, norm_eps=1e-6, tie_embeddings=False)
+# A 2-layer llama-style model, 4 heads sharing 2 KV heads, untied output (no tokenizer: eos -1).
+TINY = dict(vocab_size=97, width=32, num_heads=4, num_kv_heads=2, mlp_width=48, max_len=128,
+            tie_embeddings=False)
 
 
 def tiny_model(seed: int = 0) -> Model:
-  """A 2-layer llama-style model with random params (no tokenizer: ids in, eos -1)."""
-  cfg = tiny_config()
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  params = jax.jit(Decoder(cfg).init)(jax.random.key(seed), tokens, tokens)["params"]
-  return Model(config=cfg, params=params, tokenizer=None, spec="tiny")
+  return tiny_models.random_model(seed, **TINY)
 
 
 def shape_model(width: int = 32, spec: str = "tiny") -> Model:
-  """Enough of a Model for `metadata` (spec and width), without params."""
-  return Model(config=tiny_config(width), params=None, tokenizer=None, spec=spec)
+  """Enough of a Model for checkpoint metadata (spec and config), without params."""
+  config = dataclasses.replace(tiny_models.CONFIG, **{**TINY, "width": width})
+  return Model(config=config, params=None, tokenizer=None, spec=spec)
 
 
 @functools.lru_cache(maxsize=None)
 def _state_fn(batch: int | None, width: int, updates: int):
-  mcfg = tiny_config(width)
+  mcfg = shape_model(width).config
 
   def one(key):
     k_init, k_x = jax.random.split(key)
@@ -103,7 +100,7 @@ def saved(tmp_path):
   """A good checkpoint of a single state: (path, state)."""
   state = make_state()
   path = tmp_path / "ck"
-  checkpoint.save_state(path, state, checkpoint.metadata(CFG, shape_model()))
+  checkpoint.save_state(path, state, memory=CFG, model=shape_model())
   return path, state
 
 
@@ -114,36 +111,92 @@ def test_state_round_trip(tmp_path, batch):
   state = make_state(batch)
   assert state.rng.dtype == jnp.uint32 and state.rng.shape[-1] == 2
   path = tmp_path / "ck"
-  checkpoint.save_state(path, state, checkpoint.metadata(CFG, shape_model(), note="x"))
-  restored = checkpoint.restore_state(path, expect_config=CFG, expect_model="tiny")
+  checkpoint.save_state(path, state, memory=CFG, model=shape_model(), note="x")
+  restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
+  assert type(restored) is checkpoint.Restored
   assert_same_state(restored.state, state)
   if batch:
     assert restored.state.vectors.shape == (4, 1, CFG.num_attractors, 32)
     assert len({float(v) for v in np.asarray(restored.state.vectors)[:, 0, 0, 0]}) == 4
+  assert restored.memory == CFG and restored.user == {"note": "x"}
   meta = restored.meta
   assert meta == checkpoint.read_meta(path)
   assert meta["format"] == checkpoint.FORMAT
-  assert meta["attractor_config"] == as_json(checkpoint.config_to_dict(CFG))
-  assert checkpoint.config_from_dict(meta["attractor_config"]) == CFG
-  assert meta["model"] == "tiny" and meta["width"] == 32 and meta["note"] == "x"
+  assert meta["memory_config"] == as_json(CFG.to_dict())
+  assert checkpoint.memory_from_dict(meta["memory_config"]) == CFG
+  assert meta["model"] == "tiny" and meta["width"] == 32 and meta["user"] == {"note": "x"}
+  assert meta["model_config"] == as_json(dataclasses.asdict(shape_model().config))
+  assert "note" not in meta  # the caller's keys live under "user" only
   assert meta["library_version"] == attractor_jax.__version__
   assert meta["batch_shape"] == ([] if batch is None else [batch])
 
 
+def test_restore_takes_a_model_or_its_spec(saved):
+  path, state = saved
+  for model in (shape_model(), "tiny"):
+    assert_same_state(checkpoint.restore_state(path, memory=CFG, model=model).state, state)
+
+
+def test_user_metadata_round_trips_untouched(tmp_path):
+  state, path = make_state(), tmp_path / "ck"
+  aj.save_state(path, state, memory=CFG, model=shape_model(), note="x", nested={"a": [1, 2]})
+  restored = aj.restore_state(path)
+  assert type(restored) is aj.Restored
+  assert_same_state(restored.state, state)
+  assert restored.memory == CFG
+  assert restored.user == {"note": "x", "nested": {"a": [1, 2]}}
+  assert restored.meta["user"] == restored.user
+  # keys named like the library's own stay the caller's: they never replace the format or memory
+  aj.save_state(path, state, memory=CFG, model=shape_model(), format="mine", memory_config=0)
+  restored = aj.restore_state(path)
+  assert restored.user == {"format": "mine", "memory_config": 0}
+  assert restored.meta["format"] == checkpoint.FORMAT and restored.memory == CFG
+
+
+@pytest.mark.parametrize("bad,named", [
+    (object(), "object"), ({1, 2}, "set"), (np.float32(1.5), "float32"), (b"raw", "bytes"),
+    (float("nan"), "not JSON compliant"), (float("inf"), "not JSON compliant")])
+def test_user_metadata_that_is_not_json_is_refused(tmp_path, bad, named):
+  with pytest.raises(InputError, match=f"metadata must be JSON data.*{named}"):
+    aj.save_state(tmp_path / "ck", make_state(), memory=CFG, model=shape_model(), note="x",
+                  extra={"deep": [bad]})
+  assert not (tmp_path / "ck").exists()
+
+
+def test_written_metadata_is_format_4_with_memory_config(saved):
+  """The file itself, as another reader sees it: format 4 names the memory "memory_config"."""
+  path, _ = saved
+  assert checkpoint.FORMAT == "attractor-jax/4"
+  raw = json.loads((path / "meta" / "metadata").read_text())
+  assert raw["format"] == "attractor-jax/4"
+  assert raw["memory_config"] == as_json(CFG.to_dict()) and "enabled" not in raw["memory_config"]
+  assert "attractor_config" not in raw
+  assert raw["user"] == {}
+
+
 def test_multiscale_config_round_trips_through_metadata(tmp_path):
   cfg = dataclasses.replace(presets["multiscale"], layer=1, gate="similarity")
-  state = attractor.init_state(cfg, tiny_config(), jax.random.key(3))
-  checkpoint.save_state(tmp_path / "ck", state, checkpoint.metadata(cfg, shape_model()))
-  restored = checkpoint.restore_state(tmp_path / "ck", expect_config=cfg)
+  state = attractor.init_state(cfg, shape_model().config, jax.random.key(3))
+  checkpoint.save_state(tmp_path / "ck", state, memory=cfg, model=shape_model())
+  restored = checkpoint.restore_state(tmp_path / "ck", memory=cfg)
   assert_same_state(restored.state, state)
-  assert checkpoint.config_from_dict(restored.meta["attractor_config"]) == cfg
+  assert restored.memory == cfg and restored.memory.num_banks == cfg.num_banks > 1
+  assert checkpoint.memory_from_dict(restored.meta["memory_config"]) == cfg
 
 
 def test_overwrite_replaces_a_checkpoint(saved):
   path, _ = saved
   other = make_state(seed=9)
-  checkpoint.save_state(path, other, checkpoint.metadata(CFG, shape_model()))
+  checkpoint.save_state(path, other, memory=CFG, model=shape_model())
   assert_same_state(checkpoint.restore_state(path).state, other)
+
+
+def test_overwrite_false_refuses_an_existing_checkpoint(saved):
+  path, state = saved
+  with pytest.raises(InputError, match="exists: pass overwrite=True"):
+    checkpoint.save_state(path, make_state(seed=9), memory=CFG, model=shape_model(),
+                          overwrite=False)
+  assert_same_state(checkpoint.restore_state(path).state, state)
 
 
 # Refusals.
@@ -151,18 +204,22 @@ def test_overwrite_replaces_a_checkpoint(saved):
 def test_restore_refuses_another_config(saved):
   path, _ = saved
   with pytest.raises(InputError, match=r"config \(alpha: saved 0.1 vs given 0.3"):
-    checkpoint.restore_state(path, expect_config=dataclasses.replace(CFG, alpha=0.3))
+    checkpoint.restore_state(path, memory=dataclasses.replace(CFG, alpha=0.3))
   with pytest.raises(InputError, match="num_attractors: saved 8 vs given 4"):
-    checkpoint.restore_state(path, expect_config=dataclasses.replace(CFG, num_attractors=4))
+    checkpoint.restore_state(path, memory=dataclasses.replace(CFG, num_attractors=4))
   with pytest.raises(InputError, match="timescales"):
-    checkpoint.restore_state(path, expect_config=dataclasses.replace(presets["multiscale"],
-                                                                     layer=1))
+    checkpoint.restore_state(path, memory=dataclasses.replace(presets["multiscale"], layer=1))
+  with pytest.raises(InputError, match="different memory config.*kind: saved 'attractor' vs "
+                     "given 'hopfield'"):
+    checkpoint.restore_state(path, memory=dataclasses.replace(presets["hopfield"], layer=1))
 
 
 def test_restore_refuses_another_model(saved):
   path, _ = saved
   with pytest.raises(InputError, match="made with model 'tiny', not 'smollm2-135m'"):
-    checkpoint.restore_state(path, expect_model="smollm2-135m")
+    checkpoint.restore_state(path, model="smollm2-135m")
+  with pytest.raises(InputError, match="made with model 'tiny', not 'other'"):
+    checkpoint.restore_state(path, model=shape_model(spec="other"))
 
 
 def test_typed_prng_key_is_refused(tmp_path):
@@ -170,14 +227,17 @@ def test_typed_prng_key_is_refused(tmp_path):
   assert state.rng.dtype == jnp.uint32 and state.rng.shape == (2,)
   assert not jax.dtypes.issubdtype(state.rng.dtype, jax.dtypes.prng_key)
   with pytest.raises(InputError, match="typed PRNG key"):
-    checkpoint.save_state(tmp_path / "ck", state.replace(rng=jax.random.key(0)),
-                          checkpoint.metadata(CFG, shape_model()))
+    checkpoint.save_state(tmp_path / "ck", state.replace(rng=jax.random.key(0)), memory=CFG,
+                          model=shape_model())
   assert not (tmp_path / "ck").exists()
 
 
 def test_nothing_to_save_when_off(tmp_path):
   with pytest.raises(InputError, match="off"):
-    checkpoint.save_state(tmp_path / "ck", None, checkpoint.metadata(CFG, shape_model()))
+    checkpoint.save_state(tmp_path / "ck", None, memory=CFG, model=shape_model())
+  with pytest.raises(InputError, match="memory=None: pass the memory config"):
+    checkpoint.save_state(tmp_path / "ck", make_state(), memory=None, model=shape_model())
+  assert not (tmp_path / "ck").exists()
 
 
 def test_failed_overwrite_keeps_the_previous_checkpoint(saved, monkeypatch):
@@ -188,7 +248,7 @@ def test_failed_overwrite_keeps_the_previous_checkpoint(saved, monkeypatch):
 
   monkeypatch.setattr(ocp.CompositeCheckpointHandler, "save", crash)
   with pytest.raises(RuntimeError, match="simulated"):
-    checkpoint.save_state(path, make_state(seed=9), checkpoint.metadata(CFG, shape_model()))
+    checkpoint.save_state(path, make_state(seed=9), memory=CFG, model=shape_model())
   monkeypatch.undo()
   assert_same_state(checkpoint.restore_state(path).state, state)
 
@@ -288,17 +348,27 @@ def test_meta_that_is_json_but_not_metadata_raises_input_error(saved, tmp_path, 
     checkpoint.restore_state(bad)
 
 
+def _as_format_2(meta: dict, **top) -> dict:
+  """Format-4 metadata written as format 2 did: "attractor_config" with `enabled`, the
+  caller's keys at the top level."""
+  old = {k: v for k, v in meta.items() if k not in ("memory_config", "user")}
+  return {**old, "format": "attractor-jax/2",
+          "attractor_config": {**meta["memory_config"], "enabled": True}, **meta["user"], **top}
+
+
 @pytest.mark.parametrize("kind,readable", [(None, True), ("run", False)])
-def test_format_2_states_restore_and_format_2_runs_are_refused(saved, kind, readable):
+def test_format_2_states_restore_and_format_2_runs_are_refused(tmp_path, kind, readable):
   """Format 3 changed only the KV cache layout: a state (no cache) of format 2 still reads."""
-  path, state = saved
+  state, path = make_state(), tmp_path / "ck"
+  checkpoint.save_state(path, state, memory=CFG, model=shape_model(), note="x")
   meta_file = path / "meta" / "metadata"
-  meta = json.loads(meta_file.read_text()) | {"format": "attractor-jax/2"}
-  if kind:
-    meta["kind"] = kind
+  meta = _as_format_2(json.loads(meta_file.read_text()), **({"kind": kind} if kind else {}))
   meta_file.write_text(json.dumps(meta))
   if readable:
-    assert_same_state(checkpoint.restore_state(path).state, state)
+    restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
+    assert_same_state(restored.state, state)
+    assert restored.memory == CFG and restored.user == {"note": "x"}
+    assert restored.meta["memory_config"] == as_json(CFG.to_dict())
   else:
     with pytest.raises(InputError, match="'attractor-jax/2'.*save it again"):
       checkpoint.read_meta(path)
@@ -310,7 +380,7 @@ _GENERATE_100 = """
 import dataclasses, numpy as np
 from attractor_jax.generation import generate
 from test_checkpoint import CFG, PROMPT, tiny_model
-g = generate(tiny_model(0), PROMPT, 100, attractor=CFG, seed=7, temperature=0.8)
+g = generate(tiny_model(0), PROMPT, 100, memory=CFG, seed=7, temperature=0.8)
 np.save("a_tokens.npy", np.asarray(g.tokens))
 np.savez("a_state.npz", **{f.name: np.asarray(getattr(g.state, f.name))
                             for f in dataclasses.fields(g.state)})
@@ -322,8 +392,9 @@ from attractor_jax import checkpoint
 from attractor_jax.generation import generate
 from test_checkpoint import CFG, PROMPT, tiny_model
 model = tiny_model(0)
-g = generate(model, PROMPT, 50, attractor=CFG, seed=7, temperature=0.8)
-checkpoint.save_run("run", g, CFG, model)
+g = generate(model, PROMPT, 50, memory=CFG, seed=7, temperature=0.8)
+assert g.memory == CFG
+checkpoint.save_run("run", g, model)
 np.save("b_tokens.npy", np.asarray(g.tokens))
 """
 
@@ -332,23 +403,30 @@ import dataclasses, json, numpy as np, pytest
 from attractor_jax import checkpoint
 from attractor_jax.errors import InputError
 from attractor_jax.generation import resume
-from attractor_jax.sampling import Carry
+from attractor_jax.sampling import SamplingState
 from test_checkpoint import CFG, shape_model, tiny_model
 model = tiny_model(0)
 with pytest.raises(InputError, match="different memory config"):
   checkpoint.restore_run("run", dataclasses.replace(CFG, beta=5.0), model)
+with pytest.raises(InputError, match="different memory config"):
+  checkpoint.restore_run("run", None, model)
 with pytest.raises(InputError, match="not 'other'"):
   checkpoint.restore_run("run", CFG, dataclasses.replace(model, spec="other"))
-with pytest.raises(InputError):
+with pytest.raises(InputError, match="holds a run, not a state"):
   checkpoint.restore_state("run")
 run = checkpoint.restore_run("run", CFG, model)
-assert type(run.state["carry"]) is Carry and run.state["sample_key"].dtype == np.uint32
-g = resume(model, run.state, 50, attractor=CFG, temperature=0.8)
+assert run.memory == CFG and run.user == {} and set(run.state) == {"rows", "sample_key", "tokens"}
+rows = run.state["rows"]
+assert type(rows) is SamplingState and rows.tokens is None and rows.trace is None
+assert rows.position.shape == (1,) and run.state["sample_key"].dtype == np.uint32
+saved_step = int(np.asarray(rows.memory.step).reshape(()))
+g = resume(model, run.state, 50, memory=CFG, temperature=0.8)
+assert g.memory == CFG
 np.save("c_tokens.npy", np.asarray(g.tokens))
 np.save("c_prompt_tokens.npy", np.asarray(g.prompt_tokens))
 np.savez("c_state.npz", **{f.name: np.asarray(getattr(g.state, f.name))
                             for f in dataclasses.fields(g.state)})
-json.dump(run.meta, open("c_meta.json", "w"))
+json.dump({**run.meta, "saved_step": saved_step}, open("c_meta.json", "w"))
 """
 
 
@@ -375,10 +453,35 @@ def test_resume_in_a_fresh_process_continues_exactly(tmp_path):
   assert int(c_state["step"]) == 100
   meta = json.loads((tmp_path / "c_meta.json").read_text())
   assert meta["kind"] == "run" and meta["model"] == "tiny"
-  assert meta["attractor_config"] == as_json(checkpoint.config_to_dict(CFG))
-  assert meta["step"] == 50 and meta["position"] == len(PROMPT) + 49
+  assert meta["format"] == "attractor-jax/4" and "attractor_config" not in meta
+  assert meta["memory_config"] == as_json(CFG.to_dict()) and meta["user"] == {}
+  assert meta["saved_step"] == 50 and meta["position"] == len(PROMPT) + 49
   assert meta["num_tokens"] == len(PROMPT) + 50 and meta["prompt_len"] == len(PROMPT)
   assert meta["cache_len"] == 128 and meta["library_version"] == attractor_jax.__version__
+
+
+def test_run_without_a_memory_resumes_exactly(tmp_path):
+  """Preset off is memory=None: its run saves, restores with None only, and resumes exactly."""
+  model = tiny_model(0)
+  kw = dict(memory=None, seed=7, temperature=0.8)
+  whole = aj.generate(model, PROMPT, 20, **kw)
+  first = aj.generate(model, PROMPT, 10, **kw)
+  assert first.memory is None and first.state is None and first.tokens == whole.tokens[:10]
+  checkpoint.save_run(tmp_path / "run", first, model)
+  meta = checkpoint.read_meta(tmp_path / "run")
+  assert meta["kind"] == "run" and meta["memory_config"] is None
+  with pytest.raises(InputError, match="different memory config"):
+    checkpoint.restore_run(tmp_path / "run", CFG, model)
+  run = checkpoint.restore_run(tmp_path / "run", None, model)
+  assert run.memory is None and run.state["rows"].memory is None
+  rest = generation.resume(model, run.state, 10, memory=None, temperature=0.8)
+  assert rest.tokens == whole.tokens[10:] and rest.state is None
+  assert rest.prompt_tokens == PROMPT + first.tokens
+
+
+def test_resume_refuses_the_old_keyword_by_name():
+  with pytest.raises(TypeError, match="memory="):
+    generation.resume(None, None, 10, attractor=CFG)
 
 
 # A save killed with SIGKILL.
@@ -388,11 +491,11 @@ import dataclasses, pathlib, sys
 from attractor_jax import checkpoint
 from test_checkpoint import CFG, make_state, shape_model
 base = make_state(batch=256, width=256, updates=1)  # about 2 MB of vectors
-meta = checkpoint.metadata(CFG, shape_model(256))
-checkpoint.save_state("ck_good", base, meta)
+model = shape_model(256)
+checkpoint.save_state("ck_good", base, memory=CFG, model=model, note="good")
 for i in range(1, 100_000):
   state = base.replace(vectors=base.vectors + i, step=base.step + i)
-  checkpoint.save_state("ck_live", state, meta)
+  checkpoint.save_state("ck_live", state, memory=CFG, model=model, note="live")
   pathlib.Path("saved").write_text(str(i))
 """
 
@@ -419,15 +522,17 @@ def test_sigkill_during_save_leaves_the_good_checkpoint(tmp_path, delay):
     proc.stderr.close()
   assert proc.returncode == -signal.SIGKILL
 
-  good = checkpoint.restore_state(tmp_path / "ck_good", expect_config=CFG, expect_model="tiny")
+  good = checkpoint.restore_state(tmp_path / "ck_good", memory=CFG, model="tiny")
+  assert good.user == {"note": "good"}
   base = good.state
   assert base.vectors.shape == (256, 1, CFG.num_attractors, 256)
   assert np.all(np.asarray(base.step) == 1)
   try:  # missing (killed before its first commit, or mid-overwrite) or a whole save
-    live = checkpoint.restore_state(tmp_path / "ck_live", expect_config=CFG)
+    live = checkpoint.restore_state(tmp_path / "ck_live", memory=CFG)
   except InputError:
     pass
   else:  # a whole save, never a mix of two
+    assert live.user == {"note": "live"}
     i = int(np.asarray(live.state.step)[0]) - 1
     assert i >= 1
     np.testing.assert_array_equal(np.asarray(live.state.step), np.asarray(base.step) + i)
@@ -435,5 +540,77 @@ def test_sigkill_during_save_leaves_the_good_checkpoint(tmp_path, delay):
     if (tmp_path / "saved").exists():
       assert i >= int((tmp_path / "saved").read_text())
   # what the kill left behind does not block the next save
-  checkpoint.save_state(tmp_path / "ck_live", base, good.meta)
-  assert_same_state(checkpoint.restore_state(tmp_path / "ck_live").state, base)
+  checkpoint.save_state(tmp_path / "ck_live", base, memory=good.memory, model=shape_model(256),
+                        **good.user)
+  again = checkpoint.restore_state(tmp_path / "ck_live")
+  assert_same_state(again.state, base)
+  assert again.user == {"note": "good"}
+
+
+# Checkpoints of format attractor-jax/3, made by git 472de6b (tests/data/checkpoints_format3/make.py).
+
+OLD_MEMORY = AttractorConfig(layer=1)
+OLD_SAMPLING = dict(temperature=0.8, top_p=0.9)
+
+
+@pytest.fixture(scope="module")
+def format3(tmp_path_factory):
+  """A copy of the committed checkpoints (restoring never touches the originals), the
+  expected values, and the model they were made with."""
+  where = tmp_path_factory.mktemp("format3")
+  for name in ("state_v3", "run_v3"):
+    shutil.copytree(FORMAT3 / name, where / name)
+  expected = json.loads((FORMAT3 / "expected.json").read_text())
+  assert (expected["prompt"], expected["seed"]) == ("hello world", 3)
+  assert (expected["temperature"], expected["top_p"]) == (0.8, 0.9)
+  return where, expected, tiny_models.random_model(tokenizer=True)
+
+
+def test_format_3_state_restores(format3):
+  where, expected, model = format3
+  assert json.loads((where / "state_v3" / "meta" / "metadata").read_text())["format"] == \
+      "attractor-jax/3"
+  restored = aj.restore_state(where / "state_v3", memory=OLD_MEMORY, model=model)
+  assert type(restored.state) is AttractorState
+  np.testing.assert_array_equal(np.asarray(restored.state.strength),
+                                np.asarray(expected["state_strength"], np.float32))
+  assert restored.state.strength.dtype == np.float32
+  assert int(restored.state.step) == expected["state_step"] == 12
+  assert restored.memory == OLD_MEMORY
+  assert restored.user == {"note": "x"}
+  assert restored.meta["memory_config"] == as_json(OLD_MEMORY.to_dict())
+  # without expectations it restores the same, and a different memory is still refused
+  assert_same_state(aj.restore_state(where / "state_v3").state, restored.state)
+  with pytest.raises(InputError, match="different memory config"):
+    aj.restore_state(where / "state_v3", memory=dataclasses.replace(OLD_MEMORY, alpha=0.3))
+  # the state continues a generation of today's code: the saved 12 updates, then 4 more
+  g = aj.generate(model, "hello world", 4, memory=OLD_MEMORY, seed=3, state=restored.state,
+                  **OLD_SAMPLING)
+  assert int(g.state.step) == 12 + 4
+
+
+def test_format_3_run_resumes_as_it_did(format3):
+  where, expected, model = format3
+  restored = checkpoint.restore_run(where / "run_v3", OLD_MEMORY, model)
+  assert restored.memory == OLD_MEMORY and restored.user == {}
+  assert restored.meta["kind"] == "run" and restored.meta["memory_config"] == as_json(
+      OLD_MEMORY.to_dict())
+  prompt = model.tokenizer.encode(expected["prompt"])
+  assert np.asarray(restored.state["tokens"]).tolist() == prompt + expected["first_tokens"]
+  assert int(np.asarray(restored.state["rows"].memory.step).reshape(())) == 12
+  more = generation.resume(model, restored.state, 10, memory=OLD_MEMORY, **OLD_SAMPLING)
+  assert more.tokens == expected["resumed_10_tokens"]
+  assert more.prompt_tokens == prompt + expected["first_tokens"]
+  assert int(more.state.step) == 22
+  with pytest.raises(InputError, match="different memory config"):
+    checkpoint.restore_run(where / "run_v3", None, model)
+
+
+def test_format_3_generation_is_unchanged(format3):
+  """Today's code generates what 472de6b generated, token for token."""
+  _, expected, model = format3
+  g = aj.generate(model, expected["prompt"], 22, memory=OLD_MEMORY, seed=expected["seed"],
+                  **OLD_SAMPLING)
+  assert g.tokens == expected["straight_22_tokens"]
+  assert g.tokens[:12] == expected["first_tokens"]
+  assert len(set(g.tokens)) > 8  # sampled, not stuck on one token

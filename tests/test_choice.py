@@ -1,13 +1,15 @@
 """Multiple-choice scoring (evals.choice) against a full forward over the same token rows."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from attractor_jax.errors import InputError
-from attractor_jax.evals.choice import PAD_SEGMENTS, choice_scores, pack
-from attractor_jax.generation import left_padded
+from attractor_jax.evals.choice import PAD_SEGMENTS, choice_logprobs, choice_scores, pack
 from attractor_jax.presets import presets
-from tiny_jax import random_model
+from attractor_jax.prompts import left_padded
+from tiny_models import random_model
 
 SEGMENT = 4
 
@@ -38,7 +40,8 @@ def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch)
   greedy_text = bytes(greedy_ids).decode("latin-1")  # the byte tokenizer: id = byte
   assert model.tokenizer.encode(greedy_text) == greedy_ids
   choices = [(greedy_text, " dog", "!"), (" mat.", " hat", " sat on"), ("!", "?", " hat")]
-  logprob_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, attractor=presets["off"],
+  assert presets["off"] is None
+  logprob_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, memory=presets["off"],
                                               seeds=1, segment=SEGMENT, batch=batch)
   assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 3, 3)
   for i, (ctx_L, cs) in enumerate(zip(ctx_IxL, choices)):
@@ -47,6 +50,16 @@ def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch)
       np.testing.assert_allclose(logprob_SxIxC[0, i, c], want_lp, rtol=1e-4, atol=1e-4)
       assert greedy_SxIxC[0, i, c] == want_greedy, (i, c)
   assert greedy_SxIxC[0, 0, 0]  # the model's own greedy path is all argmax
+  np.testing.assert_array_equal(
+      choice_logprobs(model, contexts, choices, memory=None, seeds=1, segment=SEGMENT,
+                      batch=batch), logprob_SxIxC)
+
+
+def test_choice_scoring_refuses_the_old_attractor_keyword_naming_memory():
+  model = random_model(3, tokenizer=True)
+  for fn in (choice_scores, choice_logprobs):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}\(\) takes memory="):
+      fn(model, ["a"], [(" x",)], attractor=presets["seed"], seeds=1)
 
 
 def test_items_with_different_choice_counts_are_refused():
@@ -62,3 +75,21 @@ def test_left_padded_puts_newlines_before_each_text_up_to_a_multiple():
   assert rows.dtype == np.int32 and rows.shape == (2, 8)  # 5 tokens, rounded up to 8
   assert rows.tolist() == [encode("\n") * 6 + encode("ab"), encode("\n") * 3 + encode("abcde")]
   assert left_padded(model, ["ab", "abcde"]).shape == (2, 5)
+
+
+def test_a_memory_that_feeds_back_zero_scores_as_no_memory_and_feedback_moves_the_scores():
+  """The memory reads the context in segments: with alpha = 0 its feedback is exactly zero,
+  so every seed scores as memory=None; with alpha > 0 the scores move."""
+  model = random_model(3, tokenizer=True)
+  contexts, choices = ["the cat sat on the mat and then", "a cat"], [(" x", " hat"), ("!", "?")]
+  kw = dict(seeds=2, segment=SEGMENT)
+  off = choice_logprobs(model, contexts, choices, memory=None, **kw)
+  seed1 = dataclasses.replace(presets["seed"], layer=1)
+  silent = choice_logprobs(model, contexts, choices, memory=dataclasses.replace(seed1, alpha=0.0),
+                           **kw)
+  loud = choice_logprobs(model, contexts, choices, memory=dataclasses.replace(seed1, alpha=5.0),
+                         **kw)
+  assert off.shape == silent.shape == loud.shape == (2, 2, 2)
+  np.testing.assert_allclose(off[0], off[1], rtol=0, atol=0)  # no memory: seeds cannot differ
+  np.testing.assert_allclose(silent, off, rtol=1e-5, atol=1e-5)
+  assert np.abs(loud - off).max() > 1e-3

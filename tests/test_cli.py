@@ -12,6 +12,7 @@ import pytest
 
 import attractor_jax as aj
 from attractor_jax import checkpoint, cli
+from tiny_models import random_model
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
@@ -58,6 +59,11 @@ EARLY = [
     (["generate", "--prompt", "hi", "--max-new-tokens", "many"], "'many'"),
     (["generate"], "--prompt"),
     (["frobnicate"], "'frobnicate'"),
+    (["report"], "'report'"),  # moved out of the CLI: python -m experiments.report
+    (["bench", "--preset", "seed"], "--preset"),
+    (["generate", "--prompt", "hi", "--save-state", "{missing}"], "--preset other than off"),
+    (["generate", "--prompt", "hi", "--preset", "off", "--load-state", "{missing}"],
+     "--preset other than off"),
     (["ppl"], "--text-file"),
     (["ppl", "--text-file", "{missing}"], "missing.txt"),
     (["ppl", "--text-file", "{latin1}"], "latin1.txt"),
@@ -115,19 +121,37 @@ def test_generate_json_then_save_and_load_state(capsys, monkeypatch, tmp_path, s
   code, out, _ = _main(capsys, argv + ["--save-state", str(saved)])
   assert code == 0
   first = json.loads(out)
-  assert {"text", "tokens", "tokens_per_s", "attractor"} <= set(first)
+  assert {"text", "tokens", "tokens_per_s", "memory"} <= set(first) and "attractor" not in first
   assert len(first["tokens"]) == 8 and first["text"] == smollm2.tokenizer.decode(first["tokens"])
   assert first["tokens_per_s"] > 0
-  assert first["attractor"]["enabled"] and first["attractor"]["step"] == 8
+  assert first["memory"]["kind"] == "attractor" and first["memory"]["step"] == 8
+  assert "enabled" not in first["memory"]
+  restored = checkpoint.restore_state(saved, memory=aj.presets["seed"], model="smollm2-135m")
+  assert int(restored.state.step) == 8
+  assert restored.user["preset"] == "seed" and restored.user["position"] == (
+      len(first["prompt_tokens"]) + 7)
 
   code, out, _ = _main(capsys, argv + ["--load-state", str(saved)])
   assert code == 0
   second = json.loads(out)
-  assert second["attractor"]["step"] == 8 + len(second["tokens"])  # continued the saved memory
+  assert second["memory"]["step"] == 8 + len(second["tokens"])  # continued the saved memory
   state = checkpoint.restore_state(saved).state
-  want = aj.generate(smollm2, PROMPT, 8, attractor=aj.presets["seed"], seed=1, state=state)
+  want = aj.generate(smollm2, PROMPT, 8, memory=aj.presets["seed"], seed=1, state=state)
   assert second["tokens"] == want.tokens
-  assert second["attractor"] == want.summary(aj.presets["seed"])
+  assert second["memory"] == want.summary()
 
   code, out, err = _main(capsys, [*argv[:6], "gated", "--load-state", str(saved)])
   _assert_refused(code, out, err, "different memory config")
+
+
+def test_generate_json_without_a_memory_prints_memory_null(capsys, monkeypatch):
+  """Preset off is no memory: `memory` is null, and the tokens are the baseline model's."""
+  model = random_model(tokenizer=True)
+  _use_loaded(monkeypatch, model)
+  code, out, _ = _main(capsys, ["generate", "--prompt", "Once", "--max-new-tokens", "5",
+                                "--temperature", "0.8", "--seed", "2", "--json"])
+  assert code == 0
+  got = json.loads(out)
+  assert got["memory"] is None and got["preset"] == "off" and "attractor" not in got
+  want = aj.generate(model, "Once", 5, memory=None, seed=2, temperature=0.8)
+  assert got["tokens"] == want.tokens and got["prompt_tokens"] == want.prompt_tokens

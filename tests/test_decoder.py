@@ -7,36 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor_jax.config import ModelConfig
 from attractor_jax.transformer import Decoder, KVCache, init_cache
+from tiny_models import random_model
 
 B, T, N_PREFILL = 2, 12, 5
 
-CONFIGS = {
-    "llama_kv1": ModelConfig(
-        family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=1,
-        head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=False,
-        rope_theta=12_345.0),
-    "llama_kv2": ModelConfig(
-        family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-        head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=True),
-    "gpt2": ModelConfig(
-        family="gpt2", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=4,
-        head_dim=8, mlp_width=128, max_len=64, norm_eps=1e-5, tie_embeddings=True,
-        attention_bias=True, mlp_bias=True),
+# Random models (weights N(0, 0.1^2); norm scales 1 + noise and biases noise, so none is a
+# no-op), as overrides of tiny_models.CONFIG.
+SMALL = dict(vocab_size=97, width=32, num_heads=4, head_dim=8, max_len=64, scale=0.1)
+MODELS = {
+    "llama_kv1": dict(SMALL, num_kv_heads=1, mlp_width=48, tie_embeddings=False,
+                      rope_theta=12_345.0),
+    "llama_kv2": dict(SMALL, num_kv_heads=2, mlp_width=48, tie_embeddings=True),
+    "gpt2": dict(SMALL, family="gpt2", num_kv_heads=4, mlp_width=128, norm_eps=1e-5,
+                 tie_embeddings=True, attention_bias=True, mlp_bias=True),
 }
 
 
 @functools.lru_cache(maxsize=None)
-def _params(name: str, seed: int = 0):
-  """Random params; norm scales and biases perturbed so that none is a no-op."""
-  cfg = CONFIGS[name]
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  params = Decoder(cfg).init(jax.random.key(seed), tokens, tokens)["params"]
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  noisy = [a + 0.1 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
-  return jax.tree.unflatten(treedef, noisy)
+def _model(name: str):
+  return random_model(0, **MODELS[name])
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
@@ -52,11 +42,12 @@ def _tokens(seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(0, 97, size=(B, T)), jnp.int32)
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("extra_slots,fill", [(0, "zeros"), (9, "garbage")])
 def test_prefill_then_decode_matches_full_forward(name, extra_slots, fill):
-  cfg, params, tokens = CONFIGS[name], _params(name), _tokens()
-  decoder = Decoder(cfg)
+  model, tokens = _model(name), _tokens()
+  cfg, params, decoder = model.config, model.params, model.engine().decoder
+  assert cfg.family == MODELS[name].get("family", "llama")
   full, no_cache = _apply(params, tokens, _positions(0, T), None, decoder=decoder)
   assert no_cache is None
   cache = init_cache(cfg, B, T + extra_slots)
@@ -77,12 +68,14 @@ def test_prefill_then_decode_matches_full_forward(name, extra_slots, fill):
   got = np.concatenate([np.asarray(s) for s in steps], axis=1)
   assert got.shape == (B, T, cfg.vocab_size)
   np.testing.assert_allclose(got, np.asarray(full), atol=1e-5, rtol=0)
+  # ... and the model's public full pass is that same causal pass.
+  np.testing.assert_allclose(np.asarray(model.logits(tokens)), np.asarray(full), atol=1e-5,
+                             rtol=0)
 
 
-
-TAP_CFG = ModelConfig(
-    family="llama", vocab_size=97, width=32, num_layers=3, num_heads=4, num_kv_heads=2,
-    head_dim=8, mlp_width=48, max_len=64, norm_eps=1e-6, tie_embeddings=False)
+TAP_MODEL = random_model(3, **dict(SMALL, num_layers=3, num_kv_heads=2, mlp_width=48,
+                                    tie_embeddings=False))
+TAP_CFG = TAP_MODEL.config
 
 
 @functools.partial(jax.jit, static_argnames=("host_layer",))
@@ -93,8 +86,7 @@ def _tapped(params, tokens_BxT, feedback_BxD, host_layer):
 
 
 def _tap_params():
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  return Decoder(TAP_CFG).init(jax.random.key(3), tokens, tokens)["params"]
+  return TAP_MODEL.params
 
 
 @jax.jit
@@ -119,6 +111,13 @@ def test_tapped_with_zero_feedback_is_call():
     # folds), so fusion may reorder float ops: equal to a few ulps, not bit for bit.
     jit_logits, _, _ = _tapped(params, tokens, zeros, host_layer)
     np.testing.assert_allclose(np.asarray(jit_logits), np.asarray(jit_plain), atol=1e-6, rtol=0)
+    # The public read of a pass (no memory) taps the same layer.
+    read = TAP_MODEL.taps(tokens, layer=host_layer)
+    for got, want in zip(read, (logits, taps.attn_out_BxTxD, taps.hidden_BxTxD)):
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+  assert TAP_MODEL.taps(tokens).attn_out.shape == (B, T, TAP_CFG.width)  # default: the middle
+  np.testing.assert_array_equal(np.asarray(TAP_MODEL.taps(tokens).attn_out),
+                                np.asarray(TAP_MODEL.taps(tokens, layer=1).attn_out))
 
 
 @pytest.mark.parametrize("host_layer", [0, 1, 2])

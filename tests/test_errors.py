@@ -16,12 +16,12 @@ import safetensors.numpy
 import transformers
 
 import attractor_jax as aj
-from attractor_jax import cli, seed_sweep
+from attractor_jax import cli, runs, seed_sweep
 from attractor_jax.attractor import AttractorConfig, Timescale
 from attractor_jax.errors import InputError
 from attractor_jax.presets import presets
 from test_cli import _assert_refused
-from tiny_jax import random_model
+from tiny_models import random_model
 
 SEED1 = dataclasses.replace(presets["seed"], layer=1)  # K=8, hosted on the tiny model's layer 1
 PROMPT = [5, 17, 42, 3, 60, 9]
@@ -145,7 +145,7 @@ def test_perplexity_refuses_empty_text_wide_windows_and_no_seeds(tiny):
   with pytest.raises(InputError, match="window=100000"):
     aj.perplexity(tiny, "text " * 50, window=100000)
   with pytest.raises(InputError, match="seeds=0"):
-    aj.perplexity(tiny, "text " * 50, window=8, attractor=SEED1, seeds=0)
+    aj.perplexity(tiny, "text " * 50, window=8, memory=SEED1, seeds=0)
 
 
 @pytest.mark.parametrize("kwargs,named", [
@@ -155,28 +155,32 @@ def test_perplexity_refuses_empty_text_wide_windows_and_no_seeds(tiny):
 ])
 def test_generate_seeds_refuses_bad_arguments(tiny, kwargs, named):
   with pytest.raises(InputError, match=re.escape(named)):
-    aj.generate_seeds(tiny, PROMPT, 4, attractor=SEED1, **{"seeds": 2, **kwargs})
+    aj.generate_seeds(tiny, PROMPT, 4, memory=SEED1, **{"seeds": 2, **kwargs})
 
 
 def test_sweep_ppl_refuses_generate_only_options(tiny):
   for kw in (dict(batch_size=2), dict(resume_dir="somewhere")):
     with pytest.raises(InputError, match="batch_size and resume_dir"):
-      seed_sweep.sweep(tiny, "ppl", attractor=SEED1, seeds=2, text="text " * 50, window=8, **kw)
+      seed_sweep.sweep(tiny, "ppl", memory=SEED1, seeds=2, text="text " * 50, window=8, **kw)
 
 
 def _state(cfg, model):
-  return aj.init_state(cfg, model.config, jax.random.key(0))
+  return cfg.fresh_state(model.config, jax.random.key(0))
 
 
 def test_generate_refuses_a_state_for_another_config_or_model(tiny):
   k4 = _state(dataclasses.replace(SEED1, num_attractors=4), tiny)
   with pytest.raises(InputError, match=r"shape \(1, 4, 16\).*\(1, 8, 16\)"):
-    aj.generate(tiny, PROMPT, 4, attractor=SEED1, state=k4)
+    aj.generate(tiny, PROMPT, 4, memory=SEED1, state=k4)
   wide = _state(SEED1, random_model(width=32))
   with pytest.raises(InputError, match=r"shape \(1, 8, 32\).*\(1, 8, 16\)"):
-    aj.generate(tiny, PROMPT, 4, attractor=SEED1, state=wide)
+    aj.generate(tiny, PROMPT, 4, memory=SEED1, state=wide)
+  assert presets["off"] is None
   with pytest.raises(InputError, match="'off'"):
-    aj.generate(tiny, PROMPT, 4, attractor=presets["off"], state=_state(SEED1, tiny))
+    aj.generate(tiny, PROMPT, 4, memory=presets["off"], state=_state(SEED1, tiny))
+  with pytest.raises(InputError, match="AttractorState, but memory 'hopfield' needs"):
+    aj.generate(tiny, PROMPT, 4, memory=dataclasses.replace(presets["hopfield"], layer=1),
+                state=_state(SEED1, tiny))
 
 
 @pytest.mark.parametrize("field", ["vectors", "strength", "feedback"])
@@ -186,10 +190,10 @@ def test_generate_refuses_a_non_finite_state(tiny, field, value):
   leaf = np.array(getattr(state, field))
   leaf.flat[leaf.size // 2] = value
   with pytest.raises(InputError, match=f"state.{field} has NaN or Inf"):
-    aj.generate(tiny, PROMPT, 4, attractor=SEED1, state=state.replace(**{field: leaf}))
+    aj.generate(tiny, PROMPT, 4, memory=SEED1, state=state.replace(**{field: leaf}))
 
 
-# ---- every AttractorConfig field out of range (enabled=False skips all checks: preset off) ----
+# ---- every AttractorConfig field out of range (preset off is None: no config to check) ----
 
 CONFIG_CASES = {
     "layer": -1, "num_attractors": 4097, "pool": "first", "beta": math.inf, "theta_act": 1.5,
@@ -201,8 +205,8 @@ CONFIG_CASES = {
 
 
 def test_every_config_field_has_a_case():
-  fields = {f.name for f in dataclasses.fields(AttractorConfig)} - {"enabled"}
-  assert set(CONFIG_CASES) == fields
+  fields = {f.name for f in dataclasses.fields(AttractorConfig)}
+  assert set(CONFIG_CASES) == fields and "enabled" not in fields
 
 
 @pytest.mark.parametrize("field", sorted(CONFIG_CASES))
@@ -216,3 +220,35 @@ def test_config_refuses_each_field_out_of_range(field):
 def test_timescale_refuses_each_field_out_of_range(field, value):
   with pytest.raises(InputError, match=f"timescale.{field}={value!r}"):
     Timescale(**{field: value})
+
+
+# ---- the old keyword and the old off switch ----
+
+def _old_keyword_calls(tiny):
+  return {
+      "generate": lambda: aj.generate(tiny, PROMPT, 4, attractor=SEED1),
+      "generate_seeds": lambda: aj.generate_seeds(tiny, PROMPT, 4, attractor=SEED1),
+      "generate_prompts": lambda: aj.generate_prompts(tiny, [PROMPT], 4, attractor=SEED1),
+      "perplexity": lambda: aj.perplexity(tiny, "text " * 50, window=8, attractor=SEED1),
+      "sweep": lambda: aj.sweep(tiny, "ppl", attractor=SEED1, text="text " * 50, window=8),
+      "generate_checkpointed": lambda: runs.generate_checkpointed(
+          tiny, PROMPT, 4, run_dir="never-made", attractor=SEED1),
+  }
+
+
+@pytest.mark.parametrize("name", sorted(_old_keyword_calls(None)))
+def test_old_attractor_keyword_is_refused_by_name(tiny, tmp_path, monkeypatch, name):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(TypeError, match=f"{name}\\(\\) takes memory=, not attractor="):
+    _old_keyword_calls(tiny)[name]()
+  assert not (tmp_path / "never-made").exists()
+
+
+def test_enabled_is_no_longer_a_config_field():
+  with pytest.raises(TypeError, match="enabled"):
+    AttractorConfig(enabled=False)
+
+
+def test_a_memory_must_be_a_memory_config(tiny):
+  with pytest.raises(InputError, match="memory='seed': pass a memory config"):
+    aj.generate(tiny, PROMPT, 4, memory="seed")

@@ -1,10 +1,11 @@
-"""Generation: parity with transformers, the jitted loop against a Python loop of `step`,
-compile counts, seed vmaps, sampling, input errors and resume.
+"""Generation: parity with transformers, the jitted loop against a Python loop of
+`Engine.step`, compile counts, seed vmaps, sampling, input errors and resume.
 
 Tiny random llama for logic; the default model only for the transformers parity check.
 """
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
@@ -14,82 +15,67 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor_jax import attractor, checkpoint, generation, sampling
-from attractor_jax.attractor import AttractorConfig
-from attractor_jax.config import ModelConfig
+import attractor_jax as aj
+from attractor_jax import attractor, checkpoint, runs, sampling
+from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
+from attractor_jax.evals import choice
 from attractor_jax.generation import generate, resume
 from attractor_jax.layers import dense
-from attractor_jax.model import Model
 from attractor_jax.presets import presets
-from attractor_jax.step import step
+from attractor_jax.prompts import cache_length
 from attractor_jax.seed_sweep import generate_seeds
-from attractor_jax.transformer import Decoder, init_cache, param_shapes
+from attractor_jax.seeds import seed_keys
+from attractor_jax.transformer import init_cache
 from conftest import needs_torch
+from tiny_models import random_model
 
-TINY = ModelConfig(
-    family="llama", vocab_size=97, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-    head_dim=8, mlp_width=48, max_len=256, norm_eps=1e-6, tie_embeddings=False)
-OFF = presets["off"]
+# A random 2-layer llama (NumPy draws: no compile): weights N(0, 0.1^2), norm scales 1 + noise.
+TINY = dict(vocab_size=97, width=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_width=48,
+            max_len=256, tie_embeddings=False, scale=0.1)
 SEED1 = dataclasses.replace(presets["seed"], layer=1)  # the seed preset, hosted on a tiny model
 PROMPT = [5, 17, 42, 3, 88, 61, 9, 30]
-# Tests 4, 5 and 7 share one shape (this prompt, 40 tokens: 256 cache slots), so one compile.
+# Tests 4 and 5 share one shape (this prompt, 40 tokens: 256 cache slots), so one compile.
 LONG = (PROMPT * 13)[:100]
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Model:
-  """A random 2-layer llama (NumPy draws: no compile); norm scales are 1 + noise."""
-  rng = np.random.default_rng(0)
-  draw = lambda path, shape: jnp.asarray(
-      ("scale" in jax.tree_util.keystr(path)) + 0.1 * rng.standard_normal(shape), jnp.float32)
-  params = jax.tree_util.tree_map_with_path(draw, param_shapes(TINY),
-                                            is_leaf=lambda s: isinstance(s, tuple))
-  return Model(config=TINY, params=params, tokenizer=None, spec="tiny")
+def tiny():
+  return random_model(**TINY)
 
 
-# ---- a reference: generation as a plain Python loop of `step` calls ----
+# ---- a reference: generation as a plain Python loop of one-pass calls ----
 
-@functools.lru_cache(maxsize=None)
-def _jit_step(decoder: Decoder, cfg: AttractorConfig | None):
-  """`step` jitted for one config; cfg None is the plain decoder (no attractor code at all)."""
-  if cfg is None:
-    def plain(params, tokens, positions, cache, state):
-      logits, cache = decoder.apply({"params": params}, tokens, positions, cache)
-      return logits, cache, state
-    return jax.jit(plain)
-  return jax.jit(functools.partial(step, decoder=decoder, cfg=cfg))
-
-
-@functools.partial(jax.jit, static_argnames=("decoder", "layer"))
-def _prompt_attn(params, tokens_1xT, *, decoder, layer):
-  positions = jnp.arange(tokens_1xT.shape[1], dtype=jnp.int32)[None]
-  _, _, taps = decoder.apply({"params": params}, tokens_1xT, positions, method=Decoder.tapped,
-                             host_layer=layer)
-  return taps.attn_out_BxTxD[0]
+@functools.partial(jax.jit, static_argnames=("engine",))
+def _pass(engine: Engine, params, tokens, positions, cache, state):
+  """One pass: `Engine.step` with a memory; without one, the bare decoder (no memory code)."""
+  if engine.memory is None:
+    logits, cache = engine.decoder.apply({"params": params}, tokens, positions, cache)
+    return logits, cache, state
+  out = engine.step(params, tokens, positions, cache, state)
+  return out.logits, out.cache, out.state
 
 
 _sample = jax.jit(sampling.sample_token)
 
 
-def _loop(model, prompt, n, cfg, *, seed=0, temperature=0.0, top_p=1.0):
-  """n passes (prompt, then one per token) as generate makes them, one `step` call each.
+def _loop(model, prompt, n, memory, *, seed=0, temperature=0.0, top_p=1.0):
+  """n passes (prompt, then one per token) as generate makes them, one jitted pass each.
 
   Returns (tokens, logits [n, V] of each pass's last position, final state or None, cache).
   """
-  init_key, sample_key = generation.seed_keys(seed)
-  fn = _jit_step(model.decoder, cfg)
+  init_key, sample_key = seed_keys(seed)
+  engine = model.engine(memory)
   tokens = jnp.asarray(prompt, jnp.int32)[None]
   positions = jnp.arange(len(prompt), dtype=jnp.int32)[None]
-  cache_len = generation.cache_length(model, len(prompt), n)
-  cache, state = init_cache(model.config, 1, cache_len), None
-  if cfg is not None and cfg.enabled:  # prefill's fresh memory, from the prompt's host attention
-    attn_TxD = _prompt_attn(model.params, tokens, decoder=model.decoder, layer=cfg.layer)
-    state = jax.tree.map(lambda a: a[None], attractor.init_state(cfg, model.config, init_key,
+  cache, state = init_cache(model.config, 1, cache_length(model, len(prompt), n)), None
+  if memory is not None:  # prefill's fresh memory, from the prompt's host-layer attention
+    attn_TxD = model.taps(tokens, memory=memory).attn_out[0]
+    state = jax.tree.map(lambda a: a[None], attractor.init_state(memory, model.config, init_key,
                                                                  attn_TxD))
   out, rows = [], []
   for t in range(n):
-    logits, cache, state = fn(model.params, tokens, positions, cache, state)
+    logits, cache, state = _pass(engine, model.params, tokens, positions, cache, state)
     row = logits[0, -1]
     token = _sample(row, jax.random.fold_in(sample_key, t), jnp.float32(temperature),
                     jnp.float32(top_p))
@@ -102,8 +88,29 @@ def _loop(model, prompt, n, cfg, *, seed=0, temperature=0.0, top_p=1.0):
 
 
 def _assert_trees_close(a, b, atol=1e-5):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol,
                                                        rtol=0), a, b)
+
+
+def _first_row(tree):
+  return jax.tree.map(lambda a: a[0], tree)
+
+
+@contextlib.contextmanager
+def _compilations():
+  """Counts XLA compilations by function name ("jit(decode)") while the block runs."""
+  compiled = collections.Counter()
+
+  def listen(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiled[kwargs.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield compiled
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 # ---- 1. the default model against transformers ----
@@ -115,7 +122,8 @@ def test_greedy_off_matches_transformers_generate(smollm2):
   from attractor_jax.model import default_gguf_path
 
   prompt = "Once upon a time, in a small village by the sea, there lived"
-  ours = generate(smollm2, prompt, 32, attractor=OFF)
+  assert presets["off"] is None
+  ours = generate(smollm2, prompt, 32, memory=presets["off"])
   path = default_gguf_path()
   hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                          dtype=torch.float32).eval()
@@ -128,11 +136,26 @@ def test_greedy_off_matches_transformers_generate(smollm2):
   assert len(ours.tokens) == 32
 
 
-# ---- 2. alpha = 0 and burn-in leave the baseline untouched ----
+# ---- 2. no memory, alpha = 0 and burn-in leave the baseline untouched ----
+
+def test_no_memory_is_exactly_the_plain_decoder(tiny):
+  """memory=None (preset off) runs the bare decoder: the same tokens and final hidden states
+  as a loop of plain decoder passes, and no memory anywhere in the result."""
+  g = generate(tiny, LONG, 40, memory=None, trace=True)
+  tokens, logits, state, cache = _loop(tiny, LONG, 40, None)
+  assert state is None
+  assert g.tokens == tokens and len(tokens) == 40
+  traced = np.asarray(dense(jnp.asarray(g.trace.hidden), tiny.params["lm_head"]))
+  np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
+  _assert_trees_close(_first_row(g.run.cache), cache)
+  assert g.memory is None and g.state is None and g.run.memory is None
+  assert g.trace.info is None and g.trace.finite is None
+  assert g.summary() is None and g.to_json()["memory"] is None
+
 
 def test_alpha_zero_is_the_baseline(tiny):
   base_tokens, base_logits, _, _ = _loop(tiny, PROMPT, 64, None)
-  tokens, logits, state, _ = _loop(tiny, PROMPT, 64, AttractorConfig(alpha=0.0, layer=1))
+  tokens, logits, state, _ = _loop(tiny, PROMPT, 64, aj.AttractorConfig(alpha=0.0, layer=1))
   assert tokens == base_tokens
   np.testing.assert_allclose(logits, base_logits, atol=1e-6, rtol=0)
   assert int(state.step) == 64 and float(np.asarray(state.strength).max()) > 0  # it did learn
@@ -140,7 +163,7 @@ def test_alpha_zero_is_the_baseline(tiny):
 
 def test_burn_in_passes_are_the_baseline_then_feedback_acts(tiny):
   burn_in = 6
-  cfg = AttractorConfig(alpha=5.0, layer=1, gate="none", burn_in_steps=burn_in)
+  cfg = aj.AttractorConfig(alpha=5.0, layer=1, gate="none", burn_in_steps=burn_in)
   _, base_logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, None)
   _, logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, cfg)
   # Pass p adds the feedback of update p (the prompt pass is update 1): zero while p < burn_in.
@@ -154,50 +177,71 @@ def test_generation_compiles_once(tiny):
   """A 100-token run compiles prefill and decode once each; a second same-shaped run
   (other seed, temperature, prompt) compiles nothing."""
   cfg = dataclasses.replace(SEED1, num_attractors=5)  # used by no other test: a fresh compile
-  compiled = collections.Counter()
-
-  def listen(event, duration, **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiled[kwargs.get("fun_name")] += 1
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    first = generate(tiny, PROMPT, 100, attractor=cfg)
+  with _compilations() as compiled:
+    first = generate(tiny, PROMPT, 100, memory=cfg)
     first_counts = dict(compiled)
     compiled.clear()
-    second = generate(tiny, PROMPT[::-1], 100, attractor=cfg, seed=7, temperature=0.9, top_p=0.8)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
+    second = generate(tiny, PROMPT[::-1], 100, memory=cfg, seed=7, temperature=0.9, top_p=0.8)
   assert len(first.tokens) == len(second.tokens) == 100
   assert first_counts["jit(prefill)"] == 1 and first_counts["jit(decode)"] == 1, first_counts
   assert not compiled, dict(compiled)
 
 
-# ---- 4. the jitted loop is a loop of `step` calls ----
+def test_one_more_token_compiles_no_new_decode_loop_and_extends_the_run(tiny):
+  """100 then 101 new tokens (same prompt, same memory): the token count is an argument of
+  the decode loop, not its shape (both fit one 128-token buffer), so the loop compiles once;
+  greedy, the 100 tokens are the first 100 of the 101."""
+  cfg = dataclasses.replace(SEED1, num_attractors=3)  # used by no other test: a fresh compile
+  with _compilations() as compiled:
+    hundred = generate(tiny, PROMPT, 100, memory=cfg)
+    after_first = dict(compiled)
+    more = generate(tiny, PROMPT, 101, memory=cfg)
+  assert after_first["jit(prefill)"] == 1 and after_first["jit(decode)"] == 1, after_first
+  assert compiled["jit(prefill)"] == 1 and compiled["jit(decode)"] == 1, dict(compiled)
+  assert len(hundred.tokens) == 100 and len(more.tokens) == 101
+  assert more.tokens[:100] == hundred.tokens
+  assert int(hundred.state.step) == 100 and int(more.state.step) == 101  # one update per pass
+  assert len(set(more.tokens)) > 1  # not a constant run, where any prefix would match
+
+
+# ---- 4. the jitted loop is a loop of `Engine.step` calls ----
 
 def test_jitted_generation_equals_python_loop_of_step(tiny):
-  g = generate(tiny, LONG, 40, attractor=SEED1, trace=True)
+  g = generate(tiny, LONG, 40, memory=SEED1, trace=True)
   tokens, logits, state, cache = _loop(tiny, LONG, 40, SEED1)
+  assert g.memory == SEED1
   assert g.tokens == tokens
   traced = np.asarray(dense(jnp.asarray(g.trace.hidden), tiny.params["lm_head"]))
   np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
   assert g.tokens == np.argmax(traced, axis=-1).tolist()  # temperature 0 is argmax
   _assert_trees_close(g.state, state)
   assert int(g.state.step) == 40
-  _assert_trees_close(g.carry.cache, cache)
-  assert int(g.carry.position) == len(LONG) + 39 and int(g.carry.token) == g.tokens[-1]
+  # The trace keeps the memory's update info of every pass: the last is the final state's.
+  assert g.trace.info.strength.shape == (40, *g.state.strength.shape)
+  np.testing.assert_allclose(g.trace.info.strength[-1], g.state.strength, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(g.trace.info.feedback_norm[-1], np.linalg.norm(g.state.feedback),
+                             rtol=1e-5)
+  assert g.trace.info.gate.shape == g.trace.info.max_sim.shape == (40, SEED1.num_banks)
+  assert g.trace.finite.shape == (40,) and g.trace.finite.all()
+  _assert_trees_close(_first_row(g.run.cache), cache)
+  assert g.run.position.shape == g.run.token.shape == (1,)  # one row
+  assert int(g.run.position[0]) == len(LONG) + 39 and int(g.run.token[0]) == g.tokens[-1]
 
 
 # ---- 5. a vmap over seeds is a loop over seeds ----
 
 def test_vmapped_seeds_equal_a_loop_over_seeds(tiny):
   seeds = [0, 1, 2, 3]
-  swept = generate_seeds(tiny, LONG, 40, attractor=SEED1, seeds=seeds, temperature=1.0)
+  swept = generate_seeds(tiny, LONG, 40, memory=SEED1, seeds=seeds, temperature=1.0)
+  assert isinstance(swept, aj.SeedRuns) and swept.seeds == seeds and swept.memory == SEED1
   for i, s in enumerate(seeds):
-    g = generate(tiny, LONG, 40, attractor=SEED1, seed=s, temperature=1.0)
-    assert swept["tokens"][i] == g.tokens, s
-    _assert_trees_close(jax.tree.map(lambda a: a[i], swept["states"]), g.state)
-  assert len({tuple(t) for t in swept["tokens"]}) > 1  # the seeds do sample differently
+    g = generate(tiny, LONG, 40, memory=SEED1, seed=s, temperature=1.0, trace=True)
+    assert swept.tokens[i] == g.tokens, s
+    _assert_trees_close(jax.tree.map(lambda a: a[i], swept.states), g.state)
+    n = len(g.tokens)  # trace rows past a seed's count are zeros
+    _assert_trees_close(jax.tree.map(lambda a: a[i, :n], swept.trace), g.trace)
+    assert not np.asarray(swept.trace.hidden[i, n:]).any()
+  assert len({tuple(t) for t in swept.tokens}) > 1  # the seeds do sample differently
 
 
 # ---- 6. sampling and input errors ----
@@ -247,6 +291,7 @@ def test_nucleus_equals_the_sorted_prefix(top_p):
 @pytest.mark.parametrize("kwargs,named", [
     (dict(max_new_tokens=0), "max_new_tokens=0"),
     (dict(max_new_tokens=2.5), "max_new_tokens=2.5"),
+    (dict(max_new_tokens=True), "max_new_tokens=True"),
     (dict(temperature=-1.0), "temperature=-1.0"),
     (dict(temperature=math.nan), "temperature=nan"),
     (dict(top_p=0.0), "top_p=0.0"),
@@ -272,18 +317,55 @@ def test_empty_prompt_raises(tiny, prompt):
     generate(tiny, prompt, 4)
 
 
+def test_generate_refuses_the_old_attractor_keyword_naming_memory(tiny):
+  with pytest.raises(TypeError, match="memory=") as err:
+    aj.generate(tiny, PROMPT, 4, attractor=SEED1)
+  assert "attractor=" in str(err.value)
+
+
+_OLD_KEYWORD_CALLS = {
+    "generate_seeds": lambda m: aj.generate_seeds(m, PROMPT, 4, attractor=SEED1, seeds=2),
+    "generate_prompts": lambda m: aj.generate_prompts(m, [PROMPT], 4, attractor=SEED1, seeds=2),
+    "sweep": lambda m: aj.sweep(m, "generate", attractor=SEED1, seeds=2, prompt=PROMPT),
+    "perplexity": lambda m: aj.perplexity(m, "some text", 4, attractor=SEED1),
+    "choice_scores": lambda m: choice.choice_scores(m, ["a"], [("b",)], attractor=SEED1,
+                                                    seeds=1),
+    "choice_logprobs": lambda m: choice.choice_logprobs(m, ["a"], [("b",)], attractor=SEED1,
+                                                        seeds=1),
+    "generate_checkpointed": lambda m: runs.generate_checkpointed(
+        m, PROMPT, 4, run_dir="/nonexistent", attractor=SEED1),
+}
+
+
+@pytest.mark.parametrize("name", list(_OLD_KEYWORD_CALLS))
+def test_every_entry_point_refuses_the_old_attractor_keyword_naming_memory(tiny, name):
+  """Refused before any work (the run_dir above does not exist, the model has no tokenizer)."""
+  with pytest.raises(TypeError, match=rf"{name}\(\) takes memory="):
+    _OLD_KEYWORD_CALLS[name](tiny)
+
+
+def test_resume_refuses_the_old_attractor_keyword_naming_memory(tiny):
+  with pytest.raises(TypeError) as err:
+    resume(tiny, {}, 4, attractor=SEED1)
+  assert "memory=" in str(err.value), str(err.value)
+
+
 # ---- 7. resume ----
 
 def test_resume_equals_one_call(tiny, tmp_path):
-  """20 tokens fit 128 cache slots; resuming for 20 more grows the cache to 256."""
-  prompt = LONG
-  first = generate(tiny, prompt, 20, attractor=SEED1, seed=3, temperature=0.8)
-  checkpoint.save_run(tmp_path / "run", first, SEED1, tiny)
-  run = checkpoint.restore_run(tmp_path / "run", SEED1, tiny).state
-  second = resume(tiny, run, 20, attractor=SEED1, temperature=0.8)
-  whole = generate(tiny, prompt, 40, attractor=SEED1, seed=3, temperature=0.8)
+  """20 tokens fit 256 cache slots (8 prompt + a 128-token buffer, rounded up); resuming for
+  130 more needs 27 + 256 slots, so the cache grows to 384 (a 512-token context)."""
+  model = random_model(**{**TINY, "max_len": 512})  # llama params do not depend on max_len
+  prompt = PROMPT
+  first = generate(model, prompt, 20, memory=SEED1, seed=3, temperature=0.8)
+  checkpoint.save_run(tmp_path / "run", first, model)
+  restored = checkpoint.restore_run(tmp_path / "run", SEED1, model)
+  assert restored.memory == SEED1
+  second = resume(model, restored.state, 130, memory=SEED1, temperature=0.8)
+  whole = generate(model, prompt, 150, memory=SEED1, seed=3, temperature=0.8)
   assert second.prompt_tokens == prompt + first.tokens
+  assert len(first.tokens) == 20 and len(second.tokens) == 130
   assert first.tokens + second.tokens == whole.tokens
   _assert_trees_close(second.state, whole.state)
-  assert first.carry.cache.max_len == 128 and second.carry.cache.max_len == 256
-  assert int(second.carry.position) == int(whole.carry.position)
+  assert first.run.cache.max_len == 256 and second.run.cache.max_len == 384
+  assert int(second.run.position[0]) == int(whole.run.position[0]) == len(prompt) + 149

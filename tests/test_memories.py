@@ -1,10 +1,12 @@
 """The five related-work memories (cache, Hopfield, steering, fast weights, dynamic evaluation):
 NumPy transcriptions of their formulas, inertness at zero strength on a real tiny decoder, the
-cache's causality, config validation and Orbax round trips."""
+cache's causality, config validation, Orbax round trips, and the Memory base class (default
+feedback, the KINDS registry)."""
 
 import dataclasses
 import functools
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,17 +15,15 @@ import pytest
 import attractor_jax as aj
 from attractor_jax import checkpoint
 from attractor_jax.errors import InputError
-from attractor_jax.memories.base import Observation
+from attractor_jax.memories.base import KINDS, Info, Memory, Observation
 from attractor_jax.memories.cache import CacheConfig
 from attractor_jax.memories.dynamic_eval import DynamicEvalConfig
 from attractor_jax.memories.fastweights import FastWeightsConfig
 from attractor_jax.memories.hopfield import HopfieldConfig
 from attractor_jax.memories.steering import SteeringConfig
-from attractor_jax.model import Model
 from attractor_jax.presets import presets
-from attractor_jax.step import step
 from attractor_jax.transformer import init_cache
-from tiny_jax import CONFIG, random_model
+from tiny_models import CONFIG, random_model
 
 D, V = 16, 23
 MCFG = dataclasses.replace(CONFIG, vocab_size=V)  # width 16: the shapes of the random passes
@@ -280,14 +280,16 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def baseline(tiny):
-  return aj.generate(tiny, PROMPT, 24, attractor=presets["off"]).tokens
+  g = aj.generate(tiny, PROMPT, 24, memory=presets["off"])
+  assert presets["off"] is None and g.memory is None and g.state is None and g.summary() is None
+  return g.tokens
 
 
 @pytest.mark.parametrize("name", list(ZERO))
 def test_zero_strength_is_inert(tiny, baseline, name):
   """At zero strength each memory generates the baseline's tokens and scores its NLL."""
   cfg = dataclasses.replace(presets[name], layer=1, **ZERO[name])
-  g = aj.generate(tiny, PROMPT, 24, attractor=cfg)
+  g = aj.generate(tiny, PROMPT, 24, memory=cfg)
   assert g.tokens == baseline
   assert int(g.state.step) == 24  # the memory ran: the prompt pass and 23 decode passes
   fresh = cfg.fresh_state(tiny.config, jax.random.key(0))
@@ -295,9 +297,9 @@ def test_zero_strength_is_inert(tiny, baseline, name):
            for a, b in zip(jax.tree.leaves(g.state), jax.tree.leaves(fresh))
            if jnp.issubdtype(a.dtype, jnp.floating)]
   assert any(moved)  # and its state learned from the passes
-  out = aj.perplexity(tiny, TEXT, window=24, attractor=cfg)
-  assert out["windows"] == 3 and out["seeds"] == 1
-  np.testing.assert_allclose(out["window_nll"], out["window_nll_baseline"], rtol=1e-5)
+  out = aj.perplexity(tiny, TEXT, window=24, memory=cfg)
+  assert out.windows == 3 and out.seeds == 1
+  np.testing.assert_allclose(out.window_nll, out.window_nll_baseline, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [CacheConfig(layer=1, lam=0.5),
@@ -305,9 +307,9 @@ def test_zero_strength_is_inert(tiny, baseline, name):
 def test_nonzero_strength_changes_nll(tiny, cfg):
   """The control for the test above: at nonzero strength the scored NLL moves off the
   baseline by far more than its tolerance (a mixing memory and a feedback memory)."""
-  out = aj.perplexity(tiny, TEXT, window=24, attractor=cfg)
-  diff = np.abs(np.subtract(out["window_nll"], out["window_nll_baseline"]))
-  assert diff.max() > 1e-2 * np.abs(out["window_nll_baseline"]).max()
+  out = aj.perplexity(tiny, TEXT, window=24, memory=cfg)
+  diff = np.abs(np.subtract(out.window_nll, out.window_nll_baseline))
+  assert diff.max() > 1e-2 * np.abs(out.window_nll_baseline).max()
 
 
 # 3. The cache is causal within a pass.
@@ -317,36 +319,43 @@ def test_cache_burst_equals_token_by_token(tiny, window):
   """A 5-token pass's cache log-probs equal those of the same tokens fed one pass at a time,
   after a 6-token prompt (with window 4 the FIFO is already full when the burst comes)."""
   cfg = CacheConfig(layer=1, window=window, theta=5.0, lam=0.5)
-  fn = jax.jit(functools.partial(step, decoder=tiny.decoder, cfg=cfg))
+  fn = jax.jit(tiny.engine(cfg).step)
   state = jax.tree.map(lambda a: a[None], cfg.fresh_state(tiny.config, jax.random.key(0)))
   kv = init_cache(tiny.config, 1, 16)
   ids = jnp.asarray([3, 9, 3, 14, 9, 3, 9, 14, 3, 27, 9], jnp.int32)
-  _, kv, state = fn(tiny.params, ids[None, :6], jnp.arange(6)[None], kv, state)
+  _, kv, state, _, _ = fn(tiny.params, ids[None, :6], jnp.arange(6)[None], kv, state)
   assert int(state.filled.sum()) == min(window, 5)
-  burst, _, _ = fn(tiny.params, ids[None, 6:], jnp.arange(6, 11)[None], kv, state)
+  burst = fn(tiny.params, ids[None, 6:], jnp.arange(6, 11)[None], kv, state).logits
   single = []
   for t in range(6, 11):
-    logits, kv, state = fn(tiny.params, ids[None, t:t + 1], jnp.full((1, 1), t), kv, state)
+    logits, kv, state, _, _ = fn(tiny.params, ids[None, t:t + 1], jnp.full((1, 1), t), kv, state)
     single.append(logits[0, 0])
   np.testing.assert_allclose(np.asarray(burst[0]), np.stack(single), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [presets["off"], dataclasses.replace(presets["seed"], layer=1),
                                  *[dataclasses.replace(c, layer=1) for c in ONE_OF_EACH]],
-                         ids=lambda c: c.kind if c.enabled else "off")
+                         ids=lambda c: "off" if c is None else c.kind)
 def test_last_logits_only_is_the_last_row_of_a_full_step(tiny, cfg):
   """`last_logits_only` (segment reads that need only the next token) gives the full pass's
-  last logits row, cache and state: memories that use logits still see every row."""
-  state = None if not cfg.enabled else jax.tree.map(
+  last logits row, cache, state and info: memories that use logits still see every row."""
+  state = None if cfg is None else jax.tree.map(
       lambda a: a[None], cfg.fresh_state(tiny.config, jax.random.key(1), jnp.ones((3, 16))))
   ids, pos = jnp.asarray([PROMPT]), jnp.arange(len(PROMPT))[None]
-  run = lambda last: step(tiny.params, ids, pos, init_cache(tiny.config, 1, 16), state,
-                          decoder=tiny.decoder, cfg=cfg, last_logits_only=last)
-  (full, kv_full, state_full), (last, kv_last, state_last) = run(False), run(True)
-  assert last.shape == (1, 1, tiny.config.vocab_size)
-  np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), rtol=1e-6, atol=1e-6)
-  for a, b in zip(jax.tree.leaves((kv_last, state_last)), jax.tree.leaves((kv_full, state_full))):
+  run = lambda last: tiny.engine(cfg).step(tiny.params, ids, pos, init_cache(tiny.config, 1, 16),
+                                           state, last_logits_only=last)
+  full, last = run(False), run(True)
+  assert last.logits.shape == (1, 1, tiny.config.vocab_size)
+  assert full.logits.shape == (1, len(PROMPT), tiny.config.vocab_size)
+  np.testing.assert_allclose(np.asarray(last.logits[:, 0]), np.asarray(full.logits[:, -1]),
+                             rtol=1e-6, atol=1e-6)
+  assert jax.tree.structure(last[1:4]) == jax.tree.structure(full[1:4])
+  for a, b in zip(jax.tree.leaves(last[1:4]), jax.tree.leaves(full[1:4])):  # cache, state, info
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+  if cfg is None:  # no memory: no state, no info, and the logits are the plain model's
+    assert full.state is None and full.info is None
+    np.testing.assert_allclose(np.asarray(full.logits), np.asarray(tiny.logits(ids)),
+                               rtol=1e-6, atol=1e-6)
 
 
 # 4. Config validation.
@@ -383,8 +392,8 @@ def test_config_accepts_bounds_and_checks_layer():
 
 # 5. Orbax round trips.
 
-def meta_model() -> Model:
-  return Model(config=MCFG, params=None, tokenizer=None, spec="tiny")
+def meta_model():
+  return random_model(vocab_size=V)  # spec "tiny"; its config is saved with the state
 
 
 def assert_same_state(got, want):
@@ -405,12 +414,78 @@ def test_checkpoint_round_trip(tmp_path, cfg):
   batched = jax.tree.map(lambda a, b: jnp.stack([a, b]), one, other)
   for i, state in enumerate([one, batched]):
     path = tmp_path / f"ck{i}"
-    checkpoint.save_state(path, state, checkpoint.metadata(cfg, meta_model()))
-    restored = checkpoint.restore_state(path, expect_config=cfg, expect_model="tiny")
+    checkpoint.save_state(path, state, memory=cfg, model=meta_model(), run=i)
+    restored = checkpoint.restore_state(path, memory=cfg, model="tiny")
     assert_same_state(restored.state, state)
-    assert checkpoint.config_from_dict(restored.meta["attractor_config"]) == cfg
+    assert restored.memory == cfg and restored.user == {"run": i}
+    assert checkpoint.memory_from_dict(restored.meta["memory_config"]) == cfg
+    assert restored.meta["memory_config"] == cfg.to_dict()
   for wrong in [c for c in ONE_OF_EACH if c.kind != cfg.kind] + [dataclasses.replace(cfg, layer=1)]:
     with pytest.raises(InputError, match="different memory config"):
-      checkpoint.restore_state(path, expect_config=wrong, expect_model="tiny")
+      checkpoint.restore_state(path, memory=wrong, model="tiny")
   with pytest.raises(InputError, match="made with model 'tiny'"):
-    checkpoint.restore_state(path, expect_config=cfg, expect_model="other")
+    checkpoint.restore_state(path, memory=cfg, model="other")
+
+
+# 6. The Memory base class: the default feedback and the KINDS registry.
+
+@flax.struct.dataclass
+class ConstantState:
+  feedback: jax.Array  # [D]
+  step: jax.Array  # []
+
+
+def test_default_feedback_is_state_feedback_and_a_new_kind_registers(tiny):
+  """A subclass that sets `kind` registers itself in KINDS (and checkpoint configs find it);
+  one that does not set `kind` does not; `Memory.feedback` returns `state.feedback`, and that
+  is what the engine adds at the host layer."""
+  assert {"attractor", "cache", "hopfield", "steering", "fastweights",
+          "dynamic-eval"} <= set(KINDS)
+  assert KINDS["cache"] is CacheConfig and "constant-test" not in KINDS
+  try:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ConstantFeedback(Memory):
+      """Adds a fixed vector after the host layer's attention; learns nothing."""
+
+      kind = "constant-test"
+      scale: float = 1.0
+
+      def fresh_state(self, model_config, key, prompt_attn_TxD=None):
+        v = jax.random.normal(key, (model_config.width,), jnp.float32)
+        return ConstantState(feedback=self.scale * v, step=jnp.zeros((), jnp.int32))
+
+      def observe(self, state, obs, params):
+        return state.replace(step=state.step + 1), Info(feedback_norm=jnp.linalg.norm(
+            state.feedback))
+
+    assert KINDS["constant-test"] is ConstantFeedback
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Unnamed(ConstantFeedback):  # inherits the kind, does not define one
+      pass
+
+    assert KINDS["constant-test"] is ConstantFeedback and Unnamed.kind == "constant-test"
+    assert "feedback" not in ConstantFeedback.__dict__  # the base class's feedback runs
+    memory = ConstantFeedback(layer=1, scale=3.0)
+    assert checkpoint.memory_from_dict(memory.to_dict()) == memory
+    state = memory.fresh_state(tiny.config, jax.random.key(4))
+    assert memory.feedback(state) is state.feedback
+    assert Memory.feedback(memory, state) is state.feedback
+    assert float(jnp.linalg.norm(state.feedback)) > 1.0
+
+    ids = jnp.asarray([PROMPT])
+    batched = jax.tree.map(lambda a: a[None], state)
+    out = tiny.engine(memory).step(tiny.params, ids, jnp.arange(len(PROMPT))[None], None, batched)
+    assert int(out.state.step[0]) == 1
+    np.testing.assert_allclose(float(out.info.feedback_norm[0]),
+                               float(jnp.linalg.norm(state.feedback)), rtol=1e-6)
+    fed = tiny.taps(ids, memory=memory, state=batched)
+    np.testing.assert_allclose(np.asarray(out.logits), np.asarray(fed.logits), rtol=1e-5,
+                               atol=1e-5)
+    plain = tiny.logits(ids)  # the feedback changed the pass
+    assert np.abs(np.asarray(out.logits) - np.asarray(plain)).max() > 1e-2
+    zero = tiny.engine(memory).step(tiny.params, ids, jnp.arange(len(PROMPT))[None], None,
+                                    jax.tree.map(jnp.zeros_like, batched))
+    np.testing.assert_allclose(np.asarray(zero.logits), np.asarray(plain), rtol=1e-6, atol=1e-6)
+  finally:
+    KINDS.pop("constant-test", None)

@@ -15,12 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from attractor_jax import attractor as att
 from attractor_jax.attractor import AttractorConfig, Timescale
-from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-
-MC = ModelConfig(family="llama", vocab_size=64, width=16, num_layers=2, num_heads=2,
-                 num_kv_heads=1, head_dim=8, mlp_width=32, max_len=64, norm_eps=1e-5,
-                 tie_embeddings=True)
+from tiny_models import CONFIG as MC  # shapes only: width 16, 2 layers
 STEPS = 12
 SETTINGS = settings(max_examples=50, deadline=None)
 
@@ -46,30 +42,37 @@ def _inputs(seed: int):
 
 
 def _run(cfg: AttractorConfig, seed: int):
-  """The state after each of STEPS updates, from a fresh state."""
+  """The (state, info) after each of STEPS updates, from a fresh state."""
   state = att.init_state(cfg, MC, jax.random.key(seed))
   states = []
   for x in _inputs(seed):
-    state, _ = att.update(cfg, state, x)
-    states.append(jax.tree.map(np.asarray, state))
+    state, info = att.update(cfg, state, x)
+    states.append((jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, info)))
   return states
 
 
 @SETTINGS
 @given(cfg=configs, seed=st.integers(0, 2**31 - 1))
 def test_strength_stays_in_the_unit_interval_and_the_state_finite(cfg, seed):
-  for i, state in enumerate(_run(cfg, seed), start=1):
+  for i, (state, info) in enumerate(_run(cfg, seed), start=1):
     assert 0.0 <= state.strength.min() and state.strength.max() <= 1.0, i
     for name in ("vectors", "strength", "feedback", "mean", "sigma"):
       assert np.isfinite(getattr(state, name)).all(), (i, name)
     assert int(state.step) == i
+    # The update's info reports the state it left.
+    np.testing.assert_array_equal(info.strength, state.strength)
+    np.testing.assert_allclose(info.feedback_norm, np.linalg.norm(state.feedback), rtol=1e-5,
+                               atol=0, err_msg=str(i))
+    assert np.all((0.0 <= info.gate) & (info.gate <= 1.0)), i
+    assert info.gate.shape == info.max_sim.shape == (cfg.num_banks,)
+    assert info.active.shape == state.strength.shape and info.active.dtype == bool
 
 
 @SETTINGS
 @given(cfg=configs, seed=st.integers(0, 2**31 - 1))
 def test_alpha_zero_feeds_back_exactly_zero(cfg, seed):
-  for state in _run(dataclasses.replace(cfg, alpha=0.0), seed):
-    assert np.all(state.feedback == 0.0)
+  for state, info in _run(dataclasses.replace(cfg, alpha=0.0), seed):
+    assert np.all(state.feedback == 0.0) and info.feedback_norm == 0.0
 
 
 # Each bounded float knob with its range; any value outside it (or NaN / Inf) is refused.

@@ -20,7 +20,7 @@ import attractor_jax as aj
 from attractor_jax import attractor, cli, runs, seed_sweep
 from attractor_jax.errors import InputError
 from attractor_jax.presets import presets
-from tiny_jax import random_model
+from tiny_models import random_model
 
 TESTS = pathlib.Path(__file__).parent
 SEED0 = dataclasses.replace(presets["seed"], layer=0)  # the tiny model here has 1 layer
@@ -86,37 +86,41 @@ def test_sigkill_while_writing_json_leaves_no_half_file(tmp_path):
 # ---- a sweep in seed batches, resumed from the batches already written ----
 
 def _spy_calls(monkeypatch) -> list:
-  calls, inner = [], seed_sweep._generate_seeds
+  """Records the rows of each vmapped call that runs: (seeds, padded width)."""
+  calls, inner = [], seed_sweep._run_rows
 
-  def spy(params, prompt, init_keys, *args, **kw):
-    calls.append(init_keys.shape[0])
-    return inner(params, prompt, init_keys, *args, **kw)
+  def spy(model, engine, ids_RxT, seeds, *args):
+    calls.append((len(seeds), args[-1]))
+    return inner(model, engine, ids_RxT, seeds, *args)
 
-  monkeypatch.setattr(seed_sweep, "_generate_seeds", spy)
+  monkeypatch.setattr(seed_sweep, "_run_rows", spy)
   return calls
 
 
 def _assert_same_runs(a, b, exact=True):
-  assert a["tokens"] == b["tokens"] and a["seeds"] == b["seeds"]
+  assert type(a) is type(b) is aj.SeedRuns
+  assert a.tokens == b.tokens and a.seeds == b.seeds and a.prompt_tokens == b.prompt_tokens
+  assert a.memory == b.memory
   close = (np.testing.assert_array_equal if exact else
            lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5, rtol=0))
   for key in ("states", "trace"):
-    for f in dataclasses.fields(a[key]):
-      x, y = getattr(a[key], f.name), getattr(b[key], f.name)
-      assert (x is None) == (y is None), f.name
-      if x is not None:
-        close(np.asarray(x), np.asarray(y))
+    x_leaves, x_def = jax.tree_util.tree_flatten_with_path(getattr(a, key))
+    y_leaves, y_def = jax.tree_util.tree_flatten_with_path(getattr(b, key))
+    assert x_def == y_def and x_leaves, key  # same fields (None where None), some arrays
+    for (path, x), (_, y) in zip(x_leaves, y_leaves):
+      assert x.shape == y.shape, jax.tree_util.keystr(path)
+      close(np.asarray(x), np.asarray(y))
 
 
 def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, tmp_path,
                                                                          monkeypatch):
-  kw = dict(attractor=SEED0, seeds=[4, 0, 9, 2, 7], temperature=0.8)
+  kw = dict(memory=SEED0, seeds=[4, 0, 9, 2, 7], temperature=0.8)
   whole = aj.generate_seeds(tiny, PROMPT, 12, **kw)
   calls = _spy_calls(monkeypatch)
   batched = aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw)
-  assert calls == [2, 2, 2]  # the last batch (one seed) is padded to the same shape
+  assert calls == [(2, 2), (2, 2), (1, 2)]  # the last batch (one seed) is padded to one shape
   _assert_same_runs(batched, whole, exact=False)
-  assert len({tuple(t) for t in batched["tokens"]}) == 5
+  assert len({tuple(t) for t in batched.tokens}) == 5
   files = sorted(tmp_path.glob("seeds-*.npz"))
   assert [f.name.split("-")[1] for f in files] == ["4", "7", "9"]
 
@@ -130,12 +134,12 @@ def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, t
   (tmp_path / ".seeds-7-half.npz.tmp").write_bytes(b"PK\x03\x04 cut off")  # a kill's leftover
   _assert_same_runs(aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw),
                     batched)
-  assert calls == [2]
+  assert calls == [(1, 2)]
 
   calls.clear()  # other settings never reuse these batches
   aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path,
                     **{**kw, "temperature": 0.7})
-  assert calls == [2, 2, 2]
+  assert calls == [(2, 2), (2, 2), (1, 2)]
 
 
 def test_cli_sweep_resumes_from_its_batches(tiny, tmp_path, monkeypatch, capsys):
@@ -162,9 +166,9 @@ _SEEDED_RUN = """
 import dataclasses, numpy as np
 from attractor_jax.generation import generate
 from attractor_jax.presets import presets
-from tiny_jax import random_model
+from tiny_models import random_model
 cfg = dataclasses.replace(presets["seed"], layer=1)
-g = generate(random_model(), [5, 17, 42, 3, 60, 9], 64, attractor=cfg, seed=3, temperature=0.8)
+g = generate(random_model(), [5, 17, 42, 3, 60, 9], 64, memory=cfg, seed=3, temperature=0.8)
 np.savez("run.npz", tokens=np.asarray(g.tokens),
          **{f.name: np.asarray(getattr(g.state, f.name)) for f in dataclasses.fields(g.state)})
 """
@@ -190,10 +194,11 @@ def test_ten_thousand_tokens_stay_finite(name):
   """10,000 sampled tokens on a 1-layer model (the guard in `generate` would raise otherwise)."""
   model = random_model(num_layers=1, max_len=10_240)
   cfg = dataclasses.replace(presets[name], layer=0)
-  g = aj.generate(model, PROMPT, 10_000, attractor=cfg, seed=1, temperature=0.8, trace=True)
+  g = aj.generate(model, PROMPT, 10_000, memory=cfg, seed=1, temperature=0.8, trace=True)
   assert len(g.tokens) == 10_000 and int(g.state.step) == 10_000
   assert g.trace.finite.shape == (10_000,) and g.trace.finite.all()
-  s = np.asarray(g.trace.strength)
+  s = np.asarray(g.trace.info.strength)
+  assert s.shape == (10_000, cfg.num_banks, cfg.num_attractors)
   assert 0.0 <= s.min() and s.max() <= 1.0 and s[-1].max() > 0.5  # it stayed in use
   for leaf in (g.state.vectors, g.state.feedback, g.state.mean):
     assert np.isfinite(np.asarray(leaf)).all()
@@ -219,12 +224,12 @@ def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monk
   continuing that checkpoint's state with `generate` names the same update."""
   cfg = _poison(monkeypatch, at=25)
   with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\).*after 20 "):
-    runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, attractor=cfg, every=10)
+    runs.generate_checkpointed(tiny, PROMPT, 40, run_dir=tmp_path, memory=cfg, every=10)
   done, run = runs.latest_good(tmp_path, cfg, tiny)
   assert done == 20 and sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [
       10, 20]
-  state = jax.tree.map(lambda a: np.asarray(a)[0], run["carry"].state)
+  state = jax.tree.map(lambda a: np.asarray(a)[0, 0], run["rows"].memory)  # row 0, batch 0
   assert int(state.step) == 20
   assert all(np.isfinite(leaf).all() for leaf in (state.vectors, state.strength, state.feedback))
   with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\)"):
-    aj.generate(tiny, PROMPT, 10, attractor=cfg, state=state)
+    aj.generate(tiny, PROMPT, 10, memory=cfg, state=state)

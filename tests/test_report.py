@@ -2,7 +2,7 @@
 
 import json
 
-from attractor_jax import report
+from experiments import report
 
 
 def _paired(diff, lo, hi):

@@ -1,10 +1,55 @@
-"""Random tiny HF models (llama, gpt2) written with save_pretrained, for parity tests."""
+"""Every tiny model the tests use: random JAX models (NumPy draws, no compile) with a byte
+tokenizer, and random HF models written with save_pretrained (torch imported only there)."""
 
-import torch
-import transformers
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.model import Model
+from attractor_jax.transformer import param_shapes
+
+CONFIG = ModelConfig(family="llama", vocab_size=64, width=16, num_layers=2, num_heads=2,
+                     num_kv_heads=1, head_dim=8, mlp_width=32, max_len=256, norm_eps=1e-6,
+                     tie_embeddings=True)
+
+
+class ByteTokenizer:
+  """Text <-> ids as bytes modulo the vocabulary; no EOS (-1 is never sampled)."""
+
+  eos_id = -1
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = vocab_size
+
+  def encode(self, text: str) -> list[int]:
+    return [b % self.vocab_size for b in text.encode()]
+
+  def decode(self, ids) -> str:
+    return " ".join(map(str, ids))
+
+
+def random_model(seed: int = 0, tokenizer: bool = False, scale: float = 0.3,
+                 **config) -> Model:
+  """A random model of CONFIG (fields overridden by `config`): weights N(0, scale^2), norm
+  scales 1 + the same noise (so a mix-up of norms cannot hide)."""
+  cfg = dataclasses.replace(CONFIG, **config)
+  rng = np.random.default_rng(seed)
+  draw = lambda path, shape: jnp.asarray(
+      ("scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(shape), jnp.float32)
+  params = jax.tree_util.tree_map_with_path(draw, param_shapes(cfg),
+                                            is_leaf=lambda s: isinstance(s, tuple))
+  return Model(config=cfg, params=params, spec="tiny",
+               tokenizer=ByteTokenizer(cfg.vocab_size) if tokenizer else None)
 
 
 def llama_dir(tmp_path, *, kv_heads=2, tie=False, rope_theta=10_000.0, bias=False, seed=0):
+  """A random HF llama saved to `tmp_path`; returns the torch model."""
+  import torch
+  import transformers
+
   torch.manual_seed(seed)
   cfg = transformers.LlamaConfig(
       vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -17,6 +62,10 @@ def llama_dir(tmp_path, *, kv_heads=2, tie=False, rope_theta=10_000.0, bias=Fals
 
 
 def gpt2_dir(tmp_path, seed=0):
+  """A random HF gpt2 saved to `tmp_path`; returns the torch model."""
+  import torch
+  import transformers
+
   torch.manual_seed(seed)
   cfg = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64)
   model = transformers.GPT2LMHeadModel(cfg).eval()
@@ -27,6 +76,8 @@ def gpt2_dir(tmp_path, seed=0):
 
 def _randomize_norms(model):
   """Norm scales default to 1 and biases to 0: perturb them so a mix-up cannot hide."""
+  import torch
+
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name or "ln_" in name:

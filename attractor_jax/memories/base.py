@@ -1,6 +1,6 @@
 """What every memory shares: the per-pass Observation, the Memory base class, and helpers.
 
-A memory is a frozen, hashable config object (static under jit) with four pure methods, each
+A memory is a frozen, hashable config object (static under jit) with pure methods, each
 written for one sequence (batches and seeds are `jax.vmap` axes):
 
   fresh_state(model_config, key, prompt_attn_TxD=None) -> state   a new state pytree
@@ -8,15 +8,15 @@ written for one sequence (batches and seeds are `jax.vmap` axes):
   read(state, obs, params) -> [T, V]  this pass's output logits (mixing memories change them)
   observe(state, obs, params) -> (state, info)    learn from the pass
 
-`read` sees the state from before the pass; `observe` then updates it. The attractor layer
-(`attractor.AttractorConfig`) and the related-work memories in this package all fit it, so
-`generate`, `perplexity`, `sweep`, checkpoints and the suite take any of them.
+`read` sees the state from before the pass; `observe` then updates it. `info` is any pytree
+(at least an `Info`); traces keep it per pass. No memory at all is `memory=None`.
+See docs/method.md for the attractor layer and the related-work memories.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import flax.struct
 import jax
@@ -27,6 +27,8 @@ from attractor_jax.errors import InputError
 from attractor_jax.validation import check_int
 
 COS_EPS = 1e-8
+Pool = Literal["last", "mean"]
+KINDS: dict[str, type["Memory"]] = {}  # every memory class by its `kind`, as checkpoints name it
 
 
 class Observation(flax.struct.PyTreeNode):
@@ -48,49 +50,77 @@ class Info(flax.struct.PyTreeNode):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Memory:
-  """Base of every memory config: the host layer, validation, and the default read-outs."""
+  """Base of every memory config: the host layer, validation, and the default read-outs.
+
+  A subclass sets `kind` (its name in checkpoints; defining the class registers it), writes
+  `fresh_state` and `observe`, and keeps the feedback it wants added in `state.feedback` (or
+  overrides `feedback`).
+  """
 
   kind: ClassVar[str]
   uses_prompt: ClassVar[bool] = False  # init wants the prompt's attention outputs
   uses_logits: ClassVar[bool] = False  # read or observe looks at the pass's logits
 
-  enabled: bool = True
   layer: int = 15
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if "kind" in cls.__dict__:
+      KINDS[cls.kind] = cls
 
   def __post_init__(self):
     check_int("layer", self.layer, 0)
 
   def check_model(self, model_config: ModelConfig):
     """Refuses a host layer the model does not have."""
-    if self.enabled and self.layer >= model_config.num_layers:
+    if self.layer >= model_config.num_layers:
       raise InputError(f"layer={self.layer} is beyond the model's {model_config.num_layers} "
                        f"layers: pass 0 <= layer < {model_config.num_layers}")
 
+  def fresh_state(self, model_config: ModelConfig, key, prompt_attn_TxD=None):
+    raise NotImplementedError
+
   def feedback(self, state) -> jax.Array | None:
-    return None
+    """What the next pass adds after the host layer's attention: `state.feedback`."""
+    return state.feedback
 
   def read(self, state, obs: Observation, params) -> jax.Array:
     return obs.logits
 
-  def trace_fields(self, state, info) -> dict[str, jax.Array]:
-    """Per-pass fields of `sampling.Trace` this memory fills."""
-    return {"feedback_norm": info.feedback_norm}
+  def observe(self, state, obs: Observation, params):
+    raise NotImplementedError
 
   def summary(self, state) -> dict[str, Any]:
     """A few numbers about a final state (one sequence), for the CLI and the demo."""
-    return {"enabled": True, "kind": self.kind, "step": int(state.step)}
+    return {"kind": self.kind, "step": int(state.step)}
+
+  def to_dict(self) -> dict[str, Any]:
+    """The config as JSON-able data, `kind` included (checkpoints store it)."""
+    return {"kind": self.kind, **dataclasses.asdict(self)}
 
 
-def abstract_state(cfg, model_config: ModelConfig, batch: tuple[int, ...] = ()):
+def abstract_state(memory: Memory, model_config: ModelConfig, batch: tuple[int, ...] = ()):
   """The state's shapes and dtypes (for checkpoints and checks), with leading `batch` axes."""
   prompt = jnp.zeros((1, model_config.width), jnp.float32)
-  one = jax.eval_shape(lambda k: cfg.fresh_state(model_config, k, prompt), jax.random.key(0))
+  one = jax.eval_shape(lambda k: memory.fresh_state(model_config, k, prompt), jax.random.key(0))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct((*batch, *s.shape), s.dtype), one)
+
+
+def pool(x_TxD: jax.Array, how: Pool) -> jax.Array:
+  """A pass's vector: its last position's, or the mean over its positions (float32)."""
+  return (x_TxD[-1] if how == "last" else jnp.mean(x_TxD, axis=0)).astype(jnp.float32)
 
 
 def unit(x, axis=-1):
   """x scaled to unit norm along `axis` (zero stays zero)."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), COS_EPS)
+
+
+def cosine(x_D, a_KxD):
+  """cos(x, a_k) for each row k (0 where a norm is 0)."""
+  num = jnp.einsum("d,kd->k", x_D, a_KxD)
+  den = jnp.linalg.norm(x_D) * jnp.linalg.norm(a_KxD, axis=-1)
+  return num / jnp.maximum(den, COS_EPS)
 
 
 def pass_pairs(pending_D, pending_ok, obs: Observation):

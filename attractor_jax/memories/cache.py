@@ -45,6 +45,9 @@ class CacheConfig(Memory):
                       filled=jnp.zeros((W,), bool), pending=jnp.zeros((D,), jnp.float32),
                       pending_ok=jnp.zeros((), bool), step=jnp.zeros((), jnp.int32))
 
+  def feedback(self, state):
+    return None  # the cache changes the logits, not the residual stream
+
   def read(self, state, obs: Observation, params) -> jax.Array:
     keys_P, next_P, visible_TxP = _candidates(state, obs, self.window)
     sims_TxP = jnp.einsum("td,pd->tp", unit(obs.hidden.astype(jnp.float32)), keys_P)

@@ -43,6 +43,9 @@ class DynamicEvalConfig(Memory):
                             pending=jnp.zeros((D,), jnp.float32), pending_ok=jnp.zeros((), bool),
                             step=jnp.zeros((), jnp.int32))
 
+  def feedback(self, state):
+    return None  # it adapts the output layer, not the residual stream
+
   def read(self, state, obs: Observation, params):
     h = obs.hidden.astype(jnp.float32)
     return obs.logits + unembed(params, h * state.gain[None]) + state.bias[None]

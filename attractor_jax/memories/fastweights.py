@@ -9,13 +9,11 @@ u is normalised so that A stays bounded (|A| <= eta / (1 - lam)) whatever the sc
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from attractor_jax.memories.base import Info, Memory, Observation, unit
+from attractor_jax.memories.base import Info, Memory, Observation, Pool, pool, unit
 from attractor_jax.validation import check_choice, check_range
 
 
@@ -28,7 +26,7 @@ class FastWeightsConfig(Memory):
   lam: float = 0.95
   eta: float = 0.05
   alpha: float = 0.1
-  pool: Literal["last", "mean"] = "last"
+  pool: Pool = "last"
 
   def __post_init__(self):
     super().__post_init__()
@@ -42,11 +40,8 @@ class FastWeightsConfig(Memory):
     return FastWeightsState(A=jnp.zeros((D, D), jnp.float32), feedback=jnp.zeros((D,), jnp.float32),
                             step=jnp.zeros((), jnp.int32))
 
-  def feedback(self, state):
-    return state.feedback
-
   def observe(self, state, obs: Observation, params):
-    x = (obs.attn_out[-1] if self.pool == "last" else obs.attn_out.mean(axis=0)).astype(jnp.float32)
+    x = pool(obs.attn_out, self.pool)
     u = unit(x)
     A = self.lam * state.A + self.eta * jnp.outer(u, u)
     feedback = self.alpha * (A @ x)

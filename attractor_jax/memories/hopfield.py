@@ -8,13 +8,11 @@ the patterns stored *before* this pass (x itself is stored afterwards).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from attractor_jax.memories.base import Info, Memory, Observation, push
+from attractor_jax.memories.base import Info, Memory, Observation, Pool, pool, push
 from attractor_jax.validation import check_choice, check_int, check_range
 
 
@@ -27,7 +25,7 @@ class HopfieldConfig(Memory):
   window: int = 64
   beta: float | None = None
   alpha: float = 0.1
-  pool: Literal["last", "mean"] = "last"
+  pool: Pool = "last"
 
   def __post_init__(self):
     super().__post_init__()
@@ -42,11 +40,8 @@ class HopfieldConfig(Memory):
     return HopfieldState(patterns=jnp.zeros((W, D), jnp.float32), filled=jnp.zeros((W,), bool),
                          feedback=jnp.zeros((D,), jnp.float32), step=jnp.zeros((), jnp.int32))
 
-  def feedback(self, state):
-    return state.feedback
-
   def observe(self, state, obs: Observation, params):
-    x = (obs.attn_out[-1] if self.pool == "last" else obs.attn_out.mean(axis=0)).astype(jnp.float32)
+    x = pool(obs.attn_out, self.pool)
     beta = self.beta if self.beta is not None else x.shape[-1] ** -0.5
     scores = jnp.where(state.filled, beta * (state.patterns @ x), -jnp.inf)
     weights = jnp.where(state.filled.any(), jax.nn.softmax(scores), 0.0)

@@ -33,9 +33,6 @@ class SteeringConfig(Memory):
     return SteeringState(total=jnp.zeros((D,), jnp.float32), count=jnp.zeros((), jnp.int32),
                          feedback=jnp.zeros((D,), jnp.float32), step=jnp.zeros((), jnp.int32))
 
-  def feedback(self, state):
-    return state.feedback
-
   def observe(self, state, obs: Observation, params):
     T = obs.attn_out.shape[0]
     take_T = jnp.arange(T) < self.burn_in - state.count  # the pass's first tokens still needed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-from attractor_jax.report.format import ci_text, table_cell
+from experiments.report.format import ci_text, table_cell
 
 # Related-work memories (issue 6): reported in their own section, not as the seed's presets.
 MEMORIES = ("cache", "hopfield", "steering", "fastweights", "dynamic-eval")
@@ -129,7 +129,7 @@ def calibration_section(res: dict) -> tuple[list[str], list[str]]:
   b = c["best"]
   section = ["## Calibration (kept apart from evaluation)", "",
              f"Tuned on *{r['novel'].title()}* (the related-work memories' strengths and preset "
-             "tuned; the seed, gated and multiscale presets keep METHOD.md's numbers). Perplexity "
+             "tuned; the seed, gated and multiscale presets keep docs/method.md's numbers). Perplexity "
              "(E1: Pride and Prejudice; E5: Persuasion), comprehension and topic-switch items "
              "use other text; the generation prompts of E3/E7 and the trajectories include "
              "Emma's opening (1 of 4 prompts; the trajectories' only one). "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from attractor_jax.report.format import ci_text, direction
-from attractor_jax.report.memories import (ATTRACTOR_ROWS, MEMORIES, memory_answer,
+from experiments.report.format import ci_text, direction
+from experiments.report.memories import (ATTRACTOR_ROWS, MEMORIES, memory_answer,
                                            memory_table)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
-from attractor_jax.report.format import ci_text, verdict
-from attractor_jax.report.memories import MEMORIES
+from experiments.report.format import ci_text, verdict
+from experiments.report.memories import MEMORIES
 
 
 def e1_section(res: dict) -> tuple[list[str], list[str]]:

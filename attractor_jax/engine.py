@@ -1,0 +1,322 @@
+"""One frozen engine per (model config, memory, dtype): the pass, and every compiled program.
+
+    engine = model.engine(memory)            # or Engine(config, memory, dtype)
+    out = engine.step(params, tokens_BxT, positions_BxT, cache, state)   # -> Step
+
+An engine's fields are static and hashable, and its programs are jitted with the engine as
+a static `self`: a program compiles once per engine and input shape, and no caller lists
+static arguments. Everything that changes (params, tokens, the KV cache, the memory state,
+keys, token counts) goes in as arrays and comes back. Inside a pass the memory state has the
+decoder's batch axis B; seeds and items are vmap axes around it (README: Architecture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attractor_jax.config import ModelConfig
+from attractor_jax.memories.base import Memory, Observation
+from attractor_jax.sampling import SamplingState, Trace, sample_token, sample_tokens, state_finite
+from attractor_jax.transformer import Decoder, KVCache, Taps, init_cache
+
+
+class Step(NamedTuple):
+  """One pass for a batch: what `Engine.step` returns."""
+
+  logits: jax.Array  # [B, T, V] float32 ([B, 1, V] with last_logits_only)
+  cache: KVCache | None
+  state: Any  # the memory state after the pass, [B, ...]; None without a memory
+  info: Any  # what the memory's update saw, [B, ...]; None without a memory
+  taps: Taps
+
+
+class Pass(NamedTuple):
+  """A public read of one pass (`Model.taps`)."""
+
+  logits: jax.Array  # [B, T, V] float32
+  attn_out: jax.Array  # [B, T, D]: the host layer's attention output (before the residual add)
+  hidden: jax.Array  # [B, T, D]: the final normed hidden states (the unembedding's input)
+
+
+def token_nll(logits_BxTxV, targets_BxT):
+  """-log p(target) per position, in float32."""
+  logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+  """The decoder of `config` with `memory` on its host layer (None: the plain model).
+
+  `output_kernel`: the logits read params["lm_head"] even when the embeddings are tied (see
+  `transformer.Decoder`).
+  """
+
+  config: ModelConfig
+  memory: Memory | None = None
+  dtype: Any = jnp.float32
+  output_kernel: bool = False
+
+  def __post_init__(self):
+    if self.memory is not None:
+      self.memory.check_model(self.config)
+
+  @property
+  def decoder(self) -> Decoder:
+    return Decoder(self.config, dtype=self.dtype, output_kernel=self.output_kernel)
+
+  def step(self, params, tokens_BxT, positions_BxT, cache: KVCache | None, state, *,
+           last_logits_only: bool = False) -> Step:
+    """One pass: the host layer adds the memory's feedback, the memory reads the pass (mixing
+    memories change its logits), then updates its state for the next pass.
+
+    Args:
+      tokens_BxT, positions_BxT: int32 ids and their positions.
+      cache: the KV cache, or None for plain causal attention over the pass alone.
+      state: the memory state with a leading batch axis (None without a memory).
+      last_logits_only: return the last position's logits only ([B, 1, V]); the other rows
+        are then not unembedded unless the memory uses logits.
+    """
+    memory = self.memory
+    if memory is None:
+      logits, cache, taps = self.decoder.apply(
+          {"params": params}, tokens_BxT, positions_BxT, cache, last_logits_only=last_logits_only,
+          method=Decoder.tapped)
+      return Step(logits, cache, state, None, taps)
+    logits, cache, taps = self.decoder.apply(
+        {"params": params}, tokens_BxT, positions_BxT, cache,
+        feedback_BxD=jax.vmap(memory.feedback)(state), host_layer=memory.layer,
+        last_logits_only=last_logits_only and not memory.uses_logits, method=Decoder.tapped)
+    obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
+                      hidden=taps.hidden_BxTxD, logits=logits)
+    per_sequence = functools.partial(jax.vmap, in_axes=(0, 0, None))
+    logits = per_sequence(memory.read)(state, obs, params)
+    state, info = per_sequence(memory.observe)(state, obs, params)
+    return Step(logits[:, -1:] if last_logits_only else logits, cache, state, info, taps)
+
+  def fresh_state(self, params, prompt_T, key):
+    """A fresh memory state for one sequence (no batch axis; None without a memory). A memory
+    that wants them sees the prompt's attention outputs from a baseline pass."""
+    memory = self.memory
+    if memory is None:
+      return None
+    if not memory.uses_prompt:
+      return memory.fresh_state(self.config, key)
+    _, _, taps = self.decoder.apply({"params": params}, prompt_T[None],
+                                    jnp.arange(prompt_T.shape[0])[None], method=Decoder.tapped,
+                                    host_layer=memory.layer)
+    return memory.fresh_state(self.config, key, taps.attn_out_BxTxD[0])
+
+  @functools.partial(jax.jit, static_argnames=("self",))
+  def forward(self, params, tokens_BxT):
+    """Logits [B, T, V] of one plain causal pass (no memory, no cache)."""
+    positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+    logits, _ = self.decoder.apply({"params": params}, tokens_BxT, positions)
+    return logits
+
+  @functools.partial(jax.jit, static_argnames=("self", "layer"))
+  def taps(self, params, tokens_BxT, state=None, *, layer: int) -> Pass:
+    """One causal pass tapping `layer`; with a memory state, its feedback enters there."""
+    positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+    feedback = None if state is None else jax.vmap(self.memory.feedback)(state)
+    logits, _, taps = self.decoder.apply({"params": params}, tokens_BxT, positions,
+                                         feedback_BxD=feedback, host_layer=layer,
+                                         method=Decoder.tapped)
+    return Pass(logits, taps.attn_out_BxTxD, taps.hidden_BxTxD)
+
+  @functools.partial(jax.jit, static_argnames=("self",))
+  def window_nll(self, params, tokens_BxW):
+    """Summed next-token NLL of each row (W-1 predictions), one plain pass: [B]."""
+    logits = self.forward(params, tokens_BxW)
+    return token_nll(logits[:, :-1], tokens_BxW[:, 1:]).sum(axis=-1)
+
+  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer"))
+  def prefill(self, params, prompt_T, init_key, sample_key, temperature, top_p, eos_id,
+              state=None, *, cache_len: int, buffer: int) -> SamplingState:
+    """`_prefill` for one sequence (see there); the result has no row axis."""
+    return self._prefill(params, prompt_T, init_key, sample_key, temperature, top_p, eos_id,
+                         state, cache_len, buffer)
+
+  @functools.partial(jax.jit, static_argnames=("self",), donate_argnames=("state",))
+  def decode(self, params, state: SamplingState, sample_keys_S, num_tokens, temperature, top_p,
+             eos_id) -> SamplingState:
+    """`_decode` as its own program (the state's buffers are donated)."""
+    return self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
+
+  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer"))
+  def sample(self, params, prompts_SxT, init_keys_S, sample_keys_S, num_tokens, temperature,
+             top_p, eos_id, *, cache_len: int, buffer: int) -> SamplingState:
+    """Rows of (prompt, seed keys), prompts of one length: a vmapped prefill, then one decode
+    loop for all rows. The result's cache is dropped (a sweep does not resume)."""
+    prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
+                                eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
+    state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
+    state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
+    return state.replace(cache=None)
+
+  def _prefill(self, params, prompt_T, init_key, sample_key, temperature, top_p, eos_id, state,
+               cache_len: int, buffer: int) -> SamplingState:
+    """Runs the prompt as one pass and samples token 0 into `buffer`-token output buffers.
+
+    `state=None` starts a fresh memory, initialised from this pass's attention outputs (its
+    feedback is zero, so the pass is the baseline's); a given state (batch axis 1) feeds its
+    feedback into the prompt.
+    """
+    T = prompt_T.shape[0]
+    cache = init_cache(self.config, 1, cache_len, self.dtype)
+    tokens, positions = prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None]
+    if self.memory is not None and state is None:
+      state = jax.tree.map(lambda a: a[None], self.fresh_state(params, prompt_T, init_key))
+    out = self.step(params, tokens, positions, cache, state, last_logits_only=True)
+    token = sample_token(out.logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
+    first = lambda r: jnp.zeros((buffer, *r.shape), r.dtype).at[0].set(r)
+    return SamplingState(
+        tokens=first(token), count=jnp.int32(1), trace=jax.tree.map(first, self._trace_row(out)),
+        token=token, position=jnp.int32(T), t=jnp.int32(1), done=token == eos_id,
+        cache=out.cache, memory=out.state)
+
+  def _decode(self, params, state: SamplingState, sample_keys_S, num_tokens, temperature, top_p,
+              eos_id) -> SamplingState:
+    """Samples until every row is done (EOS) or has `num_tokens` tokens, one pass per token.
+
+    All rows sit at one position. A finished row's tokens, count, memory and trace stop,
+    while its cache goes on being written (it is never read again): a `jax.vmap` of a
+    one-row loop would select between the old and new cache of every row in every step, and
+    per-row positions would make every cache write a scatter.
+    """
+    advance = jax.vmap(functools.partial(self._advance, params), in_axes=(0, None))
+    S = state.done.shape[0]
+
+    def going(s: SamplingState):
+      return jnp.any(~s.done & (s.count < num_tokens))
+
+    def one_token(s: SamplingState) -> SamplingState:
+      slot = jnp.max(s.count)  # every row still going has written this many tokens
+      logits_SxV, cache, memory, row = advance(s, s.position[0])
+      token = sample_tokens(logits_SxV, jax.vmap(jax.random.fold_in)(sample_keys_S, s.t),
+                            temperature, top_p)
+      live_S = ~s.done
+      keep = lambda new, old: jnp.where(live_S.reshape((S,) + (1,) * (new.ndim - 1)), new, old)
+      token = jnp.where(live_S, token, eos_id)
+      trace = jax.tree.map(lambda buf, r: buf.at[:, slot].set(keep(r, buf[:, slot])), s.trace, row)
+      return SamplingState(
+          tokens=s.tokens.at[:, slot].set(token), count=s.count + live_S, trace=trace,
+          token=token, position=s.position + 1, t=s.t + live_S, done=s.done | (token == eos_id),
+          cache=cache, memory=jax.tree.map(keep, memory, s.memory))
+
+    return jax.lax.while_loop(going, one_token, state)
+
+  def _advance(self, params, s: SamplingState, position):
+    """One pass of one row at `position`: (logits [V], cache, memory state, Trace row)."""
+    out = self.step(params, s.token[None, None], position[None, None], s.cache, s.memory)
+    return out.logits[0, -1], out.cache, out.state, self._trace_row(out)
+
+  def _trace_row(self, out: Step) -> Trace:
+    hidden = out.taps.hidden_BxTxD[0, -1]
+    if out.info is None:
+      return Trace(hidden=hidden)
+    first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+    return Trace(hidden=hidden, info=first(out.info), finite=state_finite(out.state))
+
+  def trace_row_shape(self, params) -> Trace:
+    """The shapes and dtypes of one Trace row (one pass of one sequence)."""
+
+    def one_pass(params):
+      state = None
+      if self.memory is not None:
+        prompt = jnp.zeros((1, self.config.width), jnp.float32)
+        state = jax.tree.map(lambda a: a[None], self.memory.fresh_state(
+            self.config, jax.random.key(0), prompt))
+      token = jnp.zeros((1, 1), jnp.int32)
+      out = self.step(params, token, token, init_cache(self.config, 1, 1, self.dtype), state)
+      return self._trace_row(out)
+
+    return jax.eval_shape(one_pass, params)
+
+  def with_buffers(self, params, state: SamplingState, buffer: int) -> SamplingState:
+    """`state` (rows that go on, e.g. a restored run) with empty `buffer`-token outputs."""
+    S = state.done.shape[0]
+    return state.replace(
+        tokens=jnp.zeros((S, buffer), jnp.int32), count=jnp.zeros((S,), jnp.int32),
+        trace=jax.tree.map(lambda r: jnp.zeros((S, buffer, *r.shape), r.dtype),
+                           self.trace_row_shape(params)))
+
+  @functools.partial(jax.jit, static_argnames=("self",))
+  def stepwise_nll(self, params, windows_NxW, init_keys_S, prompt_attn_TxD, ref_logp_NxWxV=None):
+    """Scores windows token by token with the memory on, for S seeds at once.
+
+    Each pass is one token, as in generation; the KV cache restarts at every window while the
+    memory's state carries over (the persistent memory under test). Returns NLL sums [S, N]
+    and, given reference log-probs (the baseline's), KL(reference || memory) sums [S, N].
+    """
+    W = windows_NxW.shape[1]
+
+    def one_window(state, window):
+      window_W, ref_WxV = window
+
+      def one_token(carry, pos):
+        cache, state = carry
+        out = self.step(params, window_W[pos][None, None], pos[None, None], cache, state)
+        target = window_W[jnp.minimum(pos + 1, W - 1)]
+        scored = pos < W - 1
+        nll = jnp.where(scored, token_nll(out.logits[:, -1], target[None])[0], 0.0)
+        if ref_WxV is None:
+          return (out.cache, out.state), (nll, 0.0)
+        logp_V = jax.nn.log_softmax(out.logits[0, -1])
+        kl = jnp.sum(jnp.exp(ref_WxV[pos]) * (ref_WxV[pos] - logp_V))
+        return (out.cache, out.state), (nll, jnp.where(scored, kl, 0.0))
+
+      cache = init_cache(self.config, 1, W, self.dtype)
+      (_, state), (nll_W, kl_W) = jax.lax.scan(one_token, (cache, state), jnp.arange(W))
+      return state, (nll_W.sum(), jnp.sum(kl_W))
+
+    def one_seed(key):
+      fresh = self.memory.fresh_state(self.config, key, prompt_attn_TxD)
+      _, (nll_N, kl_N) = jax.lax.scan(one_window, jax.tree.map(lambda a: a[None], fresh),
+                                      (windows_NxW, ref_logp_NxWxV))
+      return nll_N, kl_N
+
+    return jax.vmap(one_seed)(init_keys_S)
+
+  @functools.partial(jax.jit, static_argnames=("self", "segment"))
+  def choice_scores(self, params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, segment: int):
+    """Per seed, item and choice: the summed log-probability of the choice's tokens and
+    whether each is the argmax, [S, I, C] each. The context is read in `segment`-token
+    passes from a fresh memory; each choice is then one more pass from that cache and state.
+    """
+    L, J = ctx_IxL.shape[1], ch_IxCxJ.shape[2]
+
+    def one_item(key, ctx_L, ch_CxJ, mask_CxJ):
+      state = None
+      if self.memory is not None:
+        state = jax.tree.map(lambda a: a[None], self.fresh_state(params, ctx_L, key))
+      cache = init_cache(self.config, 1, L + J, self.dtype)
+
+      def read(carry, start):
+        cache, state, _ = carry
+        toks = jax.lax.dynamic_slice(ctx_L, (start,), (segment,))[None]
+        out = self.step(params, toks, (start + jnp.arange(segment))[None], cache, state,
+                        last_logits_only=True)
+        return (out.cache, out.state, out.logits[0, -1]), None
+
+      (cache, state, last_V), _ = jax.lax.scan(
+          read, (cache, state, jnp.zeros((self.config.vocab_size,), jnp.float32)),
+          jnp.arange(0, L, segment))
+
+      def score(ch_J, mask_J):
+        logits = self.step(params, ch_J[None], (L + jnp.arange(J))[None], cache, state).logits
+        logp_JxV = jax.nn.log_softmax(jnp.concatenate([last_V[None], logits[0, :-1]]), axis=-1)
+        picked_J = jnp.take_along_axis(logp_JxV, ch_J[:, None], 1)[:, 0]
+        greedy = jnp.all(jnp.where(mask_J, jnp.argmax(logp_JxV, axis=-1) == ch_J, True))
+        return jnp.sum(jnp.where(mask_J, picked_J, 0.0)), greedy
+
+      return jax.vmap(score)(ch_CxJ, mask_CxJ)
+
+    per_seed = lambda key: jax.vmap(one_item, in_axes=(None, 0, 0, 0))(key, ctx_IxL, ch_IxCxJ,
+                                                                          mask_IxCxJ)
+    return jax.vmap(per_seed)(keys_S)
