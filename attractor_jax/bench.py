@@ -168,8 +168,11 @@ def _scoring_seconds(model, hf, repeats: int) -> dict:
   return out
 
 
+MARKDOWN_HEADER = "| measure | ratio | target | met |"
+
+
 def markdown(result: dict) -> str:
-  lines = ["| measure | ratio | target | met |", "|---|---|---|---|"]
+  lines = [MARKDOWN_HEADER, "|---|---|---|---|"]
   for k, v in result["ratios"].items():
     shown = "n/a" if v is None else f"{v:.3f}"
     lines.append(f"| {k} | {shown} | {result['targets'][k]} | {result['met'][k]} |")

@@ -3,8 +3,8 @@
 A checkpoint directory holds two items: `state` (the pytree, restored against an abstract
 target built from the metadata, so the pytree type comes back) and `meta` (JSON: the format,
 library version, memory config, model id and config, and the caller's own metadata under
-"user"). Orbax writes to a temporary directory and renames it on commit, and the new
-checkpoint is complete before the old one is removed, so a killed save never loses a good one.
+"user"). A save replaces only a checkpoint of this library, atomically and never losing the
+previous one on a kill, a full disk or a second writer (`writing.replace_dir_atomic`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import pathlib
-import shutil
 from typing import Any
 
 import jax
@@ -22,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from attractor_jax import writing
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import KINDS, Memory, abstract_state
@@ -77,21 +76,22 @@ def _checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
+def is_our_checkpoint(path: pathlib.Path) -> bool:
+  """A directory holding this library's checkpoint metadata (any format version)."""
+  try:
+    meta = json.loads((path / "meta" / "metadata").read_text())
+  except (OSError, ValueError):
+    return False
+  return isinstance(meta, dict) and str(meta.get("format", "")).startswith("attractor-jax/")
+
+
 def _save_replacing(path: pathlib.Path, tree, meta: dict, overwrite: bool = True):
-  """Saves next to `path`, then swaps it in: the old checkpoint survives a killed save."""
-  path = pathlib.Path(path).absolute()
-  if path.exists() and not overwrite:
+  """Saves beside `path`, then puts it in `path`'s place (see `writing.replace_dir_atomic`)."""
+  if not overwrite and pathlib.Path(path).exists():
     raise InputError(f"checkpoint {str(path)!r} exists: pass overwrite=True or another path")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fresh = path.with_name(f".{path.name}.saving-{os.getpid()}")
-  old = path.with_name(f".{path.name}.old-{os.getpid()}")
-  shutil.rmtree(fresh, ignore_errors=True)
-  _checkpointer().save(fresh, args=ocp.args.Composite(
+  save = lambda fresh: _checkpointer().save(fresh, args=ocp.args.Composite(
       state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
-  if path.exists():
-    os.replace(path, old)
-  os.replace(fresh, path)
-  shutil.rmtree(old, ignore_errors=True)
+  writing.replace_dir_atomic(path, save, ours=is_our_checkpoint, what="checkpoint")
 
 
 def save_state(path: str | pathlib.Path, state, *, memory: Memory, model,
@@ -110,6 +110,7 @@ def save_state(path: str | pathlib.Path, state, *, memory: Memory, model,
   if not isinstance(memory, Memory):
     raise InputError(f"memory={memory!r:.60}: pass the memory config the state was made with")
   _check_no_typed_keys(state)
+  _check_finite(state, f"memory {memory.kind!r}")
   batch = tuple(np.shape(state.step))
   _save_replacing(path, state, _metadata(memory, model, user_meta, batch_shape=list(batch)),
                   overwrite)
@@ -194,10 +195,9 @@ def restore_state(path: str | pathlib.Path, *, memory: Memory | None = None,
   target = abstract_state(saved, ModelConfig(**meta["model_config"]),
                           tuple(meta.get("batch_shape", [])))
   state = _restore(path, target)
-  for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(state):
-    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
-      name = jax.tree_util.keystr(leaf_path).lstrip(".")
-      raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
+  name = _nonfinite_leaf(state)
+  if name is not None:
+    raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
   return Restored(state=state, memory=saved, meta=meta, user=meta["user"])
 
 
@@ -217,6 +217,22 @@ def _diff(a: Memory | None, b: Memory | None) -> str:
   da, db = a.to_dict(), b.to_dict()
   keys = [k for k in {**da, **db} if da.get(k) != db.get(k)]
   return ", ".join(f"{k}: saved {da.get(k)!r} vs given {db.get(k)!r}" for k in keys[:3])
+
+
+def _nonfinite_leaf(tree) -> str | None:
+  """The name of the first floating-point leaf holding NaN or Inf, or None."""
+  for leaf_path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
+      return jax.tree_util.keystr(leaf_path).lstrip(".")
+  return None
+
+
+def _check_finite(tree, what: str):
+  """Refuses to save a state holding NaN or Inf: it could only be restored to fail."""
+  name = _nonfinite_leaf(tree)
+  if name is not None:
+    raise InputError(f"the state of {what} has NaN or Inf values in {name}: it is not saved; "
+                     "save an earlier good state")
 
 
 def _check_no_typed_keys(tree):
@@ -240,6 +256,7 @@ def run_tree(generation, model) -> tuple[dict, dict]:
   tree = {"carry": _resumable(generation.run), "sample_key": jnp.asarray(generation.sample_key),
           "tokens": jnp.asarray(generation.prompt_tokens + generation.tokens, jnp.int32)}
   _check_no_typed_keys(tree)
+  _check_finite(tree["carry"]["state"], "this run's memory")
   meta = _metadata(generation.memory, model, {}, kind="run",
                    cache_len=int(generation.run.cache.max_len),
                    num_tokens=int(tree["tokens"].shape[0]),

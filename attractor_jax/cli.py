@@ -98,6 +98,7 @@ def read_text_file(path: str) -> str:
 
 def _generate(args) -> dict:
   import attractor_jax as aj
+  from attractor_jax import checkpoint, writing
   from attractor_jax.sampling import check_sampling
   from attractor_jax.seeds import seed_keys
 
@@ -106,6 +107,8 @@ def _generate(args) -> dict:
   seed_keys(args.seed)
   if memory is None and (args.load_state or args.save_state):
     raise InputError("--load-state and --save-state need a memory: pass a --preset other than off")
+  if args.save_state:  # refused before any work when it would replace what is not ours
+    writing.claim(args.save_state, checkpoint.is_our_checkpoint, "checkpoint")
   state = None
   if args.load_state:
     state = aj.restore_state(args.load_state, memory=memory, model=args.model).state
@@ -136,11 +139,16 @@ def _sweep(args) -> dict:
   from tqdm import tqdm
 
   import attractor_jax as aj
-  from attractor_jax.results import git_commit, machine_info, write_json_atomic
+  from attractor_jax import writing
+  from attractor_jax.results import git_commit, machine_info
   from attractor_jax.sampling import check_sampling
-  from attractor_jax.seed_sweep import check_batch_size
+  from attractor_jax.seed_sweep import check_batch_size, is_resume_dir
   from attractor_jax.seeds import seed_list
 
+  if args.out:  # refused before any work when it would replace a file that is not ours
+    writing.claim(args.out, writing.is_our_json, "result")
+  if args.resume_dir:
+    writing.claim(args.resume_dir, is_resume_dir, "finished seed batches")
   memory = aj.get_preset(args.preset)
   n_seeds = len(seed_list(args.seeds))
   per_call = check_batch_size(args.batch_size, n_seeds)
@@ -158,18 +166,21 @@ def _sweep(args) -> dict:
   result = {"preset": args.preset, "model": args.model, **result.to_json(),
             "machine": machine_info(), "git_commit": git_commit()}
   if args.out:
-    write_json_atomic(args.out, result)
+    writing.write_json_atomic(args.out, result)
   return result
 
 
 def _bench(args) -> dict:
-  from attractor_jax import bench
-  from attractor_jax.results import write_json_atomic
+  from attractor_jax import bench, writing
 
+  markdown_path = pathlib.Path(args.out).with_suffix(".md")
+  writing.claim(args.out, writing.is_our_json, "bench result")
+  writing.claim(markdown_path, writing.first_line_is(bench.MARKDOWN_HEADER), "bench table")
   result = bench.run(args.model, quick=args.quick,
                      progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
-  write_json_atomic(args.out, result)
-  pathlib.Path(args.out).with_suffix(".md").write_text(bench.markdown(result) + "\n")
+  writing.write_json_atomic(args.out, result)
+  writing.write_text_atomic(markdown_path, bench.markdown(result) + "\n",
+                            first_line=bench.MARKDOWN_HEADER)
   return result
 
 

@@ -218,10 +218,11 @@ class Engine:
 
   def _trace_row(self, out: Step) -> Trace:
     hidden = out.taps.hidden_BxTxD[0, -1]
+    finite = jnp.all(jnp.isfinite(out.logits))
     if out.info is None:
-      return Trace(hidden=hidden)
+      return Trace(hidden=hidden, finite=finite)
     first = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    return Trace(hidden=hidden, info=first(out.info), finite=state_finite(out.state))
+    return Trace(hidden=hidden, info=first(out.info), finite=finite & state_finite(out.state))
 
   def trace_row_shape(self, params) -> Trace:
     """The shapes and dtypes of one Trace row (one pass of one sequence)."""

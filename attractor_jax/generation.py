@@ -15,7 +15,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory, abstract_state
 from attractor_jax.model import Model
 from attractor_jax.prompts import buffer_length, cache_length, prompt_ids
-from attractor_jax.sampling import SamplingState, Trace, check_sampling
+from attractor_jax.sampling import SamplingState, Trace, check_finite, check_sampling
 from attractor_jax.seeds import seed_keys
 from attractor_jax.validation import renamed_memory_keyword
 
@@ -90,7 +90,7 @@ def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 20
   run, c1, d_s = compile_and_run(
       Engine.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
                       temp, top, eos), {})
-  out = _finished(model, engine, run, ids.tolist(), sample_key, trace)
+  out = _finished(model, engine, run, ids.tolist(), sample_key, trace, f"seed {seed}")
   out.timing = {"compile_s": c0 + c1, "prefill_s": p_s, "decode_s": d_s,
                 "tokens_per_s": max(len(out.tokens) - 1, 1) / max(d_s, 1e-9)}
   return out
@@ -112,21 +112,23 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, memory: Memory | Non
   out, c, d_s = compile_and_run(
       Engine.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
                       jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id)), {})
-  out = _finished(model, engine, out, np.asarray(run["tokens"]).tolist(), sample_key, False)
+  out = _finished(model, engine, out, np.asarray(run["tokens"]).tolist(), sample_key, False,
+                  "the resumed run")
   out.timing = {"compile_s": c, "prefill_s": 0.0, "decode_s": d_s,
                 "tokens_per_s": len(out.tokens) / max(d_s, 1e-9)}
   return out
 
 
 def _finished(model: Model, engine: Engine, run: SamplingState, prompt_tokens: list[int],
-              sample_key, keep_trace: bool) -> Generation:
+              sample_key, keep_trace: bool, name: str) -> Generation:
   """The Generation of a one-row decode (timing to be filled in), after checking that its
   memory stayed finite."""
   n = int(run.count[0])
   generated = np.asarray(run.tokens[0, :n]).tolist()
   final = None if run.memory is None else jax.tree.map(lambda a: a[0, 0], run.memory)
   trace = jax.tree.map(lambda a: np.asarray(a[0, :n]), run.trace)
-  check_finite(trace, n, final)
+  steps = None if final is None else [int(final.step)]
+  check_finite(trace.finite[None], [n], [name], engine.memory, steps)
   return Generation(
       text=model.tokenizer.decode(generated) if model.tokenizer is not None else "",
       tokens=generated, prompt_tokens=prompt_tokens, memory=engine.memory, state=final, run=run,
@@ -150,17 +152,3 @@ def check_state(state, memory: Memory | None, model: Model):
                        f"model need {spec.shape}: restore a state made with the same config")
     if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
       raise InputError(f"state.{name} has NaN or Inf values: restore an earlier good state")
-
-
-def check_finite(trace: Trace, passes: int, state):
-  """Raises InputError naming the first of `passes` passes after which the state held NaN/Inf."""
-  if trace.finite is None:
-    return
-  ok = np.asarray(trace.finite)[:passes]
-  if ok.all():
-    return
-  i = int(np.argmin(ok))
-  raise InputError(
-      f"the memory state became NaN or Inf in the pass that produced token {i} of this call "
-      f"(memory update {int(state.step) - (passes - 1 - i)}): lower alpha or beta, or "
-      "restore an earlier good state")

@@ -7,10 +7,11 @@ newest one falls back to the one before.
 from __future__ import annotations
 
 import pathlib
+import re
 
 import orbax.checkpoint as ocp
 
-from attractor_jax import checkpoint
+from attractor_jax import checkpoint, writing
 from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate, resume
 from attractor_jax.memories.base import Memory
@@ -18,9 +19,20 @@ from attractor_jax.model import Model
 from attractor_jax.validation import check_int, renamed_memory_keyword
 
 
+_STEP = re.compile(r"^\d+(\.orbax-checkpoint-tmp.*)?$")
+
+
+def is_run_dir(path: pathlib.Path) -> bool:
+  """A directory holding only a CheckpointManager's step directories (and its temporaries)."""
+  return path.is_dir() and all(_STEP.match(p.name) and p.is_dir() for p in path.iterdir())
+
+
 def _manager(run_dir, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(pathlib.Path(run_dir).absolute(), options=options)
+  """The run's CheckpointManager; it removes the temporaries of killed saves on start."""
+  path = writing.writable_dir(run_dir, is_run_dir, "run checkpoints")
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(path, options=options)
 
 
 def latest_good(run_dir, memory: Memory | None, model: Model, keep: int = 3):
@@ -42,9 +54,10 @@ def latest_good(run_dir, memory: Memory | None, model: Model, keep: int = 3):
 
 def _save(mngr: ocp.CheckpointManager, g: Generation, model: Model, done: int) -> dict:
   tree, meta = checkpoint.run_tree(g, model)
-  mngr.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                          meta=ocp.args.JsonSave(meta)))
-  mngr.wait_until_finished()  # the next chunk donates these buffers
+  with writing.reported(mngr.directory / str(done)):
+    mngr.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                            meta=ocp.args.JsonSave(meta)))
+    mngr.wait_until_finished()  # the next chunk donates these buffers
   return checkpoint.rows_of(tree)
 
 

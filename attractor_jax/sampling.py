@@ -21,8 +21,8 @@ class Trace(flax.struct.PyTreeNode):
   """Per-pass record: one row per generated token (the pass that produced it)."""
 
   hidden: jax.Array  # [n, D] final hidden state at the pass's last position
+  finite: jax.Array  # [n] bool: the pass's logits and the memory state after it have no NaN/Inf
   info: Any = None  # the memory's info pytree (e.g. attractor.UpdateInfo), [n, ...]; None: off
-  finite: jax.Array | None = None  # [n] bool: the memory state after this pass has no NaN/Inf
 
 
 class SamplingState(flax.struct.PyTreeNode):
@@ -50,6 +50,24 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
     raise InputError(f"temperature={temperature!r}: pass a number >= 0 (0 is greedy)")
   if not np.isfinite(top_p) or not 0 < top_p <= 1:
     raise InputError(f"top_p={top_p!r}: pass a number in (0, 1]")
+
+
+def check_finite(finite_SxL, counts_S, rows, memory, final_steps_S=None):
+  """Raises InputError naming the first row (e.g. "seed 3") and token whose pass gave NaN or
+  Inf logits or memory state, and the memory; a row's first `count` passes are checked.
+  `final_steps_S`, the memory's update count at the end, also names the update."""
+  for row, (ok_L, count) in enumerate(zip(np.asarray(finite_SxL), np.asarray(counts_S))):
+    bad = np.flatnonzero(~ok_L[:count])
+    if bad.size:
+      i = int(bad[0])
+      where = f"token {i} of this call"
+      if final_steps_S is not None:
+        where += f" (memory update {int(final_steps_S[row]) - (int(count) - 1 - i)})"
+      kind = "no memory" if memory is None else f"memory {memory.kind!r}"
+      raise InputError(
+          f"{rows[row]}: the pass that produced {where} gave NaN or Inf logits or memory "
+          f"state ({kind}); nothing of it is saved: lower alpha or beta, or restore an "
+          "earlier good state")
 
 
 def state_finite(state) -> jax.Array:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import pathlib
+import re
 import zipfile
 from typing import Any, Callable, Sequence
 
@@ -21,15 +22,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from attractor_jax import stats
+from attractor_jax import stats, writing
 from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
 from attractor_jax.memories.base import Memory, abstract_state
 from attractor_jax.model import Model
 from attractor_jax.prompts import buffer_length, cache_length, prompt_ids
-from attractor_jax.results import write_npz_atomic
-from attractor_jax.sampling import Trace, check_sampling
+from attractor_jax.sampling import Trace, check_finite, check_sampling
 from attractor_jax.scoring import Perplexity, perplexity
 from attractor_jax.seeds import seed_list, stacked_keys
 from attractor_jax.validation import check_int, renamed_memory_keyword
@@ -160,7 +160,10 @@ def _run_rows(model: Model, engine: Engine, ids_RxT, seeds, max_new_tokens, temp
   gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
   states = None if out.memory is None else jax.tree.map(lambda a: gather(a)[:, 0], out.memory)
-  return gather(out.tokens), gather(out.count), states, jax.tree.map(gather, out.trace)
+  trace, count = jax.tree.map(gather, out.trace), gather(out.count)
+  check_finite(trace.finite, count, [f"seed {s}" for s in seeds], engine.memory,
+               None if states is None else states.step)
+  return gather(out.tokens), count, states, trace
 
 
 @renamed_memory_keyword
@@ -202,11 +205,20 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *,
   return out
 
 
+_BATCH = re.compile(r"^(\.)?seeds-\d+-[0-9a-f]{16}\.npz")
+
+
+def is_resume_dir(path: pathlib.Path) -> bool:
+  """A directory holding only finished seed batches (and temporaries of their writes)."""
+  return path.is_dir() and all(_BATCH.match(p.name) for p in path.iterdir())
+
+
 def _stored(resume_dir, key: dict, run, engine: Engine, model: Model):
   """`run()`'s batch, loaded from `resume_dir` when a finished copy is there, else run and saved."""
   text = json.dumps(key, sort_keys=True)
   digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-  path = pathlib.Path(resume_dir) / f"seeds-{key['seeds'][0]}-{digest}.npz"
+  path = writing.writable_dir(resume_dir, is_resume_dir, "finished seed batches") \
+      / f"seeds-{key['seeds'][0]}-{digest}.npz"
   try:
     with np.load(path) as z:
       if str(z["key"]) == text:
@@ -214,7 +226,7 @@ def _stored(resume_dir, key: dict, run, engine: Engine, model: Model):
   except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent or unreadable: redo it
     pass
   part = run()
-  write_npz_atomic(path, {"key": np.asarray(text), **_to_arrays(part)})
+  writing.write_npz_atomic(path, {"key": np.asarray(text), **_to_arrays(part)})
   return part
 
 

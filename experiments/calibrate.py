@@ -30,7 +30,8 @@ from tqdm import tqdm
 import attractor_jax as aj
 from attractor_jax.data import load_text
 from attractor_jax.memories.base import unit
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from attractor_jax.scoring import stepwise_nll, text_windows, window_nll
 
 NOVEL = "emma"

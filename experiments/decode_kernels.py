@@ -35,7 +35,8 @@ import attractor_jax as aj
 from attractor_jax import sampling
 from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from attractor_jax.transformer import ordered_after
 
 

@@ -28,7 +28,8 @@ from attractor_jax import stats
 from attractor_jax.evals.choice import choice_logprobs
 from attractor_jax.evals.tasks import fact_recall_items
 from attractor_jax.prompts import left_padded
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 
 
 def accuracy(model, contexts, items, memory) -> np.ndarray:

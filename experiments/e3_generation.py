@@ -24,7 +24,8 @@ from attractor_jax.data import load_text
 from attractor_jax.evals.metrics import (distinct_n, rep_l, repetition_by_position, seq_rep_n,
                                          window_drift)
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from experiments import trajectories
 from experiments.common import plot_lines
 

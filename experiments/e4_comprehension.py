@@ -21,7 +21,8 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.evals.choice import choice_logprobs
 from attractor_jax.evals.tasks import comprehension_items
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 
 SEGMENT = 16
 

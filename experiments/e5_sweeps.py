@@ -21,7 +21,8 @@ from tqdm import tqdm
 import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.data import load_text
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from attractor_jax.scoring import baseline_logp, stepwise_nll, text_windows, window_nll
 from experiments.common import plot_lines
 

@@ -25,7 +25,8 @@ from attractor_jax import layers, stats
 from attractor_jax.evals.metrics import snap_back_share
 from attractor_jax.evals.tasks import topic_switch_prompts
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 
 PRESETS = ("seed", "gated", "multiscale")
 PART_TOKENS = 48

@@ -26,7 +26,8 @@ import attractor_jax as aj
 from attractor_jax import attractor
 from attractor_jax.config import ModelConfig
 from attractor_jax.data import pride_and_prejudice_from_truth
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"

@@ -20,7 +20,8 @@ import sys
 import time
 
 from experiments import report
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 
 EXPERIMENTS = ("e3_fact_recall", "suite_recall", "e4_comprehension", "e3_generation",
                "e1_perplexity", "e5_sweeps", "e6_topics")  # longest first: both cores busy to the end

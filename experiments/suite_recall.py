@@ -30,7 +30,8 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.evals.choice import choice_scores
 from attractor_jax.evals.tasks import cloze_items, kv_recall_items
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
 
 SEGMENT = 16

@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from attractor_jax.results import git_commit, machine_info, write_json_atomic
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
 
 

@@ -26,7 +26,6 @@ from attractor_jax.attractor import AttractorConfig, AttractorState
 from attractor_jax.errors import InputError
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
-from attractor_jax.sampling import SamplingState
 import tiny_models
 
 TESTS = pathlib.Path(__file__).parent
@@ -85,7 +84,9 @@ def as_json(x):
 
 
 def run_env() -> dict:
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS))
+  """Subprocesses import this checkout's code (the repository root) and the test helpers."""
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}")
 
 
 def run_python(code: str, cwd, timeout: float = 300):

@@ -149,7 +149,8 @@ def test_no_memory_is_exactly_the_plain_decoder(tiny):
   np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
   _assert_trees_close(_first_row(g.run.cache), cache)
   assert g.memory is None and g.state is None and g.run.memory is None
-  assert g.trace.info is None and g.trace.finite is None
+  assert g.trace.info is None  # no memory: no update info; the logits are checked finite
+  assert g.trace.finite.shape == (len(g.tokens),) and g.trace.finite.all()
   assert g.summary() is None and g.to_json()["memory"] is None
 
 

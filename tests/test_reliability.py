@@ -28,7 +28,9 @@ PROMPT = [5, 17, 42, 3, 60, 9]
 
 
 def _env() -> dict:
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS))
+  """Subprocesses import this checkout's code (the repository root) and the test helpers."""
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}")
 
 
 def _python(code: str, cwd) -> subprocess.Popen:
@@ -50,7 +52,7 @@ def tiny():
 
 _WRITE_FOREVER = """
 import pathlib
-from attractor_jax.results import write_json_atomic
+from attractor_jax.writing import write_json_atomic
 rows = list(range(300_000))  # about 2 MB of JSON: most of the loop is inside a write
 for i in range(1_000_000):
   write_json_atomic("result.json", {"i": i, "rows": rows, "complete": True})
@@ -130,11 +132,15 @@ def test_batched_seeds_equal_one_call_and_resume_reuses_finished_batches(tiny, t
   assert calls == []
 
   # killed after its first two batches: only the last one is generated again
-  (next(tmp_path.glob("seeds-7-*.npz"))).unlink()
-  (tmp_path / ".seeds-7-half.npz.tmp").write_bytes(b"PK\x03\x04 cut off")  # a kill's leftover
+  seven = next(tmp_path.glob("seeds-7-*.npz"))
+  seven.unlink()
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  leftover = tmp_path / f".{seven.name}.attractor-tmp-{dead.pid}-0000abcd"  # a kill's leftover
+  leftover.write_bytes(b"PK\x03\x04 cut off")
   _assert_same_runs(aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path, **kw),
                     batched)
-  assert calls == [(1, 2)]
+  assert calls == [(1, 2)] and not leftover.exists()  # the next write removed it
 
   calls.clear()  # other settings never reuse these batches
   aj.generate_seeds(tiny, PROMPT, 12, batch_size=2, resume_dir=tmp_path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from attractor_jax.writing import write_text_atomic
 from experiments.report.conclusions import conclude
 from experiments.report.experiments import (e1_section, e3_section, e4_section, e5_section,
                                               e6_section, fact_recall_section, suite_section,
@@ -78,4 +79,4 @@ def _at_once(n: int) -> str:
 
 
 def write(results_dir: str | pathlib.Path = "results", out: str | pathlib.Path = "RESULTS.md"):
-  pathlib.Path(out).write_text(build(results_dir))
+  write_text_atomic(out, build(results_dir), first_line="# Results")

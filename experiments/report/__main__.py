@@ -4,6 +4,7 @@ import argparse
 import pathlib
 import sys
 
+from attractor_jax.errors import InputError
 from experiments.report import write
 
 
@@ -16,7 +17,11 @@ def main(argv=None) -> int:
     print(f"report: error: --results {args.results!r} is not a directory of result JSON files",
           file=sys.stderr)
     return 2
-  write(args.results, args.out)
+  try:
+    write(args.results, args.out)
+  except InputError as e:
+    print(f"report: error: {e}", file=sys.stderr)
+    return 2
   return 0
 
 
