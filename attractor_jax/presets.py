@@ -1,8 +1,8 @@
 """Named memory configurations: the attractor presets of docs/method.md and the related-work
 memories. Preset `off` is no memory at all: None.
 
-The attractor presets keep docs/method.md's numbers (host layer 15 of 30, K=8, alpha 0.1): they
-are the seed's configurations under test. `tuned` is preset seed with the alpha that
+The attractor presets keep docs/method.md's numbers (host layer: the model's middle one, 15 of
+SmolLM2's 30; K=8, alpha 0.1): they are the seed's configurations under test. `tuned` is preset seed with the alpha that
 calibration chose. The related-work memories' strengths were calibrated on *Emma* (lowest
 token-by-token perplexity on its first 512 tokens; the cache on its first 4,096; README says
 which command) and are evaluated on the other novels.

@@ -12,8 +12,20 @@ from attractor_jax.model import Model, check_tokens
 BUCKET = 128  # KV slots and output buffers are rounded up to this: nearby lengths share programs
 
 
+def bos(model: Model) -> list[int]:
+  """[BOS] for a model whose tokenizer starts every text with it (Gemma), else [] (SmolLM2)."""
+  tokenizer = model.tokenizer
+  return [tokenizer.bos_id] if tokenizer.add_bos else []
+
+
+def text_ids(model: Model, text: str) -> list[int]:
+  """`text`'s token ids without BOS: a window's body, a continuation, a choice."""
+  return model.tokenizer.encode(text, add_bos=False)
+
+
 def prompt_ids(model: Model, prompt: str | Sequence[int], chat: bool = False) -> np.ndarray:
-  """A prompt's token ids as the model's tokenizer makes them (chat template when asked)."""
+  """A prompt's token ids as the model's tokenizer makes them (BOS first when the model wants
+  it; the chat template when asked)."""
   if isinstance(prompt, str):
     if not prompt.strip():
       raise InputError("the prompt is empty: pass some text")
@@ -28,10 +40,11 @@ def prompt_ids(model: Model, prompt: str | Sequence[int], chat: bool = False) ->
 def left_padded(model: Model, texts: Sequence[str], multiple: int = 1) -> np.ndarray:
   """The texts' token ids left-padded with newlines to one width, the longest rounded up to a
   multiple of `multiple`: int32 [texts, width]. Batches need one length; blank lines before
-  a text leave it reading as it did."""
-  ids = [model.tokenizer.encode(t) for t in texts]
-  width = -(-max(map(len, ids)) // multiple) * multiple
-  rows = np.full((len(ids), width), model.tokenizer.encode("\n")[0], np.int32)
+  a text leave it reading as it did. A model that wants BOS gets it first, before the pad."""
+  start, ids = bos(model), [text_ids(model, t) for t in texts]
+  width = -(-(len(start) + max(map(len, ids))) // multiple) * multiple
+  rows = np.full((len(ids), width), text_ids(model, "\n")[0], np.int32)
+  rows[:, :len(start)] = start
   for row, row_ids in zip(rows, ids):
     row[width - len(row_ids):] = row_ids
   return rows

@@ -13,6 +13,7 @@ from attractor_jax import stats
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
+from attractor_jax.prompts import bos, text_ids
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.validation import check_int, renamed_memory_keyword
 
@@ -20,20 +21,23 @@ _WINDOWS_PER_CALL = 4
 
 
 def text_windows(model: Model, text: str, window: int, max_tokens: int | None) -> np.ndarray:
-  """Tokenizes `text` and cuts it into full windows: int32 [n_windows, window]."""
+  """Tokenizes `text` (its first `max_tokens` tokens) and cuts it into full windows: int32
+  [n_windows, window]. A model that wants BOS gets it at the start of every window (it is
+  never scored: the window's other W - 1 tokens are)."""
   if not isinstance(text, str) or not text.strip():
     raise InputError("the text to score is empty: pass non-empty text")
   check_int("window", window, 2, model.config.max_len)
   if max_tokens is not None:
     check_int("max_tokens", max_tokens, window)
-  ids = np.asarray(model.tokenizer.encode(text), np.int32)
-  if max_tokens is not None:
-    ids = ids[:max_tokens]
-  n = len(ids) // window
+  start = bos(model)
+  ids = np.asarray(text_ids(model, text), np.int32)[:max_tokens]
+  body = window - len(start)
+  n = len(ids) // body
   if n == 0:
     raise InputError(f"the text has {len(ids)} tokens, fewer than one window of {window}: "
                      "pass more text or a smaller --window")
-  return ids[: n * window].reshape(n, window)
+  windows = ids[: n * body].reshape(n, body)
+  return np.concatenate([np.full((n, len(start)), start, np.int32), windows], axis=1)
 
 
 def window_nll(model: Model, windows_NxW: np.ndarray) -> np.ndarray:

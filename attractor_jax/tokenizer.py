@@ -5,9 +5,11 @@ Both come back as one small `Tokenizer` with the same interface (`encode`, `deco
 model came from.
 
 The GGUF path uses only the `tokenizers` library (plus `gguf` to read the file and `jinja2` for
-chat templates): no torch, no transformers at run time.
+chat templates): no torch, no transformers at run time. A GGUF holds byte-level BPE
+(``tokenizer.ggml.model == "gpt2"``: SmolLM2) or SentencePiece BPE (``"llama"``: Llama 2,
+Mistral, Gemma); both are built to give the ids transformers' GGUF loader gives.
 
-Pre-tokenizers. A GGUF names its split rule in `tokenizer.ggml.pre`:
+Pre-tokenizers of byte-level BPE. A GGUF names its split rule in `tokenizer.ggml.pre`:
 
 - ``"smollm"``: SmolLM2's own ``tokenizer.json`` uses
   ``Sequence([Digits(individual_digits=True), ByteLevel(add_prefix_space=False, use_regex=True)])``
@@ -20,6 +22,7 @@ Pre-tokenizers. A GGUF names its split rule in `tokenizer.ggml.pre`:
   GPT-2 regex (``Ċ``, ``Ċ``). Ours matches the model's own tokenizer.
 - ``"gpt2"`` and ``"default"``: the GPT-2 ByteLevel regex (what transformers also uses; note that
   llama.cpp's own "default" additionally splits punctuation runs).
+- ``"qwen2"`` (Qwen2, Qwen3) and ``"llama-bpe"`` (Llama 3): their own split regex, then bytes.
 """
 
 from __future__ import annotations
@@ -43,11 +46,19 @@ __all__ = [
   "tokenizer_from_hf_dir",
 ]
 
-SUPPORTED_GGUF_MODELS = ("gpt2",)
-SUPPORTED_GGUF_PRE = ("smollm", "gpt2", "default")
+SUPPORTED_GGUF_MODELS = ("gpt2", "llama")
+SUPPORTED_GGUF_PRE = ("smollm", "gpt2", "default", "qwen2", "llama-bpe")
+# The split rules of Qwen2/Qwen3 and Llama 3 vocabularies (the regexes transformers uses for them).
+_SPLITS = {
+  "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+  "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
 
 _CONTROL = 3  # llama.cpp token type: control (special) token
 _USER_DEFINED = 4  # llama.cpp token type: added, not special
+_GEMMA = ("gemma", "gemma2", "gemma3")  # GGUF architectures whose SentencePiece files differ
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -127,6 +138,11 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
   if pre in ("gpt2", "default"):
     return byte_level
+  if pre in _SPLITS:
+    split = pre_tokenizers.Split(tokenizers.Regex(_SPLITS[pre]), behavior="isolated")
+    return pre_tokenizers.Sequence(
+      [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
   raise ValueError(
     f"unsupported GGUF tokenizer.ggml.pre {pre!r}; supported: {', '.join(SUPPORTED_GGUF_PRE)}"
   )
@@ -136,10 +152,11 @@ def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") ->
   """The tokenizer a GGUF file describes (a path, or the file's metadata as a dict, read from
   `source`).
 
-  Byte-level BPE (``tokenizer.ggml.model == "gpt2"``) from the file's tokens and merges, a
-  ByteLevel decoder, control tokens (token_type 3) added as special tokens and user-defined ones
-  (type 4) as plain added tokens, the pre-tokenizer that ``tokenizer.ggml.pre`` names, BOS/EOS
-  ids, ``add_bos_token`` and ``tokenizer.chat_template``. Anything else -> ValueError.
+  ``tokenizer.ggml.model`` ``"gpt2"``: byte-level BPE (`_byte_level_bpe`); ``"llama"``:
+  SentencePiece BPE (`_sentencepiece_bpe`). Both add control tokens (token_type 3) as special
+  tokens and user-defined ones (type 4) as plain added tokens, and read BOS/EOS ids,
+  ``add_bos_token`` (absent: False for gpt2, True for llama, as llama.cpp) and
+  ``tokenizer.chat_template``. Anything else -> ValueError.
   """
   if isinstance(metadata_or_path, (str, os.PathLike)):
     from attractor_jax.weights.gguf import read_gguf
@@ -157,13 +174,52 @@ def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") ->
       f"unsupported GGUF tokenizer.ggml.model {kind!r} in {source}; "
       f"supported: {', '.join(SUPPORTED_GGUF_MODELS)}"
     )
-  pre = meta.get("tokenizer.ggml.pre", "default")
-  pre_tokenizer = _pre_tokenizer(pre)  # raises early for an unknown `pre`
+  build = _byte_level_bpe if kind == "gpt2" else _sentencepiece_bpe
+  backend, tokens, token_types = build(meta, source)
+  typed = list(zip(tokens, token_types))
+  control = [AddedToken(t, special=True, normalized=False) for t, k in typed if k == _CONTROL]
+  user = [AddedToken(t, special=False, normalized=False) for t, k in typed if k == _USER_DEFINED]
+  if control:
+    backend.add_special_tokens(control)
+  if user:
+    backend.add_tokens(user)
 
+  def token_of(key: str) -> tuple[int | None, str | None]:
+    index = meta.get(f"tokenizer.ggml.{key}")
+    if index is None or not 0 <= int(index) < len(tokens):
+      return None, None
+    return int(index), meta["tokenizer.ggml.tokens"][int(index)]
+
+  bos_id, bos = token_of("bos_token_id")
+  eos_id, eos = token_of("eos_token_id")
+  _, unk = token_of("unknown_token_id")
+  _, pad = token_of("padding_token_id")
+
+  return Tokenizer(
+    bos_id=bos_id,
+    eos_id=eos_id,
+    vocab_size=len(tokens),
+    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama")),
+    chat_template=meta.get("tokenizer.chat_template"),
+    special_tokens={"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad},
+    _encode=lambda text: backend.encode(text, add_special_tokens=False).ids,
+    _decode=lambda ids, skip: backend.decode(ids, skip_special_tokens=skip),
+    source=source,
+  )
+
+
+def _tokens(meta: Mapping[str, Any], source: str) -> tuple[list[str], list[int]]:
   if meta.get("tokenizer.ggml.tokens") is None:
     raise ValueError(f"GGUF {source} has no tokenizer.ggml.tokens")
   tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
-  token_types: list[int] = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+  return tokens, list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+
+
+def _byte_level_bpe(meta: Mapping[str, Any], source: str):
+  """Byte-level BPE from the file's tokens and merges: a ByteLevel decoder and the
+  pre-tokenizer that ``tokenizer.ggml.pre`` names. Returns (backend, tokens, token types)."""
+  pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))  # raises early
+  tokens, token_types = _tokens(meta, source)
   merges_raw = meta.get("tokenizer.ggml.merges")
   if merges_raw is None:
     raise ValueError(f"GGUF {source} has a byte-level BPE vocabulary but no tokenizer.ggml.merges")
@@ -188,36 +244,55 @@ def tokenizer_from_gguf(metadata_or_path: Any, source: str = "GGUF metadata") ->
   backend = tokenizers.Tokenizer(bpe)
   backend.pre_tokenizer = pre_tokenizer
   backend.decoder = decoders.ByteLevel()
-  typed = list(zip(tokens, token_types))
-  control = [AddedToken(t, special=True, normalized=False) for t, k in typed if k == _CONTROL]
-  user = [AddedToken(t, special=False, normalized=False) for t, k in typed if k == _USER_DEFINED]
-  if control:
-    backend.add_special_tokens(control)
-  if user:
-    backend.add_tokens(user)
+  return backend, tokens, token_types
 
-  def token_of(key: str) -> tuple[int | None, str | None]:
-    index = meta.get(f"tokenizer.ggml.{key}")
-    if index is None or not 0 <= int(index) < len(tokens):
-      return None, None
-    return int(index), tokens[int(index)]
 
-  bos_id, bos = token_of("bos_token_id")
-  eos_id, eos = token_of("eos_token_id")
-  _, unk = token_of("unknown_token_id")
-  _, pad = token_of("padding_token_id")
+def _sentencepiece_bpe(meta: Mapping[str, Any], source: str):
+  """SentencePiece BPE as transformers' GGUF loader builds it: the pieces as the vocabulary,
+  merges derived from it (`_merges`), byte fallback to the ``<0xXX>`` pieces, spaces as
+  ``\u2581`` with a leading one if ``tokenizer.ggml.add_space_prefix`` (absent: True).
 
-  return Tokenizer(
-    bos_id=bos_id,
-    eos_id=eos_id,
-    vocab_size=len(tokens),
-    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-    chat_template=meta.get("tokenizer.chat_template"),
-    special_tokens={"bos_token": bos, "eos_token": eos, "unk_token": unk, "pad_token": pad},
-    _encode=lambda text: backend.encode(text, add_special_tokens=False).ids,
-    _decode=lambda ids, skip: backend.decode(ids, skip_special_tokens=skip),
-    source=source,
+  Gemma files differ in two ways: a piece of two or more spaces is stored with real spaces
+  (respelled here with ``\u2581``), and their merge order is the pieces' order in the file, not
+  their scores. Returns (backend, tokens, token types).
+  """
+  tokens, token_types = _tokens(meta, source)
+  if meta.get("general.architecture") in _GEMMA:
+    tokens = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in tokens]
+    scores = {t: -float(i) for i, t in enumerate(tokens)}
+  elif meta.get("tokenizer.ggml.scores") is not None:
+    scores = dict(zip(tokens, meta["tokenizer.ggml.scores"]))
+  else:
+    raise ValueError(f"GGUF {source} has a SentencePiece vocabulary but no tokenizer.ggml.scores")
+  vocab = {t: i for i, t in enumerate(tokens)}
+  unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+  unk = tokens[int(unk_id)] if unk_id is not None and 0 <= int(unk_id) < len(tokens) else None
+  bpe = models.BPE(vocab=vocab, merges=_merges(vocab, scores), unk_token=unk, fuse_unk=True,
+                   byte_fallback=True)
+  backend = tokenizers.Tokenizer(bpe)
+  prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+  backend.pre_tokenizer = pre_tokenizers.Metaspace(
+    replacement="\u2581", prepend_scheme="first" if prefix else "never", split=False
   )
+  steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+  if prefix:
+    steps.append(decoders.Strip(" ", left=1, right=0))
+  backend.decoder = decoders.Sequence(steps)
+  return backend, tokens, token_types
+
+
+def _merges(vocab: Mapping[str, int], scores: Mapping[str, float]) -> list[tuple[str, str]]:
+  """The BPE merges a SentencePiece vocabulary implies: each split of a piece into two pieces,
+  best piece first (higher score; then longer left part; then file order), as transformers'
+  `generate_merges` orders them."""
+  merges = []
+  for piece, score in scores.items():
+    for i in range(len(piece) - 1, 0, -1):
+      left, right = piece[:i], piece[i:]
+      if left in vocab and right in vocab:
+        merges.append((score, i, left, right))
+  merges.sort(key=lambda m: (m[0], m[1], len(m[3])), reverse=True)
+  return [(left, right) for _, _, left, right in merges]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
-"""One Linen decoder for the llama and gpt2 families, with an explicit KV cache and a host-layer tap.
+"""One Linen decoder for every family of config.py, with an explicit KV cache and a host-layer tap.
 
     logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
+
+The tap is the host layer's attention sublayer as it enters the residual stream (after
+gemma's post-attention norm), and a memory's feedback is added to the stream right after it,
+before the MLP sublayer, in every family. Local (sliding-window) layers keep the full cache
+and mask the keys older than their window by position.
 
 Layers are a list of per-layer param dicts, unrolled: every layer calls one jitted `_block`,
 which a program traces once per shape and kind of layer (XLA inlines the calls). (A
@@ -18,6 +23,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attractor_jax import layers
 from attractor_jax.config import ModelConfig
@@ -48,7 +54,7 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 class Taps(NamedTuple):
   """What the attractor layer and the metrics read from a pass."""
 
-  attn_out_BxTxD: jax.Array  # host layer's attention output (before the residual add)
+  attn_out_BxTxD: jax.Array  # host layer's attention sublayer output (before the residual add)
   hidden_BxTxD: jax.Array  # final normed hidden state
 
 
@@ -56,27 +62,33 @@ def param_shapes(cfg: ModelConfig, output_kernel: bool = False) -> dict[str, Any
   """The nested dict of parameter shapes; "layers" is a list with one dict per layer.
 
   An untied model, or a tied one with `output_kernel`, has a [D, V] "lm_head" kernel.
-  The llama family stores its q, k, v kernels side by side as one "qkv" kernel, and gate and
-  up as one "gate_up": one matrix-vector product each instead of three and two.
+  The RoPE families store their q, k, v kernels side by side as one "qkv" kernel, and gate
+  and up as one "gate_up": one matrix-vector product each instead of three and two. qwen3 and
+  gemma3 add "q_norm" and "k_norm" [X] to "attn"; gemma adds "post_attn_norm" and
+  "post_mlp_norm" to each layer ("mlp_norm" is the norm before the MLP in every family).
   """
-  D, F, V = cfg.width, cfg.mlp_width, cfg.vocab_size
-  HX, KX = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+  D, F, V, X = cfg.width, cfg.mlp_width, cfg.vocab_size, cfg.head_dim
+  HX, KX = cfg.num_heads * X, cfg.num_kv_heads * X
 
   def lin(i, o, bias):
     return {"kernel": (i, o), **({"bias": (o,)} if bias else {})}
 
-  if cfg.family == "llama":
-    norm = lambda: {"scale": (D,)}
-    attn = {"qkv": lin(D, HX + 2 * KX, cfg.attention_bias), "o": lin(HX, D, False)}
-    ffn = {"gate_up": lin(D, 2 * F, cfg.mlp_bias), "down": lin(F, D, cfg.mlp_bias)}
-  else:
+  if cfg.family == "gpt2":
     norm = lambda: {"scale": (D,), "bias": (D,)}
     attn = {"qkv": lin(D, 3 * D, True), "o": lin(D, D, True)}
     ffn = {"fc": lin(D, F, True), "proj": lin(F, D, True)}
+  else:
+    norm = lambda: {"scale": (D,)}
+    attn = {"qkv": lin(D, HX + 2 * KX, cfg.attention_bias), "o": lin(HX, D, cfg.out_bias)}
+    if cfg.qk_norm:
+      attn.update(q_norm={"scale": (X,)}, k_norm={"scale": (X,)})
+    ffn = {"gate_up": lin(D, 2 * F, cfg.mlp_bias), "down": lin(F, D, cfg.mlp_bias)}
+  layer = {"attn_norm": norm(), "attn": attn, "mlp_norm": norm(), "mlp": ffn}
+  if cfg.gemma:
+    layer.update(post_attn_norm=norm(), post_mlp_norm=norm())
   shapes = {
       "embed": {"embedding": (V, D)},
-      "layers": [{"attn_norm": norm(), "attn": attn, "mlp_norm": norm(), "mlp": ffn}
-                 for _ in range(cfg.num_layers)],
+      "layers": [layer for _ in range(cfg.num_layers)],
       "final_norm": norm(),
   }
   if cfg.family == "gpt2":
@@ -138,6 +150,8 @@ class Decoder(nn.Module):
     cfg, w = self.config, self.weights
     B, T = tokens_BxT.shape
     x = jnp.take(w["embed"]["embedding"], tokens_BxT, axis=0).astype(self.dtype)
+    if cfg.gemma:  # times sqrt(width), rounded to float32 and then to the embeddings' dtype
+      x = x * jnp.asarray(np.float32(cfg.width ** 0.5), x.dtype)
     if cfg.family == "gpt2":
       x = x + jnp.take(w["pos_embed"]["embedding"], positions_BxT, axis=0).astype(self.dtype)
     feedback_BxD = (jnp.zeros((B, cfg.width), self.dtype) if feedback_BxD is None
@@ -148,7 +162,8 @@ class Decoder(nn.Module):
       past = None if cache is None else (cache.k[idx], cache.v[idx], start_B)
       x, attn, written = _block(x, lp, positions_BxT, past,
                                 feedback_BxD if idx == host_layer else None, cfg=cfg,
-                                dtype=self.dtype)
+                                dtype=self.dtype, window=cfg.window(idx),
+                                theta=cfg.rope_base(idx))
       if idx == host_layer:
         tap = attn
       if written is not None:
@@ -160,38 +175,48 @@ class Decoder(nn.Module):
       logits = layers.dense(unembedded, jax.tree.map(lambda a: a.astype(self.dtype), w["lm_head"]))
     else:
       logits = jnp.einsum("btd,vd->btv", unembedded, w["embed"]["embedding"].astype(self.dtype))
+    logits = logits.astype(jnp.float32)
+    if cfg.final_softcap is not None:
+      logits = layers.softcap(logits, cfg.final_softcap)
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
-    return logits.astype(jnp.float32), new_cache, Taps(tap, hidden)
+    return logits, new_cache, Taps(tap, hidden)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
-def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, dtype):
-  """One decoder block: returns (x, attention output, the cache's new (keys, values) or None).
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "window", "theta"))
+def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, dtype,
+           window: int | None, theta: float):
+  """One decoder block: returns (x, attention sublayer output, the cache's new (keys, values)
+  or None).
 
   `past` = (keys, values, start_B) of this layer's cache, or None; `feedback` (host layer
-  only) is added after the attention sublayer. A jitted function, so a program traces it
-  once per shape and kind (host layer or not, with a cache or not) and calls it in every
-  layer (XLA inlines the calls: the same code as unrolled), instead of tracing all layers
-  one by one.
+  only) is added after the attention sublayer; `window` (local layers) and `theta` (the RoPE
+  base) are the layer's. A jitted function, so a program traces it once per shape and kind
+  (host layer or not, with a cache or not, local or global) and calls it in every layer (XLA
+  inlines the calls: the same code as unrolled), instead of tracing all layers one by one.
   """
   lp = jax.tree.map(lambda a: a.astype(dtype), lp)
-  q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg)
+  q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg,
+                       theta)
   visible = None
   if past is not None:
     cache_k, cache_v, start_B = past
     visible = (cache_k, cache_v, jnp.arange(cache_k.shape[2])[None] < start_B[:, None])
   out = layers.attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT, cfg,
-                      visible)
+                      visible, window)
   written = None
   if past is not None:
     k, v = ordered_after(out, k), ordered_after(out, v)
     written = (_write(cache_k, k, start_B), _write(cache_v, v, start_B))
   attn = layers.dense(out, lp["attn"]["o"])
+  if cfg.gemma:
+    attn = layers.norm(attn, lp["post_attn_norm"], cfg)
   x_BxTxD = x_BxTxD + attn
   if feedback_BxD is not None:
     x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
-  x_BxTxD = x_BxTxD + layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg)
-  return x_BxTxD, attn, written
+  ffn = layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg)
+  if cfg.gemma:
+    ffn = layers.norm(ffn, lp["post_mlp_norm"], cfg)
+  return x_BxTxD + ffn, attn, written
 
 
 def ordered_after(read, x):

@@ -489,3 +489,13 @@ def test_default_feedback_is_state_feedback_and_a_new_kind_registers(tiny):
     np.testing.assert_allclose(np.asarray(zero.logits), np.asarray(plain), rtol=1e-6, atol=1e-6)
   finally:
     KINDS.pop("constant-test", None)
+
+
+def test_default_host_layer_is_the_middle_layer_of_the_model():
+  """Presets name no layer: a memory sits on the middle layer of whatever model runs it."""
+  smol, gemma = (dataclasses.replace(CONFIG, num_layers=n) for n in (30, 18))
+  assert presets["seed"].layer is None
+  assert presets["seed"].host_layer(smol) == 15 and presets["seed"].host_layer(gemma) == 9
+  assert dataclasses.replace(presets["cache"], layer=3).host_layer(gemma) == 3
+  with pytest.raises(InputError, match="layer=20 is beyond the model's 18 layers"):
+    dataclasses.replace(presets["seed"], layer=20).check_model(gemma)

@@ -204,7 +204,8 @@ def test_generate_seeds_refuses_bad_seeds_and_layer(model):
   with pytest.raises(InputError, match="seeds="):
     sweep.generate_seeds(model, PROMPT, 4, memory=CFG, seeds=0)
   with pytest.raises(InputError, match="layer=15"):
-    sweep.generate_seeds(model, PROMPT, 4, memory=presets["seed"], seeds=2)
+    sweep.generate_seeds(model, PROMPT, 4, memory=dataclasses.replace(presets["seed"], layer=15),
+                         seeds=2)
 
 
 @pytest.mark.parametrize("bad", [True, 2.5, [1.7], [True, 2]])

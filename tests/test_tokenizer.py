@@ -150,10 +150,12 @@ def _metadata(**fields):
 
 
 def test_unsupported_gguf_tokenizers():
-  with pytest.raises(ValueError, match=r"'llama'.*supported: gpt2"):
-    tokenizer_from_gguf(_metadata(model="llama", pre="default"))
-  with pytest.raises(ValueError, match=r"'qwen2'.*supported: smollm, gpt2, default"):
-    tokenizer_from_gguf(_metadata(model="gpt2", pre="qwen2"))
+  with pytest.raises(ValueError, match=r"'t5'.*supported: gpt2, llama"):
+    tokenizer_from_gguf(_metadata(model="t5"))
+  with pytest.raises(ValueError, match="no tokenizer.ggml.scores"):
+    tokenizer_from_gguf({"general.architecture": "llama", **_metadata(model="llama", tokens=["a"])})
+  with pytest.raises(ValueError, match=r"'deepseek-llm'.*supported: smollm, gpt2, default, qwen2"):
+    tokenizer_from_gguf(_metadata(model="gpt2", pre="deepseek-llm"))
 
 
 def test_tiny_gpt2_gguf_from_metadata():
@@ -168,6 +170,100 @@ def test_tiny_gpt2_gguf_from_metadata():
   assert tok.decode(tok.encode("ab ab<|endoftext|>", add_bos=False)) == "ab ab<|endoftext|>"
   with pytest.raises(ValueError, match="no chat template"):
     tok.apply_chat_template([{"role": "user", "content": "x"}])
+
+
+def _byte_level_gguf(path, arch, pre):
+  """A tiny byte-level BPE GGUF: the 256 byte symbols, a few merges, one control token."""
+  import gguf
+  from attractor_jax.tokenizer import _byte_alphabet
+  merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "a n", "n d", "Ġa nd", "1 2", "12 3", "' s", "' S",
+            "Ċ Ċ"]
+  tokens = ["<|endoftext|>", *_byte_alphabet().values(), *(m.replace(" ", "") for m in merges)]
+  w = gguf.GGUFWriter(str(path), arch)
+  for add, value in [("block_count", 1), ("context_length", 64), ("embedding_length", 8),
+                     ("feed_forward_length", 16), ("head_count", 2), ("layer_norm_rms_eps", 1e-5),
+                     ("tokenizer_model", "gpt2"), ("tokenizer_pre", pre), ("token_list", tokens),
+                     ("token_types", [3] + [1] * (len(tokens) - 1)), ("token_merges", merges),
+                     ("bos_token_id", 0), ("eos_token_id", 0)]:
+    getattr(w, f"add_{add}")(value)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
+@pytest.mark.parametrize("arch, pre", [("qwen2", "qwen2"), ("llama", "llama-bpe")])
+def test_split_regex_pre_tokenizers_match_transformers(tmp_path, arch, pre):
+  """Qwen2/Qwen3 ("qwen2") and Llama 3 ("llama-bpe"): digits one or three at a time, contractions
+  in any case, newline runs apart (the GPT-2 regex splits "IT'S" otherwise)."""
+  transformers = pytest.importorskip("transformers")
+  ours = tokenizer_from_gguf(_byte_level_gguf(tmp_path / "bl.gguf", arch, pre))
+  theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="bl.gguf")
+  gpt2 = tokenizer_from_gguf(_byte_level_gguf(tmp_path / "gpt2.gguf", arch, "gpt2"))
+  for text in ["the and 12345 IT'S it's", "hello\n\n\nworld  !!!\n x", "a 123456789<|endoftext|>"]:
+    ids = ours.encode(text)
+    assert ids == theirs.encode(text, add_special_tokens=False) and ours.decode(ids) == text
+  assert ours.encode("IT'S") != gpt2.encode("IT'S")
+
+
+# --- (f) SentencePiece (tokenizer.ggml.model "llama"; Gemma 3's real file: test_gemma3_gguf.py) ---
+
+_PIECES = ["\u2581", "e", "t", "h", "a", "n", "d", "o", "f", "s", "i", "\u2581t", "he", "\u2581the",
+           "\u2581a", "an", "nd", "\u2581and", "\u2581o", "\u2581of", "in", "\u2581s", "is", "\u2581is",
+           "\u2581i", "it", "\u2581it", "ea", "\u2581tea"]
+
+
+def _sentencepiece_gguf(path, **extra):
+  """A tiny llama GGUF with a SentencePiece vocabulary: <unk> <s> </s>, 256 byte pieces, a
+  user-defined and a control token, and pieces scored best first."""
+  import gguf
+  tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "<|user|>", "<ctl>",
+            *_PIECES]
+  w = gguf.GGUFWriter(str(path), "llama")
+  for add, value in [("block_count", 1), ("context_length", 64), ("embedding_length", 8),
+                     ("feed_forward_length", 16), ("head_count", 2), ("layer_norm_rms_eps", 1e-5),
+                     ("tokenizer_model", "llama"), ("token_list", tokens), ("bos_token_id", 1),
+                     ("token_scores", [0.0] * 261 + [-float(i) for i in range(len(_PIECES))]),
+                     ("token_types", [2, 3, 3] + [6] * 256 + [4, 3] + [1] * len(_PIECES)),
+                     ("eos_token_id", 2), ("unk_token_id", 0), *extra.items()]:
+    getattr(w, f"add_{add}")(value)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
+_SPM_TEXTS = ["the tea is in the sea", " and of it", "  two  spaces", "<|user|>hi<ctl> the",
+              "naïve café — done\n\nx", "", "a<s>b"]
+
+
+def test_sentencepiece_gguf_matches_transformers(tmp_path):
+  """Merges from the scores, a leading \u2581 (add_space_prefix absent: true), byte fallback for
+  pieces missing from the vocabulary, added tokens whole; BOS added (add_bos_token absent)."""
+  transformers = pytest.importorskip("transformers")
+  path = _sentencepiece_gguf(tmp_path / "spm.gguf")
+  ours = tokenizer_from_gguf(path)
+  theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
+  assert (ours.bos_id, ours.eos_id, ours.add_bos) == (1, 2, True)
+  assert ours.vocab_size == 261 + len(_PIECES)
+  assert ours.encode("the tea") == [1, 274, 289]  # <s> ▁the ▁tea
+  for text in _SPM_TEXTS:
+    ids = ours.encode(text)
+    assert ids == theirs.encode(text), text
+    assert ours.decode(ids) == theirs.decode(ids), text
+    assert ours.decode(ids, True) == theirs.decode(ids, skip_special_tokens=True), text
+  assert ours.decode(ours.encode("the  tea\n", add_bos=False)) == "the  tea\n"
+
+
+def test_sentencepiece_gguf_without_space_prefix(tmp_path):
+  """add_space_prefix false (as Gemma files say), followed as llama.cpp does (transformers reads
+  no prefix flag from a GGUF); add_bos_token false."""
+  tok = tokenizer_from_gguf(_sentencepiece_gguf(tmp_path / "spm.gguf", add_space_prefix=False,
+                                                add_bos_token=False))
+  assert tok.encode("the tea") == [263, 273, 289]  # t he ▁tea: no ▁ before "the"
+  assert tok.decode(tok.encode(" the tea")) == " the tea" and not tok.add_bos
 
 
 # --- (e) data -------------------------------------------------------------------------------------

@@ -17,14 +17,16 @@ CONFIG = ModelConfig(family="llama", vocab_size=64, width=16, num_layers=2, num_
 
 
 class ByteTokenizer:
-  """Text <-> ids as bytes modulo the vocabulary; no EOS (-1 is never sampled)."""
+  """Text <-> ids as bytes modulo the vocabulary; no BOS, no EOS (-1 is never sampled)."""
 
   eos_id = -1
+  bos_id = None
+  add_bos = False
 
   def __init__(self, vocab_size: int):
     self.vocab_size = vocab_size
 
-  def encode(self, text: str) -> list[int]:
+  def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
     return [b % self.vocab_size for b in text.encode()]
 
   def decode(self, ids) -> str:
@@ -82,3 +84,46 @@ def _randomize_norms(model):
     for name, p in model.named_parameters():
       if "norm" in name or "ln_" in name:
         p.add_(0.1 * torch.randn_like(p))
+
+
+# Tiny HF models of every RoPE family: 3 layers, local layers with a window of 4 or 5 (gemma:
+# local, global, local), every kind of head count, tied and untied heads, biases.
+FAMILY_CONFIGS = {
+    "llama": ("LlamaConfig", dict(num_key_value_heads=4, attention_bias=True, mlp_bias=True,
+                                  tie_word_embeddings=False)),
+    "qwen2": ("Qwen2Config", dict(num_key_value_heads=2, tie_word_embeddings=True,
+                                  use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+    "qwen3": ("Qwen3Config", dict(num_key_value_heads=1, head_dim=12, attention_bias=True,
+                                  tie_word_embeddings=False, rope_theta=5_000.0)),
+    "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=5,
+                                      tie_word_embeddings=False)),
+    "gemma2": ("Gemma2Config", dict(num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=12,
+                                    sliding_window=4, attn_logit_softcapping=3.0,
+                                    final_logit_softcapping=5.0, tie_word_embeddings=False)),
+    "gemma3": ("Gemma3TextConfig", dict(
+        num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_theta=10_000.0, rope_local_base_freq=100.0, tie_word_embeddings=True)),
+}
+
+
+def family_dir(tmp_path, family: str, *, seed=0, **config):
+  """A random tiny HF model of `family` (FAMILY_CONFIGS, fields overridden by `config`), eager
+  attention, weights N(0, 0.1^2) (large enough that a missed soft-cap shows), norms and biases
+  randomized, saved to `tmp_path`; returns the torch model."""
+  import torch
+  import transformers
+
+  torch.manual_seed(seed)
+  config_class, fields = FAMILY_CONFIGS[family]
+  base = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+              num_attention_heads=4, max_position_embeddings=64, initializer_range=0.1)
+  cfg = getattr(transformers, config_class)(**{**base, **fields, **config})
+  model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+  _randomize_norms(model)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith(".bias"):
+        p.add_(0.1 * torch.randn_like(p))
+  model.save_pretrained(tmp_path, safe_serialization=True)
+  return model

@@ -17,7 +17,7 @@ import numpy as np
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
-from attractor_jax.prompts import left_padded
+from attractor_jax.prompts import bos, left_padded, text_ids
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.validation import check_int, renamed_memory_keyword
 
@@ -38,7 +38,7 @@ def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], mult
          choice_len: int | None = None):
   """Tokenizes items: contexts [I, L] (left-padded to a multiple of `multiple`), choices
   [I, C, J] + mask (right-padded to `choice_len` tokens, default their longest)."""
-  ch = [[model.tokenizer.encode(c) for c in cs] for cs in choices]
+  ch = [[text_ids(model, c) for c in cs] for cs in choices]
   J = choice_len or max(len(c) for cs in ch for c in cs)
   ctx_IxL = left_padded(model, contexts, multiple)
   C = choice_count(choices)
@@ -75,9 +75,9 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
   check_int("seeds", seeds, 1)
   check_int("segment", segment, 1)
   n_choices = choice_count(choices)
-  tok, multiple = model.tokenizer, segment * PAD_SEGMENTS
-  bucket_I = np.array([-(-len(tok.encode(c)) // multiple) for c in contexts])
-  choice_len = max(len(tok.encode(c)) for cs in choices for c in cs)
+  multiple, start = segment * PAD_SEGMENTS, len(bos(model))
+  bucket_I = np.array([-(-(start + len(text_ids(model, c))) // multiple) for c in contexts])
+  choice_len = max(len(text_ids(model, c)) for cs in choices for c in cs)
   keys, _ = stacked_keys(range(seeds))
   batch = batch or max(1, min(len(contexts), ROWS_PER_CALL // seeds))
   logprobs = np.zeros((seeds, len(contexts), n_choices))

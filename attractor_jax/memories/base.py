@@ -61,7 +61,7 @@ class Memory:
   uses_prompt: ClassVar[bool] = False  # init wants the prompt's attention outputs
   uses_logits: ClassVar[bool] = False  # read or observe looks at the pass's logits
 
-  layer: int = 15
+  layer: int | None = None  # the host layer; None: the middle layer of the model it runs in
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -69,11 +69,16 @@ class Memory:
       KINDS[cls.kind] = cls
 
   def __post_init__(self):
-    check_int("layer", self.layer, 0)
+    if self.layer is not None:
+      check_int("layer", self.layer, 0)
+
+  def host_layer(self, model_config: ModelConfig) -> int:
+    """The layer this memory sits on in a model of `model_config`."""
+    return model_config.num_layers // 2 if self.layer is None else self.layer
 
   def check_model(self, model_config: ModelConfig):
     """Refuses a host layer the model does not have."""
-    if self.layer >= model_config.num_layers:
+    if self.host_layer(model_config) >= model_config.num_layers:
       raise InputError(f"layer={self.layer} is beyond the model's {model_config.num_layers} "
                        f"layers: pass 0 <= layer < {model_config.num_layers}")
 

