@@ -10,6 +10,7 @@ import json
 import pathlib
 import sys
 
+from attractor_jax import distributed
 from attractor_jax.errors import InputError
 
 
@@ -21,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model(p):
-  p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, a .gguf, an HF dir or hub id")
+  p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gemma3-270m, a .gguf, an HF dir or a hub id")
   p.add_argument("--preset", default="off", help="off (no memory); the attractor layer: seed, "
                  "gated, multiscale, tuned; related work: cache, hopfield, steering, fastweights, "
                  "dynamic-eval")
@@ -70,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
   sw.add_argument("--batch-size", type=int, default=None,
                   help="seeds per vmapped call (task generate; default: all in one call)")
   sw.add_argument("--resume-dir", help="keep finished seed batches here; a rerun reuses them")
+  sw.add_argument("--coordinator", metavar="HOST:PORT",
+                  help="several processes share the sweep: process 0's address and a free port "
+                  "(or JAX_COORDINATOR_ADDRESS)")
+  sw.add_argument("--num-processes", metavar="N", help="how many (or JAX_NUM_PROCESSES)")
+  sw.add_argument("--process-id", metavar="I", help="this one's number, 0 to N-1 "
+                  "(or JAX_PROCESS_ID); process 0 writes --out and --resume-dir and prints")
+  sw.add_argument("--init-timeout", type=int, default=distributed.INIT_TIMEOUT_S,
+                  metavar="SECONDS",
+                  help="wait this long for every process to connect (default %(default)s)")
+  sw.add_argument("--heartbeat-timeout", type=int, default=distributed.HEARTBEAT_TIMEOUT_S,
+                  metavar="SECONDS",
+                  help="a process silent this long stops them all (default %(default)s)")
   bench = sub.add_parser("bench", help="performance ratios vs transformers and the bandwidth limit")
   bench.add_argument("--model", default="smollm2-135m",
                      help="a model spec; transformers is compared when it loads the same GGUF")
@@ -135,7 +148,19 @@ def _ppl(args) -> dict:
   return {"preset": args.preset, "model": args.model, **out.to_json()}
 
 
-def _sweep(args) -> dict:
+def _cluster(args) -> distributed.Cluster | None:
+  """The processes a sweep is shared by (None: this one alone)."""
+  if args.command != "sweep":
+    return None
+  found = distributed.cluster(args.coordinator, args.num_processes, args.process_id,
+                              init_timeout=args.init_timeout,
+                              heartbeat_timeout=args.heartbeat_timeout)
+  if found is not None and args.task != "generate":
+    raise InputError("several processes run task 'generate' only: run task 'ppl' in one process")
+  return found
+
+
+def _sweep(args) -> dict | None:
   from tqdm import tqdm
 
   import attractor_jax as aj
@@ -145,9 +170,11 @@ def _sweep(args) -> dict:
   from attractor_jax.seed_sweep import check_batch_size, is_resume_dir
   from attractor_jax.seeds import seed_list
 
-  if args.out:  # refused before any work when it would replace a file that is not ours
+  cluster = args.cluster
+  main = cluster is None or cluster.process_id == 0  # the one process that writes and reports
+  if args.out and main:  # refused before any work when it would replace a file that is not ours
     writing.claim(args.out, writing.is_our_json, "result")
-  if args.resume_dir:
+  if args.resume_dir and main:
     writing.claim(args.resume_dir, is_resume_dir, "finished seed batches")
   memory = aj.get_preset(args.preset)
   n_seeds = len(seed_list(args.seeds))
@@ -155,15 +182,20 @@ def _sweep(args) -> dict:
   if args.task == "generate":
     check_sampling(args.max_new_tokens, args.temperature, args.top_p)
   text = read_text_file(args.text_file) if args.text_file else None
+  if cluster is not None:
+    distributed.initialize(cluster)
   model = aj.load(args.model)
   # Shown from the first finished batch on (delay), so bad input still prints one line only.
   with tqdm(total=2 * n_seeds, desc=f"{args.task}: off, then {args.preset}, {per_call} seeds "
-            "per call", unit="seed", file=sys.stderr, delay=0.1) as bar:
+            "per call", unit="seed", file=sys.stderr, delay=0.1, disable=not main) as bar:
     result = aj.sweep(model, args.task, memory=memory, seeds=args.seeds, prompt=args.prompt,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_p=args.top_p, text=text, window=args.window, max_tokens=args.max_tokens,
                    batch_size=args.batch_size, resume_dir=args.resume_dir, progress=bar.update)
+  if not main:
+    return None
   result = {"preset": args.preset, "model": args.model, **result.to_json(),
+            "processes": 1 if cluster is None else cluster.num_processes,
             "machine": machine_info(), "git_commit": git_commit()}
   if args.out:
     writing.write_json_atomic(args.out, result)
@@ -190,10 +222,24 @@ _COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _benc
 def main(argv=None) -> int:
   try:
     args = build_parser().parse_args(argv)
+    args.cluster = _cluster(args)
+  except InputError as e:
+    print(f"attractor-jax: error: {e}", file=sys.stderr)
+    return 2
+  if args.cluster is None:
+    return _run(args)
+  return distributed.supervised(lambda: _run(args), args.cluster)
+
+
+def _run(args) -> int:
+  """Runs the command and prints its result (a sweep's processes other than 0 print nothing)."""
+  try:
     result = _COMMANDS[args.command](args)
   except InputError as e:
     print(f"attractor-jax: error: {e}", file=sys.stderr)
     return 2
+  if result is None:
+    return 0
   if args.json:
     print(json.dumps(result))
   else:

@@ -1,8 +1,9 @@
 """Seed sweeps: one jitted, vmapped call runs S seeds; the seed axis is sharded over devices.
 
 Each seed owns its memory init key and its sampling key. On one CPU this is a plain vmap;
-on a GPU node or a TPU slice the same call spreads seeds over every device, and under
-`jax.distributed.initialize()` over every host (results gathered on every process).
+on a GPU node or a TPU slice the same call spreads seeds over every device, and under JAX's
+multi-process runtime (`distributed.initialize`) over every process's devices: each process
+computes its shard and the results are gathered on every process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import pathlib
 import re
@@ -22,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from attractor_jax import stats, writing
+from attractor_jax import distributed, stats, writing
 from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
@@ -85,7 +87,16 @@ def shard_seeds(tree, devices=None):
   devices = jax.devices() if devices is None else devices
   mesh = Mesh(np.asarray(devices), ("seeds",))
   sharding = NamedSharding(mesh, PartitionSpec("seeds"))
-  return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+  return jax.tree.map(lambda a: _put(a, sharding), tree)
+
+
+def _put(a, sharding):
+  """`a` placed by `sharding`, which may span other processes: from NumPy, which every process
+  holds whole (typed keys through their key data)."""
+  if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+    data = jax.device_put(np.asarray(jax.random.key_data(a)), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+  return jax.device_put(np.asarray(a), sharding)
 
 
 def _pad_to_devices(n: int, devices) -> int:
@@ -214,20 +225,33 @@ def is_resume_dir(path: pathlib.Path) -> bool:
 
 
 def _stored(resume_dir, key: dict, run, engine: Engine, model: Model):
-  """`run()`'s batch, loaded from `resume_dir` when a finished copy is there, else run and saved."""
+  """`run()`'s batch, loaded from `resume_dir` when a finished copy is there, else run and saved.
+
+  Under several processes, process 0 alone reads and writes `resume_dir` and hands what it
+  read to the others, so every process runs the same batches.
+  """
   text = json.dumps(key, sort_keys=True)
   digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-  path = writing.writable_dir(resume_dir, is_resume_dir, "finished seed batches") \
-      / f"seeds-{key['seeds'][0]}-{digest}.npz"
-  try:
-    with np.load(path) as z:
-      if str(z["key"]) == text:
-        return _from_arrays(z, engine, model)
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent or unreadable: redo it
-    pass
+  name = f"seeds-{key['seeds'][0]}-{digest}.npz"
+  directory = lambda: writing.writable_dir(resume_dir, is_resume_dir, "finished seed batches")
+  found = distributed.from_main(lambda: _finished(directory() / name, text))
+  if found is not None:
+    with np.load(io.BytesIO(found)) as z:
+      return _from_arrays(z, engine, model)
   part = run()
-  writing.write_npz_atomic(path, {"key": np.asarray(text), **_to_arrays(part)})
+  if distributed.is_main():
+    writing.write_npz_atomic(directory() / name, {"key": np.asarray(text), **_to_arrays(part)})
   return part
+
+
+def _finished(path: pathlib.Path, key: str) -> bytes | None:
+  """The bytes of the batch at `path` when it is whole and made with `key`; else None."""
+  try:
+    data = path.read_bytes()
+    with np.load(io.BytesIO(data)) as z:
+      return data if str(z["key"]) == key else None
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent or unreadable: redo it
+    return None
 
 
 def _to_arrays(part) -> dict[str, np.ndarray]:

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import attractor_jax as aj
-from attractor_jax import sampling
+from attractor_jax import roofline, sampling
 from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
@@ -41,13 +39,7 @@ from attractor_jax.transformer import ordered_after
 
 
 def _ms(fn, *args, repeats: int = 30) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return 1e3 * statistics.median(times)
+  return 1e3 * roofline.median_seconds(fn, *args, repeats=repeats)
 
 
 def sorted_top_p(logits_V, key, temperature, top_p):

@@ -3,13 +3,17 @@
 import json
 import math
 
+import pytest
+
 from conftest import needs_smollm2
 
 from attractor_jax import cli
 
 RATIOS = {"decode_tokens_per_s_vs_transformers", "decode_ms_per_token_vs_bandwidth_limit",
-          "decode_time_seed_vs_off", "decode_time_multiscale_vs_off",
-          "sweep_wall_many_vs_one_seed", "scoring_tokens_per_s_vs_transformers"}
+          "decode_time_seed_vs_off_ci95_upper", "decode_time_multiscale_vs_off_ci95_upper",
+          "sweep_wall_16_vs_1_seed", "sweep_wall_64_vs_1_seed", "sweep_16_rows_compute_fraction",
+          "sweep_64_rows_compute_fraction", "scoring_compute_fraction",
+          "scoring_tokens_per_s_vs_transformers"}
 
 
 @needs_smollm2
@@ -20,8 +24,39 @@ def test_quick_bench_writes_the_schema(tmp_path, monkeypatch, smollm2):
   assert cli.main(["bench", "--quick", "--out", str(out), "--json"]) == 0
   result = json.loads(out.read_text())
   assert set(result["ratios"]) == RATIOS == set(result["targets"]) == set(result["met"])
-  for key in ("gemv_bandwidth_gbs", "bandwidth_limit_ms_per_token", "weight_bytes"):
-    assert math.isfinite(result[key]) and result[key] > 0
+  roof = result["roofline"]
+  for key in ("gemv_bandwidth_gbs", "bandwidth_limit_ms_per_token", "weight_bytes",
+              "peak_gflops", "flops_per_token"):
+    assert math.isfinite(roof[key]) and roof[key] > 0
+  assert set(roof["matmul_gflops_by_rows"]) == {"1", "16", "64", "256"}
+  assert roof["peak_gflops"] == max(roof["matmul_gflops_by_rows"].values())
+  for side in ("seed", "multiscale"):  # paired ratios with a CI that holds the point
+    o = result["overhead_vs_off"][side]
+    assert o["repeats"] == 2 and o["ci95"][0] <= o["ratio"] <= o["ci95"][1]
   assert result["machine"]["cpus"] >= 1
   assert set(result["decode_ms_per_token"]) >= {"off", "seed", "multiscale"}
   assert (tmp_path / "bench.md").read_text().startswith("| measure |")
+
+
+def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
+  import numpy as np
+  import scipy.stats
+
+  from attractor_jax.bench import paired_ratio
+  side, base = [1.02, 1.00, 1.04, 1.01], [1.0, 1.0, 1.0, 1.0]
+  out = paired_ratio(side, base)
+  logs = np.log(side)
+  assert out["ratio"] == pytest.approx(np.exp(logs.mean()))
+  half = scipy.stats.t.ppf(0.975, 3) * logs.std(ddof=1) / 2
+  assert out["ci95"] == pytest.approx([np.exp(logs.mean() - half), np.exp(logs.mean() + half)])
+
+
+def test_flops_per_token_counts_every_matrix_once():
+  from attractor_jax import roofline
+  from tiny_models import random_model
+  model = random_model(tie_embeddings=False)
+  c = model.config
+  per_layer = c.width * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim \
+      + c.num_heads * c.head_dim * c.width + 3 * c.width * c.mlp_width
+  assert roofline.flops_per_token(model.params) == 2 * (c.num_layers * per_layer
+                                                         + c.width * c.vocab_size)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import attractor_jax as aj
-from attractor_jax import checkpoint, runs, writing
+from attractor_jax import runs, writing
 from attractor_jax.attractor import AttractorConfig
 from attractor_jax.cli import main
 from attractor_jax.errors import InputError
