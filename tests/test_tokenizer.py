@@ -172,25 +172,32 @@ def test_tiny_gpt2_gguf_from_metadata():
     tok.apply_chat_template([{"role": "user", "content": "x"}])
 
 
-def _byte_level_gguf(path, arch, pre):
-  """A tiny byte-level BPE GGUF: the 256 byte symbols, a few merges, one control token."""
+def _metadata_gguf(path, arch, metadata):
+  """A GGUF of a 1-layer `arch` model without tensors, with `metadata` pairs (name, value)
+  written by the writer's add_<name>."""
   import gguf
-  from attractor_jax.tokenizer import _byte_alphabet
-  merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "a n", "n d", "Ġa nd", "1 2", "12 3", "' s", "' S",
-            "Ċ Ċ"]
-  tokens = ["<|endoftext|>", *_byte_alphabet().values(), *(m.replace(" ", "") for m in merges)]
   w = gguf.GGUFWriter(str(path), arch)
   for add, value in [("block_count", 1), ("context_length", 64), ("embedding_length", 8),
                      ("feed_forward_length", 16), ("head_count", 2), ("layer_norm_rms_eps", 1e-5),
-                     ("tokenizer_model", "gpt2"), ("tokenizer_pre", pre), ("token_list", tokens),
-                     ("token_types", [3] + [1] * (len(tokens) - 1)), ("token_merges", merges),
-                     ("bos_token_id", 0), ("eos_token_id", 0)]:
+                     *metadata]:
     getattr(w, f"add_{add}")(value)
   w.write_header_to_file()
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
   w.close()
   return path
+
+
+def _byte_level_gguf(path, arch, pre):
+  """A tiny byte-level BPE GGUF: the 256 byte symbols, a few merges, one control token."""
+  from attractor_jax.tokenizer import _byte_alphabet
+  merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "a n", "n d", "Ġa nd", "1 2", "12 3", "' s", "' S",
+            "Ċ Ċ"]
+  tokens = ["<|endoftext|>", *_byte_alphabet().values(), *(m.replace(" ", "") for m in merges)]
+  return _metadata_gguf(path, arch, [
+      ("tokenizer_model", "gpt2"), ("tokenizer_pre", pre), ("token_list", tokens),
+      ("token_types", [3] + [1] * (len(tokens) - 1)), ("token_merges", merges),
+      ("bos_token_id", 0), ("eos_token_id", 0)])
 
 
 @pytest.mark.parametrize("arch, pre", [("qwen2", "qwen2"), ("llama", "llama-bpe")])
@@ -217,22 +224,13 @@ _PIECES = ["\u2581", "e", "t", "h", "a", "n", "d", "o", "f", "s", "i", "\u2581t"
 def _sentencepiece_gguf(path, **extra):
   """A tiny llama GGUF with a SentencePiece vocabulary: <unk> <s> </s>, 256 byte pieces, a
   user-defined and a control token, and pieces scored best first."""
-  import gguf
   tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "<|user|>", "<ctl>",
             *_PIECES]
-  w = gguf.GGUFWriter(str(path), "llama")
-  for add, value in [("block_count", 1), ("context_length", 64), ("embedding_length", 8),
-                     ("feed_forward_length", 16), ("head_count", 2), ("layer_norm_rms_eps", 1e-5),
-                     ("tokenizer_model", "llama"), ("token_list", tokens), ("bos_token_id", 1),
-                     ("token_scores", [0.0] * 261 + [-float(i) for i in range(len(_PIECES))]),
-                     ("token_types", [2, 3, 3] + [6] * 256 + [4, 3] + [1] * len(_PIECES)),
-                     ("eos_token_id", 2), ("unk_token_id", 0), *extra.items()]:
-    getattr(w, f"add_{add}")(value)
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
-  return path
+  return _metadata_gguf(path, "llama", [
+      ("tokenizer_model", "llama"), ("token_list", tokens), ("bos_token_id", 1),
+      ("token_scores", [0.0] * 261 + [-float(i) for i in range(len(_PIECES))]),
+      ("token_types", [2, 3, 3] + [6] * 256 + [4, 3] + [1] * len(_PIECES)),
+      ("eos_token_id", 2), ("unk_token_id", 0), *extra.items()])
 
 
 _SPM_TEXTS = ["the tea is in the sea", " and of it", "  two  spaces", "<|user|>hi<ctl> the",
