@@ -102,7 +102,8 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, memory: Memory | Non
   """Continues a run restored by `checkpoint.restore_run` for `max_new_tokens` more tokens."""
   engine = model.engine(memory)
   check_sampling(max_new_tokens, temperature, top_p)
-  rows, sample_key = run["rows"], jax.random.wrap_key_data(run["sample_key"])
+  rows = jax.tree.map(jnp.copy, run["rows"])  # decoding consumes its input; the caller keeps `run`
+  sample_key = jax.random.wrap_key_data(run["sample_key"])
   need = cache_length(model, int(rows.position[0]), max_new_tokens)
   pad = need - rows.cache.max_len
   if pad > 0:  # grow the cache: the new slots are masked until written

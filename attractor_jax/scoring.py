@@ -1,5 +1,5 @@
-"""Perplexity of text in non-overlapping windows (each window scored on its own, no BOS), with
-and without a memory."""
+"""Perplexity of text in non-overlapping windows (each scored on its own; BOS first when the
+model wants it, never scored), with and without a memory."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ class Perplexity:
 @renamed_memory_keyword
 def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | None = None, *,
                memory: Memory | None = None, seeds: int = 1) -> Perplexity:
-  """Perplexity of `text` over non-overlapping windows (no BOS), baseline and with a memory.
+  """Perplexity of `text` over non-overlapping windows (BOS as the tokenizer says), baseline and
+  with a memory.
 
   Args:
     window: tokens per window; each window is scored on its own.

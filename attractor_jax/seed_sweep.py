@@ -296,6 +296,8 @@ def sweep(model: Model, task: str, *, memory: Memory | None, seeds: int | Sequen
     Sweep (its `to_json()` is the CLI's output).
   """
   seeds = seed_list(seeds)
+  if task == "ppl" and seeds != list(range(len(seeds))):
+    raise InputError(f"seeds={seeds!r}: task 'ppl' runs seeds 0..n-1; pass a count")
   if task == "ppl":
     if text is None:
       raise InputError("task 'ppl' needs text (--text-file)")

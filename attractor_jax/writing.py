@@ -29,7 +29,7 @@ import numpy as np
 from attractor_jax.errors import InputError
 
 MARK = "attractor-jax"  # the `written_by` field of every JSON result this library writes
-_TEMP = re.compile(r"^\.(?P<name>.+)\.attractor-(?:tmp|old)-(?P<pid>\d+)-")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.attractor-(?P<kind>tmp|old)-(?P<pid>\d+)-")
 
 
 def temp_path(path: pathlib.Path, kind: str = "tmp") -> pathlib.Path:
@@ -49,13 +49,19 @@ def _running(pid: int) -> bool:
 
 def remove_leftovers(path: pathlib.Path):
   """Removes the temporary files and directories that killed writers left beside `path`
-  (orbax's own temporary directories inside them included)."""
+  (orbax's own temporary directories inside them included). A writer killed between moving
+  the old directory aside and putting the new one in place left only the old one: it is put
+  back instead."""
   parent = path.parent
   if not parent.is_dir():
     return
-  for entry in parent.iterdir():
+  for entry in sorted(parent.iterdir()):
     found = _TEMP.match(entry.name)
-    if found and found["name"] == path.name and not _running(int(found["pid"])):
+    if not found or found["name"] != path.name or _running(int(found["pid"])):
+      continue
+    if found["kind"] == "old" and not path.exists():
+      os.replace(entry, path)
+    else:
       _remove(entry)
 
 
@@ -94,7 +100,7 @@ def reported(path: pathlib.Path, *temporaries: pathlib.Path) -> Iterator[None]:
       _remove(t)
       for orbax_tmp in t.parent.glob(f"{t.name}.orbax-checkpoint-tmp*"):
         _remove(orbax_tmp)
-    cause = _os_error(e)
+    cause = _os_error(e) if isinstance(e, Exception) else None
     if cause is None or isinstance(e, InputError):
       raise
     name = errno.errorcode.get(cause.errno, "error")
@@ -103,7 +109,7 @@ def reported(path: pathlib.Path, *temporaries: pathlib.Path) -> Iterator[None]:
 
 
 def _os_error(e: BaseException) -> OSError | None:
-  """The OSError behind `e`: in its chain of causes, or named by a tensorstore message
+  """The OSError behind `e`: itself, its explicit causes, or named by a tensorstore message
   (orbax's writer reports "[os_error_code='28']" inside a ValueError)."""
   seen = set()
   while e is not None and id(e) not in seen:
@@ -113,7 +119,7 @@ def _os_error(e: BaseException) -> OSError | None:
     if code:
       return OSError(int(code[1]), os.strerror(int(code[1])))
     seen.add(id(e))
-    e = e.__cause__ or e.__context__
+    e = e.__cause__
   return None
 
 
@@ -226,10 +232,14 @@ def replace_dir_atomic(path: str | os.PathLike, write: Callable[[pathlib.Path], 
         os.replace(fresh, path)
       elif _exchange(fresh, path):
         _remove(fresh)  # now the old directory
-      else:
+      else:  # two renames; a kill between them is undone by the next write (remove_leftovers)
         old = temp_path(path, "old")
         os.replace(path, old)
-        os.replace(fresh, path)
+        try:
+          os.replace(fresh, path)
+        except BaseException:
+          os.replace(old, path)
+          raise
         _remove(old)
   return path
 

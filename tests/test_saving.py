@@ -353,3 +353,25 @@ def test_non_finite_logits_without_a_memory_are_named(model):
     aj.generate(broken, PROMPT, 4)
   with pytest.raises(InputError, match="seed 1: .*token 0 .*no memory"):
     aj.generate_seeds(broken, PROMPT, 4, memory=None, seeds=[1])
+
+
+def test_a_kill_between_the_two_renames_is_undone_by_the_next_write(tmp_path, model, state):
+  """Where the directory exchange is unsupported, the old checkpoint is moved aside before the
+  new one moves in; a writer killed in between left only `.ck.attractor-old-PID-...`: the next
+  write puts it back before anything else (and a failed save then keeps it)."""
+  _save(tmp_path / "ck", state, model, n=1)
+  aside = tmp_path / f".ck.attractor-old-{_dead_pid()}-00000000"
+  os.replace(tmp_path / "ck", aside)
+  writing.remove_leftovers(tmp_path / "ck")
+  assert not aside.exists() and aj.restore_state(tmp_path / "ck").user == {"n": 1}
+
+
+def test_resume_leaves_the_restored_run_usable(tmp_path, model):
+  """Decoding consumes its input buffers; resume works on a copy, so a restored run resumes
+  twice to the same tokens."""
+  from attractor_jax import checkpoint, generation
+  first = aj.generate(model, PROMPT, 6, memory=MEMORY, seed=2, temperature=0.8)
+  checkpoint.save_run(tmp_path / "run", first, model)
+  run = checkpoint.restore_run(tmp_path / "run", MEMORY, model).state
+  kw = dict(memory=MEMORY, temperature=0.8)
+  assert generation.resume(model, run, 5, **kw).tokens == generation.resume(model, run, 5, **kw).tokens

@@ -53,8 +53,9 @@ class Memory:
   """Base of every memory config: the host layer, validation, and the default read-outs.
 
   A subclass sets `kind` (its name in checkpoints; defining the class registers it), writes
-  `fresh_state` and `observe`, and keeps the feedback it wants added in `state.feedback` (or
-  overrides `feedback`).
+  `fresh_state` and `observe`, keeps the feedback it wants added in `state.feedback` (or
+  overrides `feedback`), and counts its updates in `state.step` (summaries, checkpoints and
+  the NaN guard name updates by it).
   """
 
   kind: ClassVar[str]
