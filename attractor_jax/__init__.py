@@ -16,6 +16,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate
 from attractor_jax.memories.base import Info, Memory, Observation
 from attractor_jax.memories.cache import CacheConfig
+from attractor_jax.memories.controls import ControlConfig
 from attractor_jax.memories.dynamic_eval import DynamicEvalConfig
 from attractor_jax.memories.fastweights import FastWeightsConfig
 from attractor_jax.memories.hopfield import HopfieldConfig
@@ -35,6 +36,7 @@ __all__ = [
     "Memory", "Observation", "Info", "presets", "get_preset",
     "AttractorConfig", "AttractorState", "Timescale",
     "CacheConfig", "HopfieldConfig", "SteeringConfig", "FastWeightsConfig", "DynamicEvalConfig",
+    "ControlConfig",
     # Running: generation, seed sweeps, perplexity, and what they return.
     "generate", "Generation", "generate_seeds", "generate_prompts", "SeedRuns", "sweep", "Sweep",
     "perplexity", "Perplexity", "SamplingState", "Trace",

@@ -16,7 +16,7 @@ import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.memories.base import Info, Memory, Pool, cosine, pool
+from attractor_jax.memories.base import Info, Memory, Pool, cosine, pool, residual_norm
 from attractor_jax.validation import check_bool, check_choice, check_int, check_range
 
 
@@ -59,6 +59,10 @@ class AttractorConfig(Memory):
   burn_in_steps: int = 0
   burn_in_strength: float = 0.0
   alpha: float = 0.1
+  # None: the feedback is alpha * sum_n g_n m_n. A number: alpha is ignored and the feedback
+  # is scaled so that a full-strength attractor equal to x, gate open, gets this fraction of
+  # the host layer's residual norm (docs/method.md, "Strength relative to the residual").
+  feedback_ratio: float | None = None
   init: Literal["noise", "prompt"] = "noise"
   init_noise: float = 0.1
   init_strength: float = 0.0
@@ -85,6 +89,8 @@ class AttractorConfig(Memory):
     check_int("burn_in_steps", self.burn_in_steps, 0)
     check_range("burn_in_strength", self.burn_in_strength, 0.0, 1.0)
     check_range("alpha", self.alpha, 0.0, 1e3)
+    if self.feedback_ratio is not None:
+      check_range("feedback_ratio", self.feedback_ratio, 0.0, 10.0)
     check_range("init_noise", self.init_noise, 0.0, 1e3)
     check_range("init_strength", self.init_strength, 0.0, 1.0)
     if not self.timescales or not all(isinstance(t, Timescale) for t in self.timescales):
@@ -98,7 +104,7 @@ class AttractorConfig(Memory):
     return init_state(self, model_config, key, prompt_attn_TxD)
 
   def observe(self, state, obs, params):
-    return update(self, state, pool(obs.attn_out, self.pool))
+    return update(self, state, pool(obs.attn_out, self.pool), residual_norm(obs.residual))
 
   def summary(self, state):
     """Mean strength, active and dead attractors, updates made."""
@@ -106,7 +112,8 @@ class AttractorConfig(Memory):
     return {**super().summary(state),
             "mean_strength": float(s.mean()), "active": int((idle == 0).sum()),
             "dead": int(((s < self.s_dead) & (idle > self.dead_after)).sum()),
-            "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback))}
+            "attractors": int(s.size), "feedback_norm": float(np.linalg.norm(state.feedback)),
+            "winner_share": float(winner_share(state.strength).mean())}
 
 
 @flax.struct.dataclass
@@ -130,6 +137,7 @@ class UpdateInfo(Info):
   max_sim: jax.Array  # [N] max_k c_k
   gate: jax.Array  # [N]
   active: jax.Array  # [N, K] bool
+  steering_cos: jax.Array  # []: cos(feedback, running mean of x): 1 is a plain steering vector
 
 
 def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
@@ -196,10 +204,18 @@ def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, m
   return a_KxD, s_K, idle_K, m_D, gate, max_sim, active_K
 
 
-def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array):
+def winner_share(strength_NxK):
+  """Each bank's strongest attractor's share of the bank's total strength: [N]."""
+  s = jnp.asarray(strength_NxK)
+  return jnp.max(s, axis=-1) / jnp.maximum(jnp.sum(s, axis=-1), 1e-30)
+
+
+def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array, residual=None):
   """One pass's update from the host layer's pooled attention output x; returns (state, info).
 
-  The new `feedback` is what the *next* pass adds to the residual stream.
+  The new `feedback` is what the *next* pass adds to the residual stream. `residual`, the
+  pass's residual norm (`memories.base.residual_norm`), sets its scale when
+  `cfg.feedback_ratio` is given.
   """
   x_D = x_D.astype(jnp.float32)
   step = state.step + 1
@@ -212,10 +228,17 @@ def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array):
       for n, ts in enumerate(cfg.timescales)
   ]
   a, s, idle, m, gate, max_sim, active = (jnp.stack(parts) for parts in zip(*banks))
-  feedback_D = cfg.alpha * jnp.einsum("n,nd->d", gate, m)
+  if cfg.feedback_ratio is None:
+    scale = cfg.alpha
+  else:
+    if residual is None:
+      raise InputError("feedback_ratio needs the pass's residual norm: pass residual=")
+    scale = cfg.feedback_ratio * residual / (cfg.num_banks * jnp.maximum(jnp.linalg.norm(x_D),
+                                                                         1e-30))
+  feedback_D = scale * jnp.einsum("n,nd->d", gate, m)
   new_mean = state.mean + (x_D - state.mean) / step.astype(jnp.float32)
   new_state = AttractorState(vectors=a, strength=s, idle=idle, step=step, feedback=feedback_D,
                              mean=new_mean, sigma=state.sigma, rng=jax.random.key_data(key))
   info = UpdateInfo(feedback_norm=jnp.linalg.norm(feedback_D), strength=s, max_sim=max_sim,
-                    gate=gate, active=active)
+                    gate=gate, active=active, steering_cos=cosine(feedback_D, new_mean[None])[0])
   return new_state, info

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from attractor_jax.config import ModelConfig
-from attractor_jax.memories.base import Memory, Observation
+from attractor_jax.memories.base import Memory, Observation, residual_norm
 from attractor_jax.sampling import SamplingState, Trace, sample_token, sample_tokens, state_finite
 from attractor_jax.transformer import Decoder, KVCache, Taps, init_cache
 
@@ -33,6 +33,17 @@ class Step(NamedTuple):
   state: Any  # the memory state after the pass, [B, ...]; None without a memory
   info: Any  # what the memory's update saw, [B, ...]; None without a memory
   taps: Taps
+  feedback_ratio: Any = None  # [B]: |feedback this pass received| / the host layer's residual
+  # norm (`memories.base.residual_norm`); None without a memory
+
+
+class Forced(NamedTuple):
+  """Rows read token by token under teacher forcing (`Engine.teacher_forced`)."""
+
+  nll: jax.Array  # [R, L-1]: -log p(token t+1 | tokens ..t), as the memory left the model
+  info: Any  # the memory's update info per pass, [R, L, ...]; None without a memory
+  feedback_ratio: jax.Array  # [R, L]: |feedback the pass received| / its residual norm
+  finite: jax.Array  # [R]: no NaN or Inf in any pass's logits or the final memory state
 
 
 class Pass(NamedTuple):
@@ -88,16 +99,18 @@ class Engine:
           {"params": params}, tokens_BxT, positions_BxT, cache, last_logits_only=last_logits_only,
           method=Decoder.tapped)
       return Step(logits, cache, state, None, taps)
+    feedback_BxD = jax.vmap(memory.feedback)(state)
     logits, cache, taps = self.decoder.apply(
-        {"params": params}, tokens_BxT, positions_BxT, cache,
-        feedback_BxD=jax.vmap(memory.feedback)(state), host_layer=memory.host_layer(self.config),
+        {"params": params}, tokens_BxT, positions_BxT, cache, feedback_BxD=feedback_BxD,
+        host_layer=memory.host_layer(self.config), closed_loop=memory.loop == "closed",
         last_logits_only=last_logits_only and not memory.uses_logits, method=Decoder.tapped)
     obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
-                      hidden=taps.hidden_BxTxD, logits=logits)
+                      residual=taps.residual_BxTxD, hidden=taps.hidden_BxTxD, logits=logits)
     per_sequence = functools.partial(jax.vmap, in_axes=(0, 0, None))
     logits = per_sequence(memory.read)(state, obs, params)
     state, info = per_sequence(memory.observe)(state, obs, params)
-    return Step(logits[:, -1:] if last_logits_only else logits, cache, state, info, taps)
+    ratio_B = _norm_ratio(feedback_BxD, taps.residual_BxTxD)
+    return Step(logits[:, -1:] if last_logits_only else logits, cache, state, info, taps, ratio_B)
 
   def fresh_state(self, params, prompt_T, key):
     """A fresh memory state for one sequence (no batch axis; None without a memory). A memory
@@ -124,9 +137,10 @@ class Engine:
     """One causal pass tapping `layer`; with a memory state, its feedback enters there."""
     positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
     feedback = None if state is None else jax.vmap(self.memory.feedback)(state)
+    closed = state is not None and self.memory.loop == "closed"
     logits, _, taps = self.decoder.apply({"params": params}, tokens_BxT, positions,
                                          feedback_BxD=feedback, host_layer=layer,
-                                         method=Decoder.tapped)
+                                         closed_loop=closed, method=Decoder.tapped)
     return Pass(logits, taps.attn_out_BxTxD, taps.hidden_BxTxD)
 
   @functools.partial(jax.jit, static_argnames=("self",))
@@ -222,7 +236,8 @@ class Engine:
     if out.info is None:
       return Trace(hidden=hidden, finite=finite)
     first = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    return Trace(hidden=hidden, info=first(out.info), finite=finite & state_finite(out.state))
+    return Trace(hidden=hidden, info=first(out.info), finite=finite & state_finite(out.state),
+                 feedback_ratio=out.feedback_ratio[0])
 
   def trace_row_shape(self, params) -> Trace:
     """The shapes and dtypes of one Trace row (one pass of one sequence)."""
@@ -284,6 +299,37 @@ class Engine:
 
     return jax.vmap(one_seed)(init_keys_S)
 
+  @functools.partial(jax.jit, static_argnames=("self", "prompt_len"))
+  def teacher_forced(self, params, tokens_RxL, init_keys_R, *, prompt_len: int) -> Forced:
+    """Reads each row token by token, one pass per token as in generation, each with a fresh
+    memory (initialised from its first `prompt_len` tokens' attention outputs), and scores
+    every next token. Rows are the decoder's batch axis: R rows cost one batched pass per token.
+    """
+    R, L = tokens_RxL.shape
+    fresh = lambda row_L, key: self.fresh_state(params, row_L[:prompt_len], key)
+    state = jax.vmap(fresh)(tokens_RxL, init_keys_R)
+
+    def one_token(carry, pos):
+      cache, state = carry
+      positions = jnp.broadcast_to(pos, (R, 1))
+      out = self.step(params, tokens_RxL[:, pos][:, None], positions, cache, state,
+                      last_logits_only=True)
+      target = tokens_RxL[:, jnp.minimum(pos + 1, L - 1)]
+      nll = token_nll(out.logits[:, -1], target)
+      finite = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
+      ratio = jnp.zeros((R,)) if out.feedback_ratio is None else out.feedback_ratio
+      return (out.cache, out.state), (nll, out.info, ratio, finite)
+
+    cache = init_cache(self.config, R, L, self.dtype)
+    (_, state), (nll, info, ratio, finite) = jax.lax.scan(one_token, (cache, state),
+                                                          jnp.arange(L))
+    rows_first = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
+    finite_R = jnp.all(finite, axis=0)
+    if state is not None:
+      finite_R &= jax.vmap(state_finite)(state)
+    return Forced(nll=nll.T[:, :-1], info=rows_first(info), feedback_ratio=ratio.T,
+                  finite=finite_R)
+
   @functools.partial(jax.jit, static_argnames=("self", "segment"))
   def choice_scores(self, params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, segment: int):
     """Per seed, item and choice: the summed log-probability of the choice's tokens and
@@ -321,3 +367,11 @@ class Engine:
     per_seed = lambda key: jax.vmap(one_item, in_axes=(None, 0, 0, 0))(key, ctx_IxL, ch_IxCxJ,
                                                                           mask_IxCxJ)
     return jax.vmap(per_seed)(keys_S)
+
+
+def _norm_ratio(feedback_BxD, residual_BxTxD):
+  """|feedback| / residual_norm(residual) per row (0 where the feedback is 0 or None)."""
+  if feedback_BxD is None:
+    return jnp.zeros(residual_BxTxD.shape[:1], jnp.float32)
+  fb = jnp.linalg.norm(feedback_BxD.astype(jnp.float32), axis=-1)
+  return fb / jnp.maximum(jax.vmap(residual_norm)(residual_BxTxD), 1e-30)

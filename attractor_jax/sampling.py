@@ -23,6 +23,7 @@ class Trace(flax.struct.PyTreeNode):
   hidden: jax.Array  # [n, D] final hidden state at the pass's last position
   finite: jax.Array  # [n] bool: the pass's logits and the memory state after it have no NaN/Inf
   info: Any = None  # the memory's info pytree (e.g. attractor.UpdateInfo), [n, ...]; None: off
+  feedback_ratio: Any = None  # [n]: |feedback the pass received| / its residual norm; None: off
 
 
 class SamplingState(flax.struct.PyTreeNode):

@@ -172,3 +172,62 @@ def paired(
   if baseline_mean != 0.0:
     out["rel_pct"] = 100.0 * out["mean_diff"] / baseline_mean
   return out
+
+
+def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
+                       seed: int = 0) -> dict[str, Any]:
+  """A paired comparison over G independent clusters, one mean difference per cluster.
+
+  Intervals valid at small G: a t interval and a BCa bootstrap interval (scipy.stats), the
+  two-sided one-sample t-test p-value, and the minimum detectable effect: the smallest true
+  mean difference this G and spread detect with probability `power` at alpha = 1 - level
+  (two-sided, from the noncentral t distribution).
+
+  Args:
+    diffs: [G] per-cluster differences (treatment - baseline), G >= 3.
+  Returns:
+    {"clusters", "mean_diff", "sd", "t_ci95", "bca_ci95", "p_value", "mde"}.
+  """
+  import scipy.stats
+
+  d_G = _as_1d("diffs", diffs)
+  G = d_G.size
+  if G < 3:
+    raise InputError(f"{G} clusters: a cluster comparison needs at least 3")
+  mean, sd = float(d_G.mean()), float(d_G.std(ddof=1))
+  out: dict[str, Any] = {"clusters": int(G), "mean_diff": mean, "sd": sd}
+  if sd == 0.0:  # every cluster moved by the same amount (e.g. all zero): no spread to test
+    return {**out, "t_ci95": [mean, mean], "bca_ci95": [mean, mean],
+            "p_value": 1.0 if mean == 0.0 else 0.0, "mde": 0.0}
+  test = scipy.stats.ttest_1samp(d_G, 0.0)
+  t_ci = test.confidence_interval(level)
+  boot = scipy.stats.bootstrap((d_G,), np.mean, confidence_level=level, method="BCa",
+                               n_resamples=9999, rng=np.random.default_rng(seed))
+  return {**out, "t_ci95": [float(t_ci.low), float(t_ci.high)],
+          "bca_ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+          "p_value": float(test.pvalue), "mde": minimum_detectable_effect(sd, G, 1 - level, power)}
+
+
+def minimum_detectable_effect(sd: float, clusters: int, alpha: float = 0.05,
+                              power: float = 0.8) -> float:
+  """The mean difference a two-sided one-sample t-test over `clusters` values of spread `sd`
+  detects with probability `power` at level `alpha` (exact, noncentral t)."""
+  import scipy.optimize
+  import scipy.stats
+
+  df = clusters - 1
+  crit = scipy.stats.t.ppf(1 - alpha / 2, df)
+  # scipy's noncentral t gives NaN far in its tail, where the power is 1
+  reach = lambda nc: np.nan_to_num(scipy.stats.nct.sf(crit, df, nc), nan=1.0) - power
+  noncentrality = scipy.optimize.brentq(reach, 0.0, crit + 50.0)
+  return float(noncentrality * sd / np.sqrt(clusters))
+
+
+def holm(p_values: Any) -> list[float]:
+  """Holm's step-down adjusted p-values (family-wise error), in the input's order."""
+  p_M = _as_1d("p_values", p_values)
+  order = np.argsort(p_M)
+  scaled = np.minimum(1.0, (p_M.size - np.arange(p_M.size)) * p_M[order])
+  adjusted = np.empty_like(p_M)
+  adjusted[order] = np.maximum.accumulate(scaled)
+  return adjusted.tolist()

@@ -3,8 +3,9 @@
     logits, cache = Decoder(cfg).apply({"params": p}, tokens, positions, cache)
 
 The tap is the host layer's attention sublayer as it enters the residual stream (after
-gemma's post-attention norm), and a memory's feedback is added to the stream right after it,
-before the MLP sublayer, in every family. Local (sliding-window) layers keep the full cache
+gemma's post-attention norm). A memory's feedback is added to the stream right after it,
+before the MLP sublayer (the open loop: the tap never sees the feedback), or, with
+`closed_loop`, at the host layer's input, before its attention (the tap depends on it). Local (sliding-window) layers keep the full cache
 and mask the keys older than their window by position.
 
 Layers are a list of per-layer param dicts, unrolled: every layer calls one jitted `_block`,
@@ -56,6 +57,8 @@ class Taps(NamedTuple):
 
   attn_out_BxTxD: jax.Array  # host layer's attention sublayer output (before the residual add)
   hidden_BxTxD: jax.Array  # final normed hidden state
+  residual_BxTxD: jax.Array  # the host layer's residual stream where the feedback enters,
+  # before it is added (the layer's input when closed loop, else after its attention)
 
 
 def param_shapes(cfg: ModelConfig, output_kernel: bool = False) -> dict[str, Any]:
@@ -141,8 +144,10 @@ class Decoder(nn.Module):
     return logits, cache
 
   def tapped(self, tokens_BxT, positions_BxT, cache: KVCache | None = None,
-             feedback_BxD=None, host_layer: int = 0, last_logits_only: bool = False):
-    """The forward pass, adding `feedback` after the host layer's attention and tapping it.
+             feedback_BxD=None, host_layer: int = 0, last_logits_only: bool = False,
+             closed_loop: bool = False):
+    """The forward pass, adding `feedback` after the host layer's attention (before it when
+    `closed_loop`) and tapping it.
 
     Returns (logits [B,T,V] float32, or [B,1,V] for the last position only when
     `last_logits_only`; new cache or None; Taps).
@@ -157,15 +162,15 @@ class Decoder(nn.Module):
     feedback_BxD = (jnp.zeros((B, cfg.width), self.dtype) if feedback_BxD is None
                     else feedback_BxD.astype(self.dtype))
     start_B = positions_BxT[:, 0]
-    keys_out, values_out, tap = [], [], jnp.zeros_like(x)
+    keys_out, values_out, tap, residual = [], [], jnp.zeros_like(x), jnp.zeros_like(x)
     for idx, lp in enumerate(w["layers"]):
       past = None if cache is None else (cache.k[idx], cache.v[idx], start_B)
-      x, attn, written = _block(x, lp, positions_BxT, past,
-                                feedback_BxD if idx == host_layer else None, cfg=cfg,
-                                dtype=self.dtype, window=cfg.window(idx),
-                                theta=cfg.rope_base(idx))
-      if idx == host_layer:
-        tap = attn
+      host = idx == host_layer
+      x, attn, stream, written = _block(
+          x, lp, positions_BxT, past, feedback_BxD if host else None, cfg=cfg, dtype=self.dtype,
+          window=cfg.window(idx), theta=cfg.rope_base(idx), closed_loop=closed_loop and host)
+      if host:
+        tap, residual = attn, stream
       if written is not None:
         keys_out.append(written[0])
         values_out.append(written[1])
@@ -179,22 +184,25 @@ class Decoder(nn.Module):
     if cfg.final_softcap is not None:
       logits = layers.softcap(logits, cfg.final_softcap)
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
-    return logits, new_cache, Taps(tap, hidden)
+    return logits, new_cache, Taps(tap, hidden, residual)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "window", "theta"))
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "window", "theta", "closed_loop"))
 def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, dtype,
-           window: int | None, theta: float):
-  """One decoder block: returns (x, attention sublayer output, the cache's new (keys, values)
-  or None).
+           window: int | None, theta: float, closed_loop: bool = False):
+  """One decoder block: returns (x, attention sublayer output, the residual stream where the
+  feedback enters (before it), the cache's new (keys, values) or None).
 
   `past` = (keys, values, start_B) of this layer's cache, or None; `feedback` (host layer
-  only) is added after the attention sublayer; `window` (local layers) and `theta` (the RoPE
-  base) are the layer's. A jitted function, so a program traces it once per shape and kind
+  only) is added after the attention sublayer, or to the block's input when `closed_loop`;
+  `window` (local layers) and `theta` (the RoPE base) are the layer's. A jitted function, so a program traces it once per shape and kind
   (host layer or not, with a cache or not, local or global) and calls it in every layer (XLA
   inlines the calls: the same code as unrolled), instead of tracing all layers one by one.
   """
   lp = jax.tree.map(lambda a: a.astype(dtype), lp)
+  residual = x_BxTxD
+  if closed_loop and feedback_BxD is not None:
+    x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
   q, k, v = layers.qkv(layers.norm(x_BxTxD, lp["attn_norm"], cfg), lp["attn"], positions_BxT, cfg,
                        theta)
   visible = None
@@ -211,12 +219,14 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
   if cfg.gemma:
     attn = layers.norm(attn, lp["post_attn_norm"], cfg)
   x_BxTxD = x_BxTxD + attn
-  if feedback_BxD is not None:
-    x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
+  if not closed_loop:
+    residual = x_BxTxD
+    if feedback_BxD is not None:
+      x_BxTxD = x_BxTxD + feedback_BxD[:, None, :]
   ffn = layers.mlp(layers.norm(x_BxTxD, lp["mlp_norm"], cfg), lp["mlp"], cfg)
   if cfg.gemma:
     ffn = layers.norm(ffn, lp["post_mlp_norm"], cfg)
-  return x_BxTxD + ffn, attn, written
+  return x_BxTxD + ffn, attn, residual, written
 
 
 def ordered_after(read, x):

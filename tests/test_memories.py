@@ -53,7 +53,8 @@ def random_passes(seed: int, sizes=SIZES) -> list[Observation]:
     f32 = lambda *shape, s=1.0: jnp.asarray(s * rng.standard_normal(shape), jnp.float32)
     out.append(Observation(tokens=jnp.asarray(rng.integers(0, 6, T), jnp.int32),
                            positions=jnp.arange(start, start + T, dtype=jnp.int32),
-                           attn_out=f32(T, D), hidden=f32(T, D), logits=f32(T, V, s=2.0)))
+                           attn_out=f32(T, D), residual=f32(T, D, s=4.0), hidden=f32(T, D),
+                           logits=f32(T, V, s=2.0)))
     start += T
   return out
 
@@ -323,12 +324,12 @@ def test_cache_burst_equals_token_by_token(tiny, window):
   state = jax.tree.map(lambda a: a[None], cfg.fresh_state(tiny.config, jax.random.key(0)))
   kv = init_cache(tiny.config, 1, 16)
   ids = jnp.asarray([3, 9, 3, 14, 9, 3, 9, 14, 3, 27, 9], jnp.int32)
-  _, kv, state, _, _ = fn(tiny.params, ids[None, :6], jnp.arange(6)[None], kv, state)
+  _, kv, state, *_ = fn(tiny.params, ids[None, :6], jnp.arange(6)[None], kv, state)
   assert int(state.filled.sum()) == min(window, 5)
   burst = fn(tiny.params, ids[None, 6:], jnp.arange(6, 11)[None], kv, state).logits
   single = []
   for t in range(6, 11):
-    logits, kv, state, _, _ = fn(tiny.params, ids[None, t:t + 1], jnp.full((1, 1), t), kv, state)
+    logits, kv, state, *_ = fn(tiny.params, ids[None, t:t + 1], jnp.full((1, 1), t), kv, state)
     single.append(logits[0, 0])
   np.testing.assert_allclose(np.asarray(burst[0]), np.stack(single), rtol=1e-5, atol=1e-5)
 

@@ -4,7 +4,7 @@ A memory is a frozen, hashable config object (static under jit) with pure method
 written for one sequence (batches and seeds are `jax.vmap` axes):
 
   fresh_state(model_config, key, prompt_attn_TxD=None) -> state   a new state pytree
-  feedback(state) -> [D] or None      what the next pass adds after the host layer's attention
+  feedback(state) -> [D] or None      what the next pass adds to the host layer's residual stream
   read(state, obs, params) -> [T, V]  this pass's output logits (mixing memories change them)
   observe(state, obs, params) -> (state, info)    learn from the pass
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.validation import check_int
+from attractor_jax.validation import check_choice, check_int
 
 COS_EPS = 1e-8
 Pool = Literal["last", "mean"]
@@ -36,7 +36,9 @@ class Observation(flax.struct.PyTreeNode):
 
   tokens: jax.Array  # [T] int32: the pass's input tokens
   positions: jax.Array  # [T] int32
-  attn_out: jax.Array  # [T, D]: the host layer's attention output (before any feedback)
+  attn_out: jax.Array  # [T, D]: the host layer's attention output (after the feedback when the
+  # loop is closed, before it when open)
+  residual: jax.Array  # [T, D]: the host layer's residual stream where the feedback enters
   hidden: jax.Array  # [T, D]: the final hidden state (after the final norm: unembedding input)
   logits: jax.Array  # [T, V] float32: the model's logits ([1, V], the last row, when the
   # caller asked only for it and the memory does not use logits)
@@ -63,6 +65,10 @@ class Memory:
   uses_logits: ClassVar[bool] = False  # read or observe looks at the pass's logits
 
   layer: int | None = None  # the host layer; None: the middle layer of the model it runs in
+  # Where the feedback enters the host layer: "open", after its attention (the memory's input,
+  # the attention output, never depends on its own feedback under teacher forcing); "closed",
+  # at the layer's input, before its attention (the attention output depends on it).
+  loop: Literal["open", "closed"] = "open"
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -72,6 +78,7 @@ class Memory:
   def __post_init__(self):
     if self.layer is not None:
       check_int("layer", self.layer, 0)
+    check_choice("loop", self.loop, ("open", "closed"))
 
   def host_layer(self, model_config: ModelConfig) -> int:
     """The layer this memory sits on in a model of `model_config`."""
@@ -87,7 +94,7 @@ class Memory:
     raise NotImplementedError
 
   def feedback(self, state) -> jax.Array | None:
-    """What the next pass adds after the host layer's attention: `state.feedback`."""
+    """What the next pass adds to the host layer's residual stream: `state.feedback`."""
     return state.feedback
 
   def read(self, state, obs: Observation, params) -> jax.Array:
@@ -110,6 +117,12 @@ def abstract_state(memory: Memory, model_config: ModelConfig, batch: tuple[int, 
   prompt = jnp.zeros((1, model_config.width), jnp.float32)
   one = jax.eval_shape(lambda k: memory.fresh_state(model_config, k, prompt), jax.random.key(0))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct((*batch, *s.shape), s.dtype), one)
+
+
+def residual_norm(residual_TxD: jax.Array) -> jax.Array:
+  """The residual stream's size in a pass: the root mean square over positions of its norm."""
+  r = residual_TxD.astype(jnp.float32)
+  return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(r), axis=-1)))
 
 
 def pool(x_TxD: jax.Array, how: Pool) -> jax.Array:

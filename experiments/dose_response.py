@@ -1,0 +1,271 @@
+"""Dose-response of the attractor layer and its equal-norm controls, open and closed loop.
+
+    python -m experiments.dose_response --task ppl [--model gemma3-270m] [--quick]
+        ->  results/dose_<task>_<model>.json (+ .png)
+
+Arms: presets seed, gated and multiscale with their feedback set to a fraction of the host
+layer's residual norm (`feedback_ratio`), and three controls of the same size
+(`ControlConfig`: the prompt's mean attention output, a moving average of x, a random
+direction); each in the open loop (feedback after the host layer's attention) and the closed
+loop (before it); fractions RATIOS. Every row is read token by token under teacher forcing
+(`Engine.teacher_forced`: one pass per token as in generation, so burn-in and gates count
+tokens), each cluster with a fresh memory; `off` is the same computation without a memory.
+
+Tasks (clusters are independent; each is scored once per arm, seed = its index):
+  ppl  windows of EVAL_NOVELS (none from the novels calibration uses): a 32-token prompt,
+       then 128 scored tokens; per window the mean NLL of the scored tokens.
+  kv   key-value recall with 1 and 2 pairs right before the question (headroom for the
+       model), one row per (item, choice); per item the gold answer's log-probability and
+       whether it outscores the other three.
+
+Every arm's difference from `off` over clusters: mean, t and BCa intervals, p-value, Holm over
+the task's table, minimum detectable effect at 80% power; and what the memory did: realised
+|feedback| / residual norm (mean, 95th percentile), gate openness (share of passes with
+g > 0.5), max similarity quantiles, the winner's share of strength, cos(feedback, mean x).
+Resumable: finished arms are kept in the JSON (written after each arm) and skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import attractor_jax as aj
+from attractor_jax import stats
+from attractor_jax.attractor import winner_share
+from attractor_jax.data import load_text
+from attractor_jax.evals.tasks import kv_recall_items
+from attractor_jax.prompts import bos, prompt_ids, text_ids
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.seeds import stacked_keys
+from attractor_jax.writing import write_json_atomic
+
+EVAL_NOVELS = ("persuasion", "northangerabbey", "mansfieldpark")  # calibration: the other three
+RATIOS = (0.01, 0.03, 0.1, 0.3, 1.0)
+PRESETS = ("seed", "gated", "multiscale")
+CONTROLS = ("prompt", "average", "random")
+LOOPS = ("open", "closed")
+PROMPT_LEN, SCORED = 32, 128
+
+
+def arms(ratios=RATIOS) -> dict[str, aj.Memory]:
+  """Every arm by name, "<preset or control:direction>/<loop>/<ratio>"."""
+  out = {}
+  for loop in LOOPS:
+    for ratio in ratios:
+      for name in PRESETS:
+        out[f"{name}/{loop}/{ratio}"] = dataclasses.replace(
+            aj.presets[name], feedback_ratio=ratio, loop=loop)
+      for direction in CONTROLS:
+        out[f"control:{direction}/{loop}/{ratio}"] = aj.ControlConfig(
+            direction=direction, feedback_ratio=ratio, loop=loop)
+  return out
+
+
+def ppl_rows(model, per_novel: int) -> tuple[np.ndarray, list[str]]:
+  """`per_novel` windows from each evaluation novel, evenly spaced through it (each starting
+  at a paragraph): [R, PROMPT_LEN + SCORED] token ids, and each window's novel."""
+  length = PROMPT_LEN + SCORED
+  rows, names = [], []
+  for novel in EVAL_NOVELS:
+    text = load_text(novel)
+    for start in np.linspace(0.05, 0.95, per_novel) * len(text):
+      paragraph = text.index("\n\n", int(start)) + 2
+      ids = bos(model) + text_ids(model, text[paragraph:paragraph + 8 * length])
+      rows.append(ids[:length])
+      names.append(novel)
+  return np.asarray(rows, np.int32), names
+
+
+def kv_rows(model, per_count: int):
+  """Key-value items with 1 and 2 pairs and no filler: rows [I*C, L] (prompt + choice, padded
+  after), each row's first scored position and count, and the items."""
+  items = kv_recall_items(1, 0, per_count, seed=11) + kv_recall_items(2, 0, per_count, seed=12)
+  seqs, spans = [], []
+  for item in items:
+    prompt = prompt_ids(model, item.prompt).tolist()
+    for choice in item.choices:
+      ids = text_ids(model, choice)
+      seqs.append(prompt + ids)
+      spans.append((len(prompt), len(ids)))
+  L = max(map(len, seqs))
+  rows = np.zeros((len(seqs), L), np.int32)
+  for r, s in enumerate(seqs):
+    rows[r, :len(s)] = s
+  return rows, np.asarray(spans), items
+
+
+def ppl_metrics(nll_RxT: np.ndarray) -> dict[str, np.ndarray]:
+  """Per window: the mean NLL of its scored tokens."""
+  return {"nll": nll_RxT[:, PROMPT_LEN - 1:].mean(axis=1)}
+
+
+def kv_metrics(nll_RxT: np.ndarray, spans, items) -> dict[str, np.ndarray]:
+  """Per item: the gold choice's log-probability and whether it beats the others."""
+  logp = np.asarray([-nll_RxT[r, s - 1:s - 1 + n].sum() for r, (s, n) in enumerate(spans)])
+  logp_IxC = logp.reshape(len(items), -1)
+  answers = np.asarray([it.answer for it in items])
+  gold = logp_IxC[np.arange(len(items)), answers]
+  return {"gold_logprob": gold, "accuracy": (logp_IxC.argmax(axis=1) == answers).astype(float)}
+
+
+def scored_passes(task: str, rows: np.ndarray, spans) -> np.ndarray:
+  """[R, L] True for the passes whose feedback the scored tokens saw."""
+  mask = np.zeros(rows.shape, bool)
+  if task == "ppl":
+    mask[:, PROMPT_LEN - 1:-1] = True
+  else:
+    for r, (s, n) in enumerate(spans):
+      mask[r, s - 1:s - 1 + n] = True
+  return mask
+
+
+def activity(memory, forced, mask_RxL: np.ndarray) -> dict:
+  """What the memory did over the scored passes."""
+  ratio = np.asarray(forced.feedback_ratio)[mask_RxL]
+  out = {"feedback_ratio_mean": float(ratio.mean()),
+         "feedback_ratio_p95": float(np.percentile(ratio, 95))}
+  if isinstance(memory, aj.AttractorConfig):
+    info = forced.info
+    gate = np.asarray(info.gate)[mask_RxL]  # [P, N]
+    sim = np.asarray(info.max_sim)[mask_RxL]
+    share = np.asarray(winner_share(info.strength))[mask_RxL]
+    out.update(gate_open=float((gate > 0.5).mean()),
+               max_sim_quantiles=np.quantile(sim, [0.05, 0.5, 0.95]).tolist(),
+               winner_share=float(share.mean()),
+               steering_cos=float(np.asarray(info.steering_cos)[mask_RxL].mean()))
+  return out
+
+
+def compare(values: dict[str, np.ndarray], baseline: dict[str, np.ndarray]) -> dict:
+  return {metric: stats.cluster_comparison(values[metric] - baseline[metric])
+          for metric in values}
+
+
+def add_holm(result: dict):
+  """Holm-adjusted p-values over every arm of the table, per metric."""
+  arms_done = [a for a in result["arms"] if a != "off"]
+  for metric in result["arms"]["off"]["values"]:
+    p = [result["arms"][a]["vs_off"][metric]["p_value"] for a in arms_done]
+    for a, adjusted in zip(arms_done, stats.holm(p) if p else []):
+      result["arms"][a]["vs_off"][metric]["p_holm"] = adjusted
+
+
+def first_harm(result: dict, metric: str, harm_sign: float) -> dict:
+  """Per arm family (memory/loop): the smallest ratio whose Holm-adjusted test finds harm."""
+  out = {}
+  for name, arm in result["arms"].items():
+    if name == "off":
+      continue
+    family, ratio = name.rsplit("/", 1)
+    test = arm["vs_off"][metric]
+    if test["p_holm"] < 0.05 and np.sign(test["mean_diff"]) == harm_sign:
+      out[family] = min(out.get(family, np.inf), float(ratio))
+  return {f: out.get(f) for f in sorted({n.rsplit("/", 1)[0] for n in result["arms"]
+                                          if n != "off"})}
+
+
+def plot(result: dict, path: pathlib.Path, metric: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+  for ax, loop in zip(axes, LOOPS):
+    for family in PRESETS + tuple(f"control:{c}" for c in CONTROLS):
+      pts = [(a["activity"]["feedback_ratio_mean"], a["vs_off"][metric])
+             for n, a in result["arms"].items() if n.startswith(f"{family}/{loop}/")]
+      if not pts:
+        continue
+      x = np.asarray([p[0] for p in pts])
+      y = np.asarray([p[1]["mean_diff"] for p in pts])
+      ci = np.asarray([p[1]["t_ci95"] for p in pts])
+      ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], marker="o", capsize=3,
+                  label=family, linestyle="--" if family.startswith("control") else "-")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(xscale="log", xlabel="realised |feedback| / residual norm", title=f"{loop} loop")
+  axes[0].set_ylabel(f"{metric}: arm - off (95% t CI over clusters)")
+  axes[1].legend(fontsize=7)
+  fig.suptitle(f"{result['task']} on {result['model']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--task", choices=("ppl", "kv"), required=True)
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--clusters", type=int, default=None,
+                      help="windows per novel (ppl, default 12) or items per pair count (kv, 32)")
+  parser.add_argument("--quick", action="store_true", help="tiny grid: a smoke run")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out or f"results/dose_{args.task}_{args.model}.json")
+  model = aj.load(args.model)
+  ratios = (0.1,) if args.quick else RATIOS
+  grid = arms(ratios)
+  if args.quick:
+    grid = {k: v for k, v in grid.items() if k.split("/")[0] in ("gated", "control:average")}
+  if args.task == "ppl":
+    rows, clusters = ppl_rows(model, args.clusters or (2 if args.quick else 12))
+    spans, metrics = None, ppl_metrics
+  else:
+    per_count = args.clusters or (2 if args.quick else 32)
+    rows, spans, items = kv_rows(model, per_count)
+    clusters = ["1 pair"] * per_count + ["2 pairs"] * per_count
+    metrics = lambda nll: kv_metrics(nll, spans, items)
+  design = {"task": args.task, "model": args.model, "rows": list(rows.shape),
+            "clusters": len(clusters), "ratios": list(ratios), "arms": sorted(grid),
+            "prompt_len": PROMPT_LEN, "eval_novels": list(EVAL_NOVELS)}
+  result = {"experiment": "dose-response", **design, "cluster_names": clusters, "arms": {}}
+  if out.exists():
+    old = json.loads(out.read_text())
+    if {k: old.get(k) for k in design} == design:
+      result["arms"] = old["arms"]
+      print(f"resuming {out}: {len(result['arms'])} arms done")
+  mask = scored_passes(args.task, rows, spans)
+  keys, _ = stacked_keys(range(rows.shape[0]))
+  tokens = jnp.asarray(rows)
+  baseline = None
+  for name, memory in [("off", None), *grid.items()]:
+    if name in result["arms"]:
+      baseline = baseline if name != "off" else {
+          k: np.asarray(v) for k, v in result["arms"]["off"]["values"].items()}
+      continue
+    t0 = time.time()
+    forced = model.engine(memory).teacher_forced(model.params, tokens, keys,
+                                                 prompt_len=PROMPT_LEN)
+    if not bool(np.all(forced.finite)):
+      raise SystemExit(f"{name}: NaN or Inf in a pass")
+    values = metrics(np.asarray(forced.nll, np.float64))
+    arm = {"values": {k: v.tolist() for k, v in values.items()},
+           "seconds": round(time.time() - t0, 1)}
+    if memory is None:
+      baseline = values
+      arm["summary"] = {k: float(v.mean()) for k, v in values.items()}
+    else:
+      arm.update(memory=memory.to_dict(), activity=activity(memory, forced, mask),
+                 vs_off=compare(values, baseline))
+    result["arms"][name] = arm
+    print(f"{name}: {arm.get('vs_off', arm.get('summary'))} ({arm['seconds']} s)", flush=True)
+    write_json_atomic(out, result)
+  add_holm(result)
+  metric, harm = ("nll", 1.0) if args.task == "ppl" else ("gold_logprob", -1.0)
+  result["first_detectable_harm"] = first_harm(result, metric, harm)
+  result.update(git_commit=git_commit(), machine=machine_info(),
+                device=str(jax.devices()[0].device_kind))
+  write_json_atomic(out, result)
+  plot(result, out.with_suffix(".png"), metric)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
