@@ -11,7 +11,7 @@
 from attractor_jax.attractor import AttractorConfig, AttractorState, Timescale
 from attractor_jax.checkpoint import Restored, restore_state, save_state
 from attractor_jax.config import ModelConfig
-from attractor_jax.engine import Engine, Pass, Step
+from attractor_jax.engine import Engine, Forced, Pass, Step
 from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate
 from attractor_jax.memories.base import Info, Memory, Observation
@@ -31,7 +31,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     # Models: load one, read a pass, run it with a memory.
-    "load", "Model", "ModelConfig", "Engine", "Step", "Pass",
+    "load", "Model", "ModelConfig", "Engine", "Step", "Pass", "Forced",
     # Memories: the interface, the attractor layer, the related-work memories, presets.
     "Memory", "Observation", "Info", "presets", "get_preset",
     "AttractorConfig", "AttractorState", "Timescale",

@@ -162,16 +162,42 @@ class Engine:
     """`_decode` as its own program (the state's buffers are donated)."""
     return self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
 
-  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer"))
+  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer", "keep_cache"))
   def sample(self, params, prompts_SxT, init_keys_S, sample_keys_S, num_tokens, temperature,
-             top_p, eos_id, *, cache_len: int, buffer: int) -> SamplingState:
+             top_p, eos_id, *, cache_len: int, buffer: int,
+             keep_cache: bool = False) -> SamplingState:
     """Rows of (prompt, seed keys), prompts of one length: a vmapped prefill, then one decode
-    loop for all rows. The result's cache is dropped (a sweep does not resume)."""
+    loop for all rows. The result's cache is dropped (a sweep does not resume) unless
+    `keep_cache` (to read more tokens after the runs: `extend`)."""
     prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
                                 eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
     state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
     state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
-    return state.replace(cache=None)
+    return state if keep_cache else state.replace(cache=None)
+
+  @functools.partial(jax.jit, static_argnames=("self",))
+  def extend(self, params, runs: SamplingState, tokens_SxJ, read_at_S):
+    """Teacher-forces each row's last sampled token, then its `tokens`, after its run (its
+    cache and memory carried on, one pass per token); returns the log-probs [S, V] of what
+    follows sequence index `read_at` (0 is the last sampled token, j the tokens' j-th)."""
+    J = tokens_SxJ.shape[1]
+
+    def one_row(token, position, cache, memory, tokens_J, read_at):
+      seq_J = jnp.concatenate([token[None], tokens_J])
+
+      def one_token(carry, j):
+        cache, memory, kept_V = carry
+        out = self.step(params, seq_J[j][None, None], (position + j)[None, None], cache, memory,
+                        last_logits_only=True)
+        kept_V = jnp.where(j == read_at, out.logits[0, -1], kept_V)
+        return (out.cache, out.state, kept_V), None
+
+      start = (cache, memory, jnp.zeros((self.config.vocab_size,), jnp.float32))
+      (_, _, logits_V), _ = jax.lax.scan(one_token, start, jnp.arange(J + 1))
+      return jax.nn.log_softmax(logits_V)
+
+    return jax.vmap(one_row)(runs.token, runs.position, runs.cache, runs.memory, tokens_SxJ,
+                             read_at_S)
 
   def _prefill(self, params, prompt_T, init_key, sample_key, temperature, top_p, eos_id, state,
                cache_len: int, buffer: int) -> SamplingState:

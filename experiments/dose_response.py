@@ -7,7 +7,8 @@ Arms: presets seed, gated and multiscale with their feedback set to a fraction o
 layer's residual norm (`feedback_ratio`), and three controls of the same size
 (`ControlConfig`: the prompt's mean attention output, a moving average of x, a random
 direction); each in the open loop (feedback after the host layer's attention) and the closed
-loop (before it); fractions RATIOS. Every row is read token by token under teacher forcing
+loop (before it); fractions RATIOS. The continuous cache is the positive control, and the
+other related-work memories run at their presets on the same clusters (E7, one commit). Every row is read token by token under teacher forcing
 (`Engine.teacher_forced`: one pass per token as in generation, so burn-in and gates count
 tokens), each cluster with a fresh memory; `off` is the same computation without a memory.
 
@@ -47,11 +48,13 @@ from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
 
-EVAL_NOVELS = ("persuasion", "northangerabbey", "mansfieldpark")  # calibration: the other three
+EVAL_NOVELS = ("persuasion", "northangerabbey", "mansfieldpark")
+CALIBRATION_NOVELS = ("emma", "prideprejudice", "sensesensibility")
 RATIOS = (0.01, 0.03, 0.1, 0.3, 1.0)
 PRESETS = ("seed", "gated", "multiscale")
 CONTROLS = ("prompt", "average", "random")
 LOOPS = ("open", "closed")
+RELATED = ("hopfield", "steering", "fastweights", "dynamic-eval")
 PROMPT_LEN, SCORED = 32, 128
 
 
@@ -66,15 +69,20 @@ def arms(ratios=RATIOS) -> dict[str, aj.Memory]:
       for direction in CONTROLS:
         out[f"control:{direction}/{loop}/{ratio}"] = aj.ControlConfig(
             direction=direction, feedback_ratio=ratio, loop=loop)
+  # the positive control: the continuous cache (related work that works), at its preset;
+  # the other related-work memories at theirs (E7 on the same clusters)
+  out["positive:cache"] = aj.presets["cache"]
+  for name in RELATED:
+    out[f"related:{name}"] = aj.presets[name]
   return out
 
 
-def ppl_rows(model, per_novel: int) -> tuple[np.ndarray, list[str]]:
-  """`per_novel` windows from each evaluation novel, evenly spaced through it (each starting
-  at a paragraph): [R, PROMPT_LEN + SCORED] token ids, and each window's novel."""
+def ppl_rows(model, per_novel: int, novels=EVAL_NOVELS) -> tuple[np.ndarray, list[str]]:
+  """`per_novel` windows from each of `novels`, evenly spaced through it (each starting at a
+  paragraph): [R, PROMPT_LEN + SCORED] token ids, and each window's novel."""
   length = PROMPT_LEN + SCORED
   rows, names = [], []
-  for novel in EVAL_NOVELS:
+  for novel in novels:
     text = load_text(novel)
     for start in np.linspace(0.05, 0.95, per_novel) * len(text):
       paragraph = text.index("\n\n", int(start)) + 2
@@ -149,6 +157,33 @@ def compare(values: dict[str, np.ndarray], baseline: dict[str, np.ndarray]) -> d
           for metric in values}
 
 
+def finished_arms(out: pathlib.Path, design: dict, grid: dict) -> dict:
+  """The arms an earlier run of the same design left in `out` that `grid` still has."""
+  if not out.exists():
+    return {}
+  old = json.loads(out.read_text())
+  if {k: old.get(k) for k in design} != design:
+    return {}
+  print(f"resuming {out}")
+  return {k: v for k, v in old["arms"].items() if k == "off" or k in grid}
+
+
+def record(result: dict, name: str, memory, values: dict[str, np.ndarray], activity_of,
+           seconds: float):
+  """Adds one arm to `result`: its per-cluster values and, for a memory, `activity_of()` and
+  its difference from off (recorded first)."""
+  arm = {"values": {k: np.asarray(v, np.float64).tolist() for k, v in values.items()},
+         "seconds": round(seconds, 1)}
+  if memory is None:
+    arm["summary"] = {k: float(np.mean(v)) for k, v in values.items()}
+  else:
+    off = {k: np.asarray(v) for k, v in result["arms"]["off"]["values"].items()}
+    arm.update(memory=memory.to_dict(), activity=activity_of(), vs_off=compare(values, off))
+  result["arms"][name] = arm
+  shown = arm.get("summary") or {k: round(v["mean_diff"], 5) for k, v in arm["vs_off"].items()}
+  print(f"{name}: {shown} ({arm['seconds']} s)", flush=True)
+
+
 def add_holm(result: dict):
   """Holm-adjusted p-values over every arm of the table, per metric."""
   arms_done = [a for a in result["arms"] if a != "off"]
@@ -158,18 +193,42 @@ def add_holm(result: dict):
       result["arms"][a]["vs_off"][metric]["p_holm"] = adjusted
 
 
+def versus_references(result: dict):
+  """Each attractor arm paired with the moving-average control of its loop and ratio (same
+  size, no attractors) and with the positive control (the cache), per metric."""
+  arms_ = result["arms"]
+  values = lambda name: {k: np.asarray(v) for k, v in arms_[name]["values"].items()}
+  for name, arm in arms_.items():
+    if name.count("/") != 2 or name.startswith("control:"):
+      continue
+    _, loop, ratio = name.split("/")
+    for key, ref in (("vs_average", f"control:average/{loop}/{ratio}"),
+                     ("vs_cache", "positive:cache")):
+      if ref in arms_:
+        arm[key] = compare(values(name), values(ref))
+
+
+def finalize(result: dict, harms: dict[str, float]):
+  """Holm over the table, the comparisons with the controls, the first detectable harm of
+  each metric in `harms` (metric -> the sign of harm), and where and on what it ran."""
+  add_holm(result)
+  versus_references(result)
+  result["first_detectable_harm"] = {m: first_harm(result, m, s) for m, s in harms.items()}
+  result.update(git_commit=git_commit(), machine=machine_info(),
+                device=str(jax.devices()[0].device_kind))
+
+
 def first_harm(result: dict, metric: str, harm_sign: float) -> dict:
   """Per arm family (memory/loop): the smallest ratio whose Holm-adjusted test finds harm."""
   out = {}
-  for name, arm in result["arms"].items():
-    if name == "off":
-      continue
+  graded = [n for n in result["arms"] if n.count("/") == 2]
+  for name in graded:
+    arm = result["arms"][name]
     family, ratio = name.rsplit("/", 1)
     test = arm["vs_off"][metric]
     if test["p_holm"] < 0.05 and np.sign(test["mean_diff"]) == harm_sign:
       out[family] = min(out.get(family, np.inf), float(ratio))
-  return {f: out.get(f) for f in sorted({n.rsplit("/", 1)[0] for n in result["arms"]
-                                          if n != "off"})}
+  return {f: out.get(f) for f in sorted({n.rsplit("/", 1)[0] for n in graded})}
 
 
 def plot(result: dict, path: pathlib.Path, metric: str):
@@ -192,7 +251,9 @@ def plot(result: dict, path: pathlib.Path, metric: str):
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set(xscale="log", xlabel="realised |feedback| / residual norm", title=f"{loop} loop")
   axes[0].set_ylabel(f"{metric}: arm - off (95% t CI over clusters)")
-  axes[1].legend(fontsize=7)
+  for ax in axes:
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
   fig.suptitle(f"{result['task']} on {result['model']}")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -205,15 +266,17 @@ def main(argv=None):
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--clusters", type=int, default=None,
                       help="windows per novel (ppl, default 12) or items per pair count (kv, 32)")
+  parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
   parser.add_argument("--quick", action="store_true", help="tiny grid: a smoke run")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or f"results/dose_{args.task}_{args.model}.json")
   model = aj.load(args.model)
-  ratios = (0.1,) if args.quick else RATIOS
+  ratios = (0.1,) if args.quick else tuple(args.ratios)
   grid = arms(ratios)
   if args.quick:
-    grid = {k: v for k, v in grid.items() if k.split("/")[0] in ("gated", "control:average")}
+    grid = {k: v for k, v in grid.items()
+            if k.split("/")[0] in ("gated", "control:average", "positive:cache")}
   if args.task == "ppl":
     rows, clusters = ppl_rows(model, args.clusters or (2 if args.quick else 12))
     spans, metrics = None, ppl_metrics
@@ -223,45 +286,26 @@ def main(argv=None):
     clusters = ["1 pair"] * per_count + ["2 pairs"] * per_count
     metrics = lambda nll: kv_metrics(nll, spans, items)
   design = {"task": args.task, "model": args.model, "rows": list(rows.shape),
-            "clusters": len(clusters), "ratios": list(ratios), "arms": sorted(grid),
-            "prompt_len": PROMPT_LEN, "eval_novels": list(EVAL_NOVELS)}
-  result = {"experiment": "dose-response", **design, "cluster_names": clusters, "arms": {}}
-  if out.exists():
-    old = json.loads(out.read_text())
-    if {k: old.get(k) for k in design} == design:
-      result["arms"] = old["arms"]
-      print(f"resuming {out}: {len(result['arms'])} arms done")
+            "clusters": len(clusters), "prompt_len": PROMPT_LEN, "eval_novels": list(EVAL_NOVELS)}
+  result = {"experiment": "dose-response", **design, "ratios": list(ratios),
+            "arm_names": sorted(grid), "cluster_names": clusters, "arms": {}}
+  result["arms"] = finished_arms(out, design, grid)
   mask = scored_passes(args.task, rows, spans)
   keys, _ = stacked_keys(range(rows.shape[0]))
   tokens = jnp.asarray(rows)
-  baseline = None
   for name, memory in [("off", None), *grid.items()]:
     if name in result["arms"]:
-      baseline = baseline if name != "off" else {
-          k: np.asarray(v) for k, v in result["arms"]["off"]["values"].items()}
       continue
     t0 = time.time()
     forced = model.engine(memory).teacher_forced(model.params, tokens, keys,
                                                  prompt_len=PROMPT_LEN)
     if not bool(np.all(forced.finite)):
       raise SystemExit(f"{name}: NaN or Inf in a pass")
-    values = metrics(np.asarray(forced.nll, np.float64))
-    arm = {"values": {k: v.tolist() for k, v in values.items()},
-           "seconds": round(time.time() - t0, 1)}
-    if memory is None:
-      baseline = values
-      arm["summary"] = {k: float(v.mean()) for k, v in values.items()}
-    else:
-      arm.update(memory=memory.to_dict(), activity=activity(memory, forced, mask),
-                 vs_off=compare(values, baseline))
-    result["arms"][name] = arm
-    print(f"{name}: {arm.get('vs_off', arm.get('summary'))} ({arm['seconds']} s)", flush=True)
+    record(result, name, memory, metrics(np.asarray(forced.nll, np.float64)),
+           lambda: activity(memory, forced, mask), time.time() - t0)
     write_json_atomic(out, result)
-  add_holm(result)
   metric, harm = ("nll", 1.0) if args.task == "ppl" else ("gold_logprob", -1.0)
-  result["first_detectable_harm"] = first_harm(result, metric, harm)
-  result.update(git_commit=git_commit(), machine=machine_info(),
-                device=str(jax.devices()[0].device_kind))
+  finalize(result, {metric: harm} if args.task == "ppl" else {metric: harm, "accuracy": -1.0})
   write_json_atomic(out, result)
   plot(result, out.with_suffix(".png"), metric)
   print(f"wrote {out}")

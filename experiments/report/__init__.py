@@ -22,6 +22,7 @@ from experiments.report.experiments import (e1_section, e3_section, e4_section, 
 from experiments.report.memories import (MEMORIES, calibration_section, memories_section,
                                            memory_table)
 from experiments.report.performance import e2_section, growth_section
+from experiments.report.study import study_section
 
 __all__ = ["CLAIMS", "MEMORIES", "build", "memory_table", "write"]
 
@@ -66,6 +67,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
               f"{r['machine']['platform']} (git {r['git_commit'][:7]}; minutes per part, "
               f"{_at_once(r.get('experiments_at_once', 1))}, then the bench alone: "
               f"{parts_min}).", ""]
+  lines += study_section(res)
   for _, section in parts.values():
     lines += section
   conclusions = conclude(res)

@@ -1,0 +1,91 @@
+"""Calibrating `gated` on one split, evaluating on another: the winner's curse, measured.
+
+    python -m experiments.dose_calibrate [--model gemma3-270m]
+        ->  results/dose_calibration_<model>.json
+
+Search (stated before the run): preset `gated`, open loop, every combination of
+feedback_ratio SEARCH_RATIOS, theta_gate THETAS and burn_in_steps BURN_INS (tokens: rows are
+read token by token), scored on windows of CALIBRATION_NOVELS (36 clusters, none in the
+evaluation novels); the winner is the lowest mean NLL change from off. The winner is then run
+on the evaluation windows of experiments/dose_response.py (EVAL_NOVELS), paired with off: its
+calibration and evaluation figures side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import attractor_jax as aj
+from attractor_jax import stats
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.seeds import stacked_keys
+from attractor_jax.writing import write_json_atomic
+from experiments import dose_response as dose
+
+SEARCH_RATIOS = (0.01, 0.03, 0.1)
+THETAS = (0.3, 0.6, 0.9)
+BURN_INS = (0, 16, 64)
+
+
+def scored_nll(model, memory, rows) -> np.ndarray:
+  keys, _ = stacked_keys(range(rows.shape[0]))
+  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(rows), keys,
+                                               prompt_len=dose.PROMPT_LEN)
+  gate = None if memory is None else float((np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]
+                                            > 0.5).mean())
+  return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--per-novel", type=int, default=12)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out or f"results/dose_calibration_{args.model}.json")
+  model = aj.load(args.model)
+  calib, _ = dose.ppl_rows(model, args.per_novel, dose.CALIBRATION_NOVELS)
+  evaluation, _ = dose.ppl_rows(model, args.per_novel, dose.EVAL_NOVELS)
+  base, _ = scored_nll(model, None, calib)
+  partial = out.with_suffix(".partial.json")  # finished search rows: a rerun skips them
+  search = json.loads(partial.read_text())["search"] if partial.exists() else []
+  for ratio, theta, burn_in in list(itertools.product(SEARCH_RATIOS, THETAS, BURN_INS))[
+      len(search):]:
+    memory = dataclasses.replace(aj.presets["gated"], feedback_ratio=ratio, theta_gate=theta,
+                                 burn_in_steps=burn_in)
+    nll, gate = scored_nll(model, memory, calib)
+    search.append({"feedback_ratio": ratio, "theta_gate": theta, "burn_in_steps": burn_in,
+                   "gate_open": gate, **stats.cluster_comparison(nll - base)})
+    print(ratio, theta, burn_in, f"{search[-1]['mean_diff']:+.5f}", f"gate {gate:.2f}",
+          flush=True)
+    write_json_atomic(partial, {"model": args.model, "search": search})
+  best = min(search, key=lambda r: r["mean_diff"])
+  memory = dataclasses.replace(aj.presets["gated"], feedback_ratio=best["feedback_ratio"],
+                               theta_gate=best["theta_gate"], burn_in_steps=best["burn_in_steps"])
+  eval_base, _ = scored_nll(model, None, evaluation)
+  eval_nll, eval_gate = scored_nll(model, memory, evaluation)
+  result = {"experiment": "dose-calibration", "model": args.model,
+            "calibration_novels": list(dose.CALIBRATION_NOVELS),
+            "evaluation_novels": list(dose.EVAL_NOVELS), "clusters": int(calib.shape[0]),
+            "search": search, "best": best, "memory": memory.to_dict(),
+            "evaluation": {"gate_open": eval_gate,
+                           **stats.cluster_comparison(eval_nll - eval_base)},
+            "off_nll": {"calibration": float(base.mean()), "evaluation": float(eval_base.mean())},
+            "git_commit": git_commit(), "machine": machine_info(),
+            "device": str(jax.devices()[0].device_kind)}
+  write_json_atomic(out, result)
+  partial.unlink()
+  print(f"best on calibration {best['mean_diff']:+.5f}, on evaluation "
+        f"{result['evaluation']['mean_diff']:+.5f}: wrote {out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,189 @@
+"""The dose-response study (results/dose_*.json): tables per task and model, and the answers
+to the seed's four questions, every number read from those files."""
+
+from __future__ import annotations
+
+from experiments.report.format import ci_text
+
+TASKS = {"ppl": ("nll", "NLL per scored token (nats)", "lower is better"),
+         "kv": ("gold_logprob", "gold answer log-prob", "higher is better"),
+         "generation": ("seq_rep_4", "seq-rep-4 of the continuation", "lower is better")}
+EXTRA = {"kv": ("accuracy",), "generation": ("carried_accuracy", "carried_gold_logprob",
+                                            "fresh_accuracy")}
+
+
+def studies(res: dict) -> dict[str, dict]:
+  """The finished dose-response results by file stem (a run still going has no Holm yet)."""
+  return {k: v for k, v in sorted(res.items())
+          if k.startswith("dose_") and "first_detectable_harm" in v}
+
+
+def _cell(test: dict, scale: float = 1.0, fmt: str = "{:+.4f}") -> str:
+  text = (f"{fmt.format(scale * test['mean_diff'])} "
+          f"{ci_text([scale * c for c in test['t_ci95']], fmt)}")
+  return f"**{text}**" if test.get("p_holm", 1.0) < 0.05 else text
+
+
+def _activity(arm: dict) -> str:
+  a = arm.get("activity", {})
+  if "feedback_ratio_mean" not in a:
+    return "-"
+  text = f"{a['feedback_ratio_mean']:.3f} / {a['feedback_ratio_p95']:.3f}"
+  if "gate_open" in a:
+    text += f"; gate {a['gate_open']:.2f}; cos {a['steering_cos']:.2f}"
+  return text
+
+
+def table(study: dict) -> list[str]:
+  """One row per arm: realised size and activity, the main metric's difference from off."""
+  metric, label, better = TASKS[study["task"]]
+  extra = EXTRA.get(study["task"], ())
+  lines = ["| " + " | ".join(["arm", "realised ratio mean / p95; gate open; steering cos",
+                               f"{metric} vs off [95% t CI]", "BCa CI", "p (Holm)", "MDE",
+                               *(f"{m} vs off" for m in extra)]) + " |",
+           "|---" * (6 + len(extra)) + "|"]
+  for name, arm in study["arms"].items():
+    if name == "off":
+      continue
+    test = arm["vs_off"][metric]
+    cells = [name, _activity(arm), _cell(test), ci_text(test["bca_ci95"], "{:+.4f}"),
+             f"{test['p_holm']:.3g}", f"{test['mde']:.4f}"]
+    cells += [_cell(arm["vs_off"][m], 100, "{:+.1f}") if "accuracy" in m
+              else _cell(arm["vs_off"][m]) for m in extra]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def study_section(res: dict) -> list[str]:
+  found = studies(res)
+  if not found:
+    return []
+  lines = ["## The seed's four questions, answered by the dose-response study", "",
+           *(f"{a}\n" for a in answers(res)),
+           "## The dose-response study", "",
+           "Arms at a feedback size relative to the host layer's residual norm (the number at "
+           "the end of an arm's name), open and closed loop, with equal-norm controls and the "
+           "continuous cache as a positive control; clusters read token by token, paired with "
+           "off (docs/method.md, section 11). Bold: Holm-adjusted p < 0.05 over the table. "
+           "Accuracy differences in points. MDE: the minimum detectable effect at 80% power.", ""]
+  for stem, s in found.items():
+    metric, label, better = TASKS[s["task"]]
+    off = s["arms"]["off"]["summary"]
+    command = ("python -m experiments.dose_generation" if s["task"] == "generation" else
+               f"python -m experiments.dose_response --task {s['task']}")
+    lines += [f"### {s['task']} on {s['model']}", "",
+              f"`{command} --model {s['model']}`: {s['clusters']} clusters, git "
+              f"{s['git_commit'][:7]}, {s['machine']['cpus']} CPUs ({s['device']}). off: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in off.items()) + f". {label}: {better}.", "",
+              *table(s), "", f"![{stem}](results/{stem}"
+              f"{'_seq_rep_4' if s['task'] == 'generation' else ''}.png)", ""]
+  return lines
+
+
+PRESETS = ("seed", "gated", "multiscale")
+PRIOR_WORK = (
+    "activation steering (ActAdd, Turner et al. 2023), which adds a fixed direction to the "
+    "residual stream; the continuous cache (Grave et al. 2017) and kNN-LM (Khandelwal et al. "
+    "2020), which mix a distribution over past next tokens into the output; memorizing "
+    "transformers (Wu et al. 2022), which attend over stored keys and values; fast-weight "
+    "programmers and linear attention (Schlag et al. 2021, Katharopoulos et al. 2020), which "
+    "bind keys to values in an outer-product memory; dynamic evaluation and test-time training "
+    "(Krause et al. 2018, Sun et al. 2020), which take gradient steps at inference; and modern "
+    "Hopfield layers (Ramsauer et al. 2021), whose retrieval is the attractor's softmax read-out")
+
+
+def _attractor_arms(study: dict):
+  for name, arm in study["arms"].items():
+    if name.count("/") == 2 and name.split("/")[0] in PRESETS:
+      yield name, arm
+
+
+def _significant(test: dict) -> bool:
+  return test.get("p_holm", 1.0) < 0.05
+
+
+def _where(study: dict) -> str:
+  return f"{study['task']} on {study['model']}"
+
+
+def answers(res: dict) -> list[str]:
+  """The seed's four questions, answered from the study's numbers."""
+  found = list(studies(res).values())
+  if not found:
+    return []
+  out = []
+  # (i) prior work, and what the layer measurably is
+  cos = [a["activity"]["steering_cos"] for s in found for _, a in _attractor_arms(s)]
+  versus = [(s, n, a["vs_average"][TASKS[s["task"]][0]]) for s in found
+            for n, a in _attractor_arms(s) if "vs_average" in a]
+  apart = [(s, n, t) for s, n, t in versus if t["t_ci95"][0] > 0 or t["t_ci95"][1] < 0]
+  text = (f"**(i) Prior work.** The closest relatives are {PRIOR_WORK}. Measured, the layer is "
+          f"closest to the first: its feedback's cosine with the running mean of its input "
+          f"averaged {min(cos):.2f} to {max(cos):.2f} over the attractor arms")
+  if versus:
+    text += (f"; paired with a moving average of x of the same size (no attractors), "
+             f"{len(versus) - len(apart)} of {len(versus)} attractor arms show no difference "
+             "(95% t CI spans 0)")
+    if apart:
+      text += " and " + "; ".join(
+          f"{n} on {_where(s)} differs by {t['mean_diff']:+.4f} {ci_text(t['t_ci95'], '{:+.4f}')}"
+          for s, n, t in apart[:4]) + (" (and more)" if len(apart) > 4 else "")
+  out.append(text + ".")
+  # (ii) limits
+  pieces = []
+  for s in found:
+    if s["task"] == "generation":
+      continue
+    for preset in PRESETS:
+      sims = {n: tuple(a["activity"]["max_sim_quantiles"]) for n, a in _attractor_arms(s)
+              if n.startswith(f"{preset}/open/")}
+      if len(sims) > 1 and len(set(sims.values())) == 1:
+        pieces.append(f"{preset} ({_where(s)})")
+  text = "**(ii) Limits.** "
+  if pieces:
+    text += ("Open loop under teacher forcing, the attractor's state does not depend on its "
+             "feedback: its max-similarity quantiles are identical at every ratio for "
+             + ", ".join(pieces) + ". ")
+  harms = []
+  for s in found:
+    metric = TASKS[s["task"]][0]
+    for family, ratio in s["first_detectable_harm"].get(metric, {}).items():
+      harms.append(f"{family} {'never' if ratio is None else f'from {ratio}'}")
+    text += (f"Harm to {metric} ({_where(s)}) first detectable (Holm): " + ", ".join(harms)
+             + ". ")
+    harms = []
+  kv = [s for s in found if s["task"] == "kv"]
+  for s in kv:
+    helped = [n for n, a in _attractor_arms(s)
+              if any(_significant(a["vs_off"][m]) and a["vs_off"][m]["mean_diff"] > 0
+                     for m in ("gold_logprob", "accuracy"))]
+    text += (f"Key-value recall ({s['model']}, off {100 * s['arms']['off']['summary']['accuracy']:.0f}%"
+             f" correct): {len(helped)} of {sum(1 for _ in _attractor_arms(s))} attractor arms "
+             "improve it detectably" + (": " + ", ".join(helped) if helped else
+                                        ", as expected of a memory with no key-value binding")
+             + ". ")
+  out.append(text.strip())
+  # (iii) strictly worse than the cache
+  text = "**(iii) Against the cache (paired, same clusters).** "
+  for s in found:
+    metric = TASKS[s["task"]][0]
+    if "positive:cache" not in s["arms"]:
+      continue
+    better = -1.0 if s["task"] in ("ppl", "generation") else 1.0
+    compared = [(n, a["vs_cache"][metric]) for n, a in _attractor_arms(s) if "vs_cache" in a]
+    worse = [n for n, t in compared if (t["t_ci95"][0] > 0 if better < 0 else t["t_ci95"][1] < 0)]
+    cache = s["arms"]["positive:cache"]["vs_off"][metric]
+    text += (f"{_where(s)}: the cache vs off {_cell(cache)}; the layer is strictly worse than "
+             f"the cache in {len(worse)} of {len(compared)} arms. ")
+  out.append(text.strip())
+  # (iv) the minimal suite
+  rows = []
+  for s in found:
+    metric = TASKS[s["task"]][0]
+    detected = sorted({n.rsplit("/", 1)[0] for n, a in s["arms"].items()
+                       if n != "off" and _significant(a["vs_off"][metric])})
+    mdes = [a["vs_off"][metric]["mde"] for n, a in s["arms"].items() if n != "off"]
+    rows.append(f"{_where(s)} ({s['clusters']} clusters, MDE {min(mdes):.4f}-{max(mdes):.4f}) "
+                f"detected {', '.join(detected) if detected else 'nothing'}")
+  out.append("**(iv) The suite.** " + "; ".join(rows) + ".")
+  return out
