@@ -249,8 +249,9 @@ def plot(result: dict, path: pathlib.Path, metric: str):
       ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], marker="o", capsize=3,
                   label=family, linestyle="--" if family.startswith("control") else "-")
     ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_yscale("symlog", linthresh=1e-3)  # small changes and large harms on one axis
     ax.set(xscale="log", xlabel="realised |feedback| / residual norm", title=f"{loop} loop")
-  axes[0].set_ylabel(f"{metric}: arm - off (95% t CI over clusters)")
+  axes[0].set_ylabel(f"{metric}: arm - off (95% t CI; symlog)")
   for ax in axes:
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)

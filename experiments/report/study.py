@@ -106,6 +106,19 @@ def _where(study: dict) -> str:
   return f"{study['task']} on {study['model']}"
 
 
+def _better_sign(task: str) -> float:
+  return -1.0 if task in ("ppl", "generation") else 1.0
+
+
+def _side(test: dict, sign: float) -> bool:
+  """The 95% t interval lies wholly on the `sign` side of 0."""
+  return test["t_ci95"][0] > 0 if sign > 0 else test["t_ci95"][1] < 0
+
+
+def _lowest_ratio(names: list[str]) -> str:
+  return min((n.rsplit("/", 1)[1] for n in names), key=float, default="-")
+
+
 def answers(res: dict) -> list[str]:
   """The seed's four questions, answered from the study's numbers."""
   found = list(studies(res).values())
@@ -125,9 +138,15 @@ def answers(res: dict) -> list[str]:
              f"{len(versus) - len(apart)} of {len(versus)} attractor arms show no difference "
              "(95% t CI spans 0)")
     if apart:
-      text += " and " + "; ".join(
+      realised = lambda s, n: s["arms"][n]["activity"]["feedback_ratio_mean"]
+      control = lambda n: "control:average/" + n.split("/", 1)[1]
+      text += (" and " + "; ".join(
           f"{n} on {_where(s)} differs by {t['mean_diff']:+.4f} {ci_text(t['t_ci95'], '{:+.4f}')}"
-          for s, n, t in apart[:4]) + (" (and more)" if len(apart) > 4 else "")
+          f" (realised feedback {realised(s, n):.3f} vs the control's "
+          f"{realised(s, control(n)):.3f})" for s, n, t in apart[:4])
+          + (f" and {len(apart) - 4} more" if len(apart) > 4 else "")
+          + ". Where they differ, the attractor's feedback is the smaller one (its strength "
+          "and similarity stay below 1), so compare along the realised ratio in the plots")
   out.append(text + ".")
   # (ii) limits
   pieces = []
@@ -152,6 +171,18 @@ def answers(res: dict) -> list[str]:
     text += (f"Harm to {metric} ({_where(s)}) first detectable (Holm): " + ", ".join(harms)
              + ". ")
     harms = []
+  for s in found:
+    if s["task"] != "ppl":
+      continue
+    small = [abs(a["vs_off"]["nll"]["mean_diff"]) for n, a in s["arms"].items()
+             if n.count("/") == 2 and not n.startswith("control:random")
+             and a["activity"]["feedback_ratio_mean"] <= 0.035]
+    if small:
+      text += (f"The output change is bounded by the feedback's size: on {s['model']} no "
+               f"attractor or mean-direction arm whose realised feedback is at most 3.5% of the "
+               f"residual norm moves the NLL by more than {max(small):.4f} nats per token "
+               f"(about {100 * max(small):.2f}% perplexity); a random direction is harmful "
+               "sooner. ")
   kv = [s for s in found if s["task"] == "kv"]
   for s in kv:
     helped = [n for n, a in _attractor_arms(s)
@@ -169,21 +200,40 @@ def answers(res: dict) -> list[str]:
     metric = TASKS[s["task"]][0]
     if "positive:cache" not in s["arms"]:
       continue
-    better = -1.0 if s["task"] in ("ppl", "generation") else 1.0
+    sign = _better_sign(s["task"])
     compared = [(n, a["vs_cache"][metric]) for n, a in _attractor_arms(s) if "vs_cache" in a]
-    worse = [n for n, t in compared if (t["t_ci95"][0] > 0 if better < 0 else t["t_ci95"][1] < 0)]
+    worse = [n for n, t in compared if _side(t, -sign)]
+    better = [n for n, t in compared if _side(t, sign)]
     cache = s["arms"]["positive:cache"]["vs_off"][metric]
-    text += (f"{_where(s)}: the cache vs off {_cell(cache)}; the layer is strictly worse than "
-             f"the cache in {len(worse)} of {len(compared)} arms. ")
+    verdict = ("a detectable gain" if _significant(cache) and _side(cache, sign) else
+               "a detectable harm" if _significant(cache) else "no detectable change")
+    text += (f"{_where(s)}: the cache vs off {_cell(cache)} ({verdict}); the layer is strictly "
+             f"worse than the cache in {len(worse)} of {len(compared)} arms (lowest ratio "
+             f"{_lowest_ratio(worse)}) and strictly better in {len(better)}. ")
   out.append(text.strip())
   # (iv) the minimal suite
   rows = []
   for s in found:
-    metric = TASKS[s["task"]][0]
-    detected = sorted({n.rsplit("/", 1)[0] for n, a in s["arms"].items()
-                       if n != "off" and _significant(a["vs_off"][metric])})
+    metric, sign = TASKS[s["task"]][0], _better_sign(s["task"])
+    found_arms = {n: a["vs_off"][metric] for n, a in s["arms"].items()
+                  if n != "off" and _significant(a["vs_off"][metric])}
+    gains = sorted(n for n, t in found_arms.items() if _side(t, sign))
+    harms = sorted({n.rsplit("/", 1)[0] for n, t in found_arms.items() if _side(t, -sign)})
     mdes = [a["vs_off"][metric]["mde"] for n, a in s["arms"].items() if n != "off"]
-    rows.append(f"{_where(s)} ({s['clusters']} clusters, MDE {min(mdes):.4f}-{max(mdes):.4f}) "
-                f"detected {', '.join(detected) if detected else 'nothing'}")
+    rows.append(f"{_where(s)} ({s['clusters']} clusters, {metric}, MDE {min(mdes):.4f} to "
+                f"{max(mdes):.4f}): gains in {', '.join(gains) if gains else 'no arm'}; harm "
+                f"in {', '.join(harms) if harms else 'no arm'}")
   out.append("**(iv) The suite.** " + "; ".join(rows) + ".")
+  for stem, cal in sorted(res.items()):
+    if stem.startswith("dose_calibration_") and "evaluation" in cal:
+      best, ev = cal["best"], cal["evaluation"]
+      out.append(
+          f"**Calibration ({cal['model']}).** Of {len(cal['search'])} `gated` settings searched "
+          f"on {', '.join(cal['calibration_novels'])} ({cal['clusters']} windows), the best "
+          f"(feedback ratio {best['feedback_ratio']}, theta_gate {best['theta_gate']}, burn-in "
+          f"{best['burn_in_steps']} tokens; gate open {best['gate_open']:.2f}) changed NLL by "
+          f"{best['mean_diff']:+.4f} {ci_text(best['t_ci95'], '{:+.4f}')} there and by "
+          f"{ev['mean_diff']:+.4f} {ci_text(ev['t_ci95'], '{:+.4f}')} on the held-out "
+          f"{', '.join(cal['evaluation_novels'])} (gate open {ev['gate_open']:.2f}; p = "
+          f"{ev['p_value']:.3g}, MDE {ev['mde']:.4f}).")
   return out
