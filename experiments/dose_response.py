@@ -61,8 +61,8 @@ PROMPT_LEN, SCORED = 32, 128
 def arms(ratios=RATIOS) -> dict[str, aj.Memory]:
   """Every arm by name, "<preset or control:direction>/<loop>/<ratio>"."""
   out = {}
-  for loop in LOOPS:
-    for ratio in ratios:
+  for ratio in ratios:  # a ratio's arms together: a run cut short has whole ratios
+    for loop in LOOPS:
       for name in PRESETS:
         out[f"{name}/{loop}/{ratio}"] = dataclasses.replace(
             aj.presets[name], feedback_ratio=ratio, loop=loop)

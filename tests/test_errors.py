@@ -200,7 +200,8 @@ CONFIG_CASES = {
     "timescales": (), "decay": "never", "eps_active": -0.1, "reseed_dead": "yes", "s_dead": 1.5,
     "dead_after": -1, "gate": "always", "theta_gate": -2.0, "tau_gate": 0.0,
     "burn_in_steps": -1, "burn_in_strength": 1.5, "alpha": -0.1, "init": "ones",
-    "init_noise": -1.0, "init_strength": 2.0, "center": "no",
+    "init_noise": -1.0, "init_strength": 2.0, "center": "no", "loop": "half",
+    "feedback_ratio": -0.1,
 }
 
 

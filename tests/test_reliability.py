@@ -217,8 +217,8 @@ def _poison(monkeypatch, at: int):
   """
   real = attractor.update
 
-  def update(cfg, state, x_D):
-    new, info = real(cfg, state, x_D)
+  def update(cfg, state, x_D, residual=None):
+    new, info = real(cfg, state, x_D, residual)
     return new.replace(vectors=jnp.where(new.step == at, jnp.nan, new.vectors)), info
 
   monkeypatch.setattr(attractor, "update", update)
