@@ -44,6 +44,7 @@ class Forced(NamedTuple):
   info: Any  # the memory's update info per pass, [R, L, ...]; None without a memory
   feedback_ratio: jax.Array  # [R, L]: |feedback the pass received| / its residual norm
   finite: jax.Array  # [R]: no NaN or Inf in any pass's logits or the final memory state
+  candidate_logprob: jax.Array | None  # [R, L, C]: log p(candidate c | tokens ..t); None unasked
 
 
 class Pass(NamedTuple):
@@ -326,10 +327,13 @@ class Engine:
     return jax.vmap(one_seed)(init_keys_S)
 
   @functools.partial(jax.jit, static_argnames=("self", "prompt_len"))
-  def teacher_forced(self, params, tokens_RxL, init_keys_R, *, prompt_len: int) -> Forced:
+  def teacher_forced(self, params, tokens_RxL, init_keys_R, candidates_C=None, *,
+                     prompt_len: int) -> Forced:
     """Reads each row token by token, one pass per token as in generation, each with a fresh
     memory (initialised from its first `prompt_len` tokens' attention outputs), and scores
     every next token. Rows are the decoder's batch axis: R rows cost one batched pass per token.
+    With `candidates_C` (token ids), also every position's log-probability of each candidate:
+    a multiple-choice answer scored from one row instead of one row per choice.
     """
     R, L = tokens_RxL.shape
     fresh = lambda row_L, key: self.fresh_state(params, row_L[:prompt_len], key)
@@ -344,17 +348,19 @@ class Engine:
       nll = token_nll(out.logits[:, -1], target)
       finite = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
       ratio = jnp.zeros((R,)) if out.feedback_ratio is None else out.feedback_ratio
-      return (out.cache, out.state), (nll, out.info, ratio, finite)
+      candidates = None if candidates_C is None else jax.nn.log_softmax(
+          out.logits[:, -1].astype(jnp.float32))[:, candidates_C]
+      return (out.cache, out.state), (nll, out.info, ratio, finite, candidates)
 
     cache = init_cache(self.config, R, L, self.dtype)
-    (_, state), (nll, info, ratio, finite) = jax.lax.scan(one_token, (cache, state),
-                                                          jnp.arange(L))
+    (_, state), (nll, info, ratio, finite, candidates) = jax.lax.scan(
+        one_token, (cache, state), jnp.arange(L))
     rows_first = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
     finite_R = jnp.all(finite, axis=0)
     if state is not None:
       finite_R &= jax.vmap(state_finite)(state)
     return Forced(nll=nll.T[:, :-1], info=rows_first(info), feedback_ratio=ratio.T,
-                  finite=finite_R)
+                  finite=finite_R, candidate_logprob=rows_first(candidates))
 
   @functools.partial(jax.jit, static_argnames=("self", "segment"))
   def choice_scores(self, params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, segment: int):

@@ -15,9 +15,11 @@ tokens), each cluster with a fresh memory; `off` is the same computation without
 Tasks (clusters are independent; each is scored once per arm, seed = its index):
   ppl  windows of EVAL_NOVELS (none from the novels calibration uses): a 32-token prompt,
        then 128 scored tokens; per window the mean NLL of the scored tokens.
-  kv   key-value recall with 1 and 2 pairs right before the question (headroom for the
-       model), one row per (item, choice); per item the gold answer's log-probability and
-       whether it outscores the other three.
+  kv   key-value recall with KV_PAIRS pairs right before the question (off scores 60-90%:
+       headroom), one row per item (prompt + gold answer); per item the gold answer's
+       log-probability and whether the gold's first token outscores the other choices' first
+       tokens at the answer position (`teacher_forced` candidates: the 24 values' first tokens
+       are distinct on both models, and one token long on Gemma and for 20 of 24 on SmolLM2).
 
 Every arm's difference from `off` over clusters: mean, t and BCa intervals, p-value, Holm over
 the task's table, minimum detectable effect at 80% power; and what the memory did: realised
@@ -33,6 +35,7 @@ import dataclasses
 import json
 import pathlib
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +59,7 @@ CONTROLS = ("prompt", "average", "random")
 LOOPS = ("open", "closed")
 RELATED = ("hopfield", "steering", "fastweights", "dynamic-eval")
 PROMPT_LEN, SCORED = 32, 128
+KV_PAIRS, KV_PROMPT_LEN = 2, 8  # the memory starts from the item's first 8 tokens
 
 
 def arms(ratios=RATIOS) -> dict[str, aj.Memory]:
@@ -92,22 +96,34 @@ def ppl_rows(model, per_novel: int, novels=EVAL_NOVELS) -> tuple[np.ndarray, lis
   return np.asarray(rows, np.int32), names
 
 
-def kv_rows(model, per_count: int):
-  """Key-value items with 1 and 2 pairs and no filler: rows [I*C, L] (prompt + choice, padded
-  after), each row's first scored position and count, and the items."""
-  items = kv_recall_items(1, 0, per_count, seed=11) + kv_recall_items(2, 0, per_count, seed=12)
+class KvRows(NamedTuple):
+  """The kv task's rows: one per item, its prompt then its gold answer (zeros after)."""
+  tokens: np.ndarray  # [I, L]
+  spans: np.ndarray  # [I, 2]: the answer's first position and its token count
+  candidates: np.ndarray  # [K]: the first token of every distinct choice
+  choices: np.ndarray  # [I, C]: each item's choices as indices into `candidates`
+  answers: np.ndarray  # [I]: the gold choice
+
+
+def kv_rows(model, items_n: int) -> KvRows:
+  """`items_n` key-value items with KV_PAIRS pairs and no filler, as one row each."""
+  items = kv_recall_items(KV_PAIRS, 0, items_n, seed=12)
+  first = {c: text_ids(model, c)[0] for item in items for c in item.choices}
+  if len(set(first.values())) != len(first):
+    raise ValueError(f"{model.spec}: two kv choices share a first token")
+  candidates = sorted(first)
   seqs, spans = [], []
   for item in items:
     prompt = prompt_ids(model, item.prompt).tolist()
-    for choice in item.choices:
-      ids = text_ids(model, choice)
-      seqs.append(prompt + ids)
-      spans.append((len(prompt), len(ids)))
-  L = max(map(len, seqs))
-  rows = np.zeros((len(seqs), L), np.int32)
+    answer = text_ids(model, item.choices[item.answer])
+    seqs.append(prompt + answer)
+    spans.append((len(prompt), len(answer)))
+  tokens = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
   for r, s in enumerate(seqs):
-    rows[r, :len(s)] = s
-  return rows, np.asarray(spans), items
+    tokens[r, :len(s)] = s
+  return KvRows(tokens, np.asarray(spans), np.asarray([first[c] for c in candidates], np.int32),
+                np.asarray([[candidates.index(c) for c in it.choices] for it in items]),
+                np.asarray([it.answer for it in items]))
 
 
 def ppl_metrics(nll_RxT: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,13 +131,15 @@ def ppl_metrics(nll_RxT: np.ndarray) -> dict[str, np.ndarray]:
   return {"nll": nll_RxT[:, PROMPT_LEN - 1:].mean(axis=1)}
 
 
-def kv_metrics(nll_RxT: np.ndarray, spans, items) -> dict[str, np.ndarray]:
-  """Per item: the gold choice's log-probability and whether it beats the others."""
-  logp = np.asarray([-nll_RxT[r, s - 1:s - 1 + n].sum() for r, (s, n) in enumerate(spans)])
-  logp_IxC = logp.reshape(len(items), -1)
-  answers = np.asarray([it.answer for it in items])
-  gold = logp_IxC[np.arange(len(items)), answers]
-  return {"gold_logprob": gold, "accuracy": (logp_IxC.argmax(axis=1) == answers).astype(float)}
+def kv_metrics(nll_IxT: np.ndarray, candidate_logprob_IxLxK: np.ndarray, kv: KvRows
+               ) -> dict[str, np.ndarray]:
+  """Per item: the gold answer's log-probability, and whether its first token outscores the
+  other choices' first tokens where the answer starts."""
+  rows = np.arange(len(kv.answers))
+  gold = np.asarray([-nll_IxT[r, s - 1:s - 1 + n].sum() for r, (s, n) in enumerate(kv.spans)])
+  at_answer = candidate_logprob_IxLxK[rows, kv.spans[:, 0] - 1]  # [I, K]
+  picked = np.take_along_axis(at_answer, kv.choices, axis=1).argmax(axis=1)
+  return {"gold_logprob": gold, "accuracy": (picked == kv.answers).astype(float)}
 
 
 def scored_passes(task: str, rows: np.ndarray, spans) -> np.ndarray:
@@ -270,7 +288,7 @@ def main(argv=None):
   parser.add_argument("--task", choices=("ppl", "kv"), required=True)
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--clusters", type=int, default=None,
-                      help="windows per novel (ppl, default 12) or items per pair count (kv, 32)")
+                      help="windows per novel (ppl, default 12) or items (kv, default 384)")
   parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
   parser.add_argument("--quick", action="store_true", help="tiny grid: a smoke run")
   parser.add_argument("--out", default=None)
@@ -284,14 +302,17 @@ def main(argv=None):
             if k.split("/")[0] in ("gated", "control:average", "positive:cache")}
   if args.task == "ppl":
     rows, clusters = ppl_rows(model, args.clusters or (2 if args.quick else 12))
-    spans, metrics = None, ppl_metrics
+    spans, candidates, prompt_len = None, None, PROMPT_LEN
+    metrics = lambda forced: ppl_metrics(np.asarray(forced.nll, np.float64))
   else:
-    per_count = args.clusters or (2 if args.quick else 32)
-    rows, spans, items = kv_rows(model, per_count)
-    clusters = ["1 pair"] * per_count + ["2 pairs"] * per_count
-    metrics = lambda nll: kv_metrics(nll, spans, items)
+    kv = kv_rows(model, args.clusters or (8 if args.quick else 384))
+    rows, spans, candidates, prompt_len = kv.tokens, kv.spans, kv.candidates, KV_PROMPT_LEN
+    clusters = [f"item {i}" for i in range(len(rows))]
+    metrics = lambda forced: kv_metrics(np.asarray(forced.nll, np.float64),
+                                        np.asarray(forced.candidate_logprob), kv)
   design = {"task": args.task, "model": args.model, "rows": list(rows.shape),
-            "clusters": len(clusters), "prompt_len": PROMPT_LEN, "eval_novels": list(EVAL_NOVELS)}
+            "clusters": len(clusters), "prompt_len": prompt_len,
+            "eval_novels": list(EVAL_NOVELS) if args.task == "ppl" else None}
   result = {"experiment": "dose-response", **design, "ratios": list(ratios),
             "arm_names": sorted(grid), "cluster_names": clusters, "arms": {}}
   result["arms"] = finished_arms(out, design, grid)
@@ -302,11 +323,11 @@ def main(argv=None):
     if name in result["arms"]:
       continue
     t0 = time.time()
-    forced = model.engine(memory).teacher_forced(model.params, tokens, keys,
-                                                 prompt_len=PROMPT_LEN)
+    forced = model.engine(memory).teacher_forced(model.params, tokens, keys, candidates,
+                                                 prompt_len=prompt_len)
     if not bool(np.all(forced.finite)):
       raise SystemExit(f"{name}: NaN or Inf in a pass")
-    record(result, name, memory, metrics(np.asarray(forced.nll, np.float64)),
+    record(result, name, memory, metrics(forced),
            lambda: activity(memory, forced, mask), time.time() - t0)
     write_json_atomic(out, result)
   metric, harm = ("nll", 1.0) if args.task == "ppl" else ("gold_logprob", -1.0)

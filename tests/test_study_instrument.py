@@ -167,17 +167,23 @@ def test_control_refuses_bad_settings():
 
 # --- teacher-forced rows ----------------------------------------------------------------------
 
-def _forced(memory, tokens=TOKENS, prompt_len=4):
+def _forced(memory, tokens=TOKENS, prompt_len=4, candidates=None):
   keys = jax.random.split(jax.random.key(1), tokens.shape[0])
-  return MODEL.engine(memory).teacher_forced(MODEL.params, tokens, keys, prompt_len=prompt_len)
+  return MODEL.engine(memory).teacher_forced(MODEL.params, tokens, keys, candidates,
+                                             prompt_len=prompt_len)
 
 
 def test_teacher_forced_without_memory_is_the_full_pass():
-  got = _forced(None)
+  candidates = jnp.asarray([3, 0, 41, 17])
+  got = _forced(None, candidates=candidates)
   logits = MODEL.engine().forward(MODEL.params, TOKENS)
   want = token_nll(logits[:, :-1], TOKENS[:, 1:])
   np.testing.assert_allclose(np.asarray(got.nll), np.asarray(want), atol=2e-5, rtol=0)
+  logp = jax.nn.log_softmax(logits, axis=-1)[..., candidates]
+  np.testing.assert_allclose(np.asarray(got.candidate_logprob), np.asarray(logp), atol=2e-5,
+                             rtol=1e-5)
   assert got.info is None and bool(np.all(got.finite))
+  assert _forced(None).candidate_logprob is None
 
 
 @pytest.mark.parametrize("loop", ["open", "closed"])
