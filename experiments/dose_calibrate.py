@@ -20,13 +20,11 @@ import json
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.results import git_commit, machine_info
-from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
 from experiments import dose_response as dose
 
@@ -35,10 +33,10 @@ THETAS = (0.3, 0.6, 0.9)
 BURN_INS = (0, 16, 64)
 
 
-def scored_nll(model, memory, rows) -> np.ndarray:
-  keys, _ = stacked_keys(range(rows.shape[0]))
-  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(rows), keys,
-                                               prompt_len=dose.PROMPT_LEN)
+def scored_nll(model, memory, rows) -> tuple[np.ndarray, float | None]:
+  """Per window the mean NLL of its scored tokens, and the share of scored passes with the
+  gate open."""
+  forced = dose.read_rows(model, memory, rows)
   gate = None if memory is None else float((np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]
                                             > 0.5).mean())
   return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate

@@ -105,9 +105,10 @@ class KvRows(NamedTuple):
   answers: np.ndarray  # [I]: the gold choice
 
 
-def kv_rows(model, items_n: int) -> KvRows:
-  """`items_n` key-value items with KV_PAIRS pairs and no filler, as one row each."""
-  items = kv_recall_items(KV_PAIRS, 0, items_n, seed=12)
+def kv_rows(model, items_n: int, seed: int = 12) -> KvRows:
+  """`items_n` key-value items with KV_PAIRS pairs and no filler, as one row each (seed 12:
+  the evaluation items; calibrations draw theirs with another seed)."""
+  items = kv_recall_items(KV_PAIRS, 0, items_n, seed=seed)
   first = {c: text_ids(model, c)[0] for item in items for c in item.choices}
   if len(set(first.values())) != len(first):
     raise ValueError(f"{model.spec}: two kv choices share a first token")
@@ -140,6 +141,18 @@ def kv_metrics(nll_IxT: np.ndarray, candidate_logprob_IxLxK: np.ndarray, kv: KvR
   at_answer = candidate_logprob_IxLxK[rows, kv.spans[:, 0] - 1]  # [I, K]
   picked = np.take_along_axis(at_answer, kv.choices, axis=1).argmax(axis=1)
   return {"gold_logprob": gold, "accuracy": (picked == kv.answers).astype(float)}
+
+
+def read_rows(model, memory, tokens_RxL: np.ndarray, candidates=None,
+              prompt_len: int = PROMPT_LEN) -> aj.Forced:
+  """Every row read token by token with `memory` (row r's memory seeded by r); stops the run
+  on a NaN or Inf."""
+  keys, _ = stacked_keys(range(tokens_RxL.shape[0]))
+  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(tokens_RxL), keys,
+                                               candidates, prompt_len=prompt_len)
+  if not bool(np.all(forced.finite)):
+    raise SystemExit(f"{memory}: NaN or Inf in a pass")
+  return forced
 
 
 def scored_passes(task: str, rows: np.ndarray, spans) -> np.ndarray:
@@ -317,16 +330,11 @@ def main(argv=None):
             "arm_names": sorted(grid), "cluster_names": clusters, "arms": {}}
   result["arms"] = finished_arms(out, design, grid)
   mask = scored_passes(args.task, rows, spans)
-  keys, _ = stacked_keys(range(rows.shape[0]))
-  tokens = jnp.asarray(rows)
   for name, memory in [("off", None), *grid.items()]:
     if name in result["arms"]:
       continue
     t0 = time.time()
-    forced = model.engine(memory).teacher_forced(model.params, tokens, keys, candidates,
-                                                 prompt_len=prompt_len)
-    if not bool(np.all(forced.finite)):
-      raise SystemExit(f"{name}: NaN or Inf in a pass")
+    forced = read_rows(model, memory, rows, candidates, prompt_len)
     record(result, name, memory, metrics(forced),
            lambda: activity(memory, forced, mask), time.time() - t0)
     write_json_atomic(out, result)

@@ -119,6 +119,15 @@ def _lowest_ratio(names: list[str]) -> str:
   return min((n.rsplit("/", 1)[1] for n in names), key=float, default="-")
 
 
+def _headroom(study: dict) -> str:
+  """Where the task scores accuracy: off's score and the accuracy MDEs, in points."""
+  if "accuracy" not in study["arms"]["off"]["summary"]:
+    return ""
+  mdes = [100 * a["vs_off"]["accuracy"]["mde"] for n, a in study["arms"].items() if n != "off"]
+  return (f"; off {100 * study['arms']['off']['summary']['accuracy']:.1f}% correct, accuracy "
+          f"MDE {min(mdes):.1f} to {max(mdes):.1f} points, median {sorted(mdes)[len(mdes) // 2]:.1f}")
+
+
 def answers(res: dict) -> list[str]:
   """The seed's four questions, answered from the study's numbers."""
   found = list(studies(res).values())
@@ -221,8 +230,9 @@ def answers(res: dict) -> list[str]:
     harms = sorted({n.rsplit("/", 1)[0] for n, t in found_arms.items() if _side(t, -sign)})
     mdes = [a["vs_off"][metric]["mde"] for n, a in s["arms"].items() if n != "off"]
     rows.append(f"{_where(s)} ({s['clusters']} clusters, {metric}, MDE {min(mdes):.4f} to "
-                f"{max(mdes):.4f}): gains in {', '.join(gains) if gains else 'no arm'}; harm "
-                f"in {', '.join(harms) if harms else 'no arm'}")
+                f"{max(mdes):.4f}{_headroom(s)}): gains in "
+                f"{', '.join(gains) if gains else 'no arm'}; harm in "
+                f"{', '.join(harms) if harms else 'no arm'}")
   out.append("**(iv) The suite.** " + "; ".join(rows) + ".")
   for stem, cal in sorted(res.items()):
     if stem.startswith("dose_calibration_") and "evaluation" in cal:

@@ -1,0 +1,125 @@
+"""The positive control, calibrated: the continuous cache tuned on one split, tested on another.
+
+    python -m experiments.dose_positive [--model gemma3-270m] [--quick]
+        ->  results/dose_positive_<model>.json
+
+The cache at its preset (tuned on 4,096-token contexts) is the study's positive control; in
+128-token windows it hurts. Can the suite see a working memory at all? Search (stated before
+the run): `CacheConfig(window=WINDOW)` at every theta in THETAS and lam in LAMS, on each task's
+calibration split (kv: CALIBRATION_ITEMS items drawn with seed 13; ppl: windows of the
+calibration novels); the winner (best mean change of the task's main metric) then runs on the
+evaluation split of experiments/dose_response.py (kv items of seed 12; windows of the
+evaluation novels), paired with off. Both figures side by side: the winner's curse, measured.
+Resumable: finished search rows are kept in the JSON and skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+import attractor_jax as aj
+from attractor_jax import stats
+from attractor_jax.results import git_commit, machine_info
+from attractor_jax.writing import write_json_atomic
+from experiments import dose_response as dose
+
+THETAS = (2.0, 8.0, 32.0)
+LAMS = (0.02, 0.1, 0.3, 0.6)
+WINDOW = 256  # longer than every row: the cache sees the whole row
+CALIBRATION_ITEMS = 384
+
+
+class Split:
+  """One task's rows on one split, scored by the task's metrics."""
+
+  def __init__(self, model, task: str, split: str, size: int):
+    self.model, self.task = model, task
+    if task == "kv":
+      self.kv = dose.kv_rows(model, size, seed=13 if split == "calibration" else 12)
+      self.rows, self.candidates, self.prompt_len = (self.kv.tokens, self.kv.candidates,
+                                                     dose.KV_PROMPT_LEN)
+    else:
+      novels = dose.CALIBRATION_NOVELS if split == "calibration" else dose.EVAL_NOVELS
+      self.rows, _ = dose.ppl_rows(self.model, size, novels)
+      self.candidates, self.prompt_len = None, dose.PROMPT_LEN
+
+  def score(self, memory) -> dict[str, np.ndarray]:
+    forced = dose.read_rows(self.model, memory, self.rows, self.candidates, self.prompt_len)
+    nll = np.asarray(forced.nll, np.float64)
+    if self.task == "kv":
+      return dose.kv_metrics(nll, np.asarray(forced.candidate_logprob), self.kv)
+    return dose.ppl_metrics(nll)
+
+
+MAIN = {"kv": ("gold_logprob", 1.0), "ppl": ("nll", -1.0)}  # metric, the sign of a gain
+
+
+def compare(values: dict, off: dict) -> dict:
+  return {m: stats.cluster_comparison(values[m] - off[m]) for m in values}
+
+
+def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
+  """The search on the calibration split, then the winner and the preset on evaluation."""
+  metric, sign = MAIN[task]
+  calibration = Split(model, task, "calibration", sizes["calibration"])
+  off = calibration.score(None)
+  for theta, lam in list(itertools.product(THETAS, LAMS))[len(done):]:
+    memory = aj.CacheConfig(theta=theta, lam=lam, window=WINDOW)
+    done.append({"theta": theta, "lam": lam, **compare(calibration.score(memory), off)})
+    print(task, theta, lam, f"{done[-1][metric]['mean_diff']:+.5f}", flush=True)
+    save()
+  best = max(done, key=lambda r: sign * r[metric]["mean_diff"])
+  evaluation = Split(model, task, "evaluation", sizes["evaluation"])
+  eval_off = evaluation.score(None)
+  winner = aj.CacheConfig(theta=best["theta"], lam=best["lam"], window=WINDOW)
+  return {"search": done, "best": best, "memory": winner.to_dict(),
+          "clusters": {"calibration": int(calibration.rows.shape[0]),
+                       "evaluation": int(evaluation.rows.shape[0])},
+          "off": {"calibration": {m: float(v.mean()) for m, v in off.items()},
+                  "evaluation": {m: float(v.mean()) for m, v in eval_off.items()}},
+          "evaluation": compare(evaluation.score(winner), eval_off),
+          "preset_on_evaluation": compare(evaluation.score(aj.presets["cache"]), eval_off)}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--quick", action="store_true", help="tiny splits: a smoke run")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out or f"results/dose_positive_{args.model}.json")
+  model = aj.load(args.model)
+  sizes = {"kv": {"calibration": 8 if args.quick else CALIBRATION_ITEMS,
+                  "evaluation": 8 if args.quick else 384},
+           "ppl": {"calibration": 1 if args.quick else 12, "evaluation": 1 if args.quick else 12}}
+  result = {"experiment": "dose-positive", "model": args.model, "sizes": sizes,
+            "thetas": list(THETAS), "lams": list(LAMS), "window": WINDOW, "tasks": {}}
+  if out.exists():  # resume: keep the finished search rows of the same design
+    old = json.loads(out.read_text())
+    if all(old.get(k) == result[k] for k in ("model", "sizes", "thetas", "lams", "window")):
+      result["tasks"] = old["tasks"]
+  save = lambda: write_json_atomic(out, result)
+  for task in ("kv", "ppl"):
+    if "evaluation" in result["tasks"].get(task, {}):
+      continue
+    partial = result["tasks"].setdefault(task, {"search": []})
+    result["tasks"][task] = calibrate(model, task, sizes[task], partial["search"], save)
+    save()
+  result.update(git_commit=git_commit(), machine=machine_info(),
+                device=str(jax.devices()[0].device_kind))
+  save()
+  for task, t in result["tasks"].items():
+    metric = MAIN[task][0]
+    print(f"{task}: best on calibration {t['best'][metric]['mean_diff']:+.5f}, on evaluation "
+          f"{t['evaluation'][metric]['mean_diff']:+.5f}")
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
