@@ -64,6 +64,13 @@ def compare(values: dict, off: dict) -> dict:
   return {m: stats.cluster_comparison(values[m] - off[m]) for m in values}
 
 
+def add_holm(tasks: dict):
+  """Holm-adjusted p-values over the winners' evaluation tests (every task and metric)."""
+  tests = [t["evaluation"][m] for t in tasks.values() for m in t["evaluation"]]
+  for test, adjusted in zip(tests, stats.holm([t["p_value"] for t in tests])):
+    test["p_holm"] = adjusted
+
+
 def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
   """The search on the calibration split, then the winner and the preset on evaluation."""
   metric, sign = MAIN[task]
@@ -111,6 +118,7 @@ def main(argv=None):
     partial = result["tasks"].setdefault(task, {"search": []})
     result["tasks"][task] = calibrate(model, task, sizes[task], partial["search"], save)
     save()
+  add_holm(result["tasks"])
   result.update(git_commit=git_commit(), machine=machine_info(),
                 device=str(jax.devices()[0].device_kind))
   save()
