@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from experiments import dose_positive
 from experiments import dose_response as dose
+from experiments.report import study
 
 
 def test_kv_metrics_sum_the_gold_span_and_compare_first_tokens():
@@ -49,3 +51,31 @@ def test_every_arm_is_named_and_equal_in_size():
     if name.count("/") == 2:
       family, loop, ratio = name.split("/")
       assert memory.loop == loop and memory.feedback_ratio == float(ratio)
+
+
+def _test(mean, p):
+  return {"mean_diff": mean, "t_ci95": [mean - 0.01, mean + 0.01], "p_value": p, "mde": 0.01}
+
+
+def _positive(kv_gain_p):
+  """A made-up dose_positive result: kv's winner gains with p-value `kv_gain_p`, ppl's harms."""
+  kv = {"best": {"theta": 2.0, "lam": 0.1, "gold_logprob": _test(0.3, 0.001)},
+        "clusters": {"calibration": 384, "evaluation": 384},
+        "evaluation": {"gold_logprob": _test(0.2, kv_gain_p), "accuracy": _test(0.01, 0.5)},
+        "preset_on_evaluation": {"gold_logprob": _test(-0.05, 0.01)}}
+  ppl = {"best": {"theta": 8.0, "lam": 0.02, "nll": _test(0.01, 0.01)},
+         "clusters": {"calibration": 36, "evaluation": 36},
+         "evaluation": {"nll": _test(0.02, 0.001)}, "preset_on_evaluation": {"nll": _test(0.03, 0.0)}}
+  result = {"model": "m", "thetas": [2.0], "lams": [0.1], "window": 256, "git_commit": "abc1234",
+            "tasks": {"kv": kv, "ppl": ppl}}
+  dose_positive.add_holm(result["tasks"])
+  return result
+
+
+def test_positive_control_holm_and_verdict():
+  result = _positive(0.001)
+  assert result["tasks"]["kv"]["evaluation"]["gold_logprob"]["p_holm"] == pytest.approx(0.003)
+  assert result["tasks"]["kv"]["evaluation"]["accuracy"]["p_holm"] == pytest.approx(0.5)
+  text = study.positive_control(result)
+  assert "a detectable gain in kv gold_logprob." in text  # ppl's detectable change is a harm
+  assert "no detectable gain" in study.positive_control(_positive(0.2))

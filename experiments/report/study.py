@@ -128,6 +128,32 @@ def _headroom(study: dict) -> str:
           f"MDE {min(mdes):.1f} to {max(mdes):.1f} points, median {sorted(mdes)[len(mdes) // 2]:.1f}")
 
 
+def positive_control(result: dict) -> str:
+  """The cache tuned on the calibration split and tested on the evaluation split, per task."""
+  pieces, gains = [], []
+  for task, t in result["tasks"].items():
+    metric, sign = {"kv": ("gold_logprob", 1.0), "ppl": ("nll", -1.0)}[task]
+    best, ev = t["best"], t["evaluation"]
+    extra = (f", accuracy {_cell(ev['accuracy'], 100, '{:+.1f}')} points (MDE "
+             f"{100 * ev['accuracy']['mde']:.1f})" if "accuracy" in ev else "")
+    pieces.append(
+        f"{task} (theta {best['theta']:g}, lam {best['lam']:g}; {t['clusters']['calibration']} "
+        f"calibration and {t['clusters']['evaluation']} evaluation clusters): {metric} "
+        f"{best[metric]['mean_diff']:+.4f} on calibration, {_cell(ev[metric])} on evaluation "
+        f"(Holm p {ev[metric]['p_holm']:.3g}, MDE {ev[metric]['mde']:.4f}){extra}; the preset "
+        f"cache there {_cell(t['preset_on_evaluation'][metric])}")
+    gains += [f"{task} {m}" for m, test in ev.items()
+              if _significant(test) and test["mean_diff"] * (sign if m == metric else 1.0) > 0]
+  verdict = (f"The suite sees a working memory: a detectable gain in {', '.join(gains)}."
+             if gains else "Even tuned, the cache shows no detectable gain: the suite has not "
+             "shown that it can see a working memory.")
+  return (f"**Positive control, tuned ({result['model']}).** The continuous cache searched over "
+          f"theta {result['thetas']} x lam {result['lams']} (window {result['window']}) on each "
+          f"task's calibration split, the winner run on the evaluation split, paired with off "
+          f"(`python -m experiments.dose_positive --model {result['model']}`, git "
+          f"{result['git_commit'][:7]}): " + "; ".join(pieces) + f". {verdict}")
+
+
 def answers(res: dict) -> list[str]:
   """The seed's four questions, answered from the study's numbers."""
   found = list(studies(res).values())
@@ -234,6 +260,8 @@ def answers(res: dict) -> list[str]:
                 f"{', '.join(gains) if gains else 'no arm'}; harm in "
                 f"{', '.join(harms) if harms else 'no arm'}")
   out.append("**(iv) The suite.** " + "; ".join(rows) + ".")
+  out += [positive_control(p) for stem, p in sorted(res.items())
+          if stem.startswith("dose_positive_") and "git_commit" in p]
   for stem, cal in sorted(res.items()):
     if stem.startswith("dose_calibration_") and "evaluation" in cal:
       best, ev = cal["best"], cal["evaluation"]
