@@ -181,24 +181,33 @@ class Engine:
     """Teacher-forces each row's last sampled token, then its `tokens`, after its run (its
     cache and memory carried on, one pass per token); returns the log-probs [S, V] of what
     follows sequence index `read_at` (0 is the last sampled token, j the tokens' j-th)."""
-    J = tokens_SxJ.shape[1]
-
     def one_row(token, position, cache, memory, tokens_J, read_at):
-      seq_J = jnp.concatenate([token[None], tokens_J])
-
-      def one_token(carry, j):
-        cache, memory, kept_V = carry
-        out = self.step(params, seq_J[j][None, None], (position + j)[None, None], cache, memory,
-                        last_logits_only=True)
-        kept_V = jnp.where(j == read_at, out.logits[0, -1], kept_V)
-        return (out.cache, out.state, kept_V), None
-
-      start = (cache, memory, jnp.zeros((self.config.vocab_size,), jnp.float32))
-      (_, _, logits_V), _ = jax.lax.scan(one_token, start, jnp.arange(J + 1))
+      seq_1xJ = jnp.concatenate([token[None], tokens_J])[None]
+      keep = lambda out, j, kept_V: (jnp.where(j == read_at, out.logits[0, -1], kept_V), None)
+      _, _, logits_V, _ = self._token_by_token(
+          params, seq_1xJ, position[None], cache, memory,
+          jnp.zeros((self.config.vocab_size,), jnp.float32), keep)
       return jax.nn.log_softmax(logits_V)
 
     return jax.vmap(one_row)(runs.token, runs.position, runs.cache, runs.memory, tokens_SxJ,
                              read_at_S)
+
+  def _token_by_token(self, params, tokens_BxJ, start_B, cache, state, carry, emit):
+    """Reads `tokens_BxJ` one pass per token (row b's token j at position start_B[b] + j) from
+    `cache` and memory `state`, both carried on. `emit(out, j, carry) -> (carry, output)` keeps
+    what the caller needs of each pass's `Step`. Returns the final cache, state and carry, and
+    the outputs stacked over j."""
+
+    def one_token(c, j):
+      cache, state, carry = c
+      out = self.step(params, tokens_BxJ[:, j][:, None], (start_B + j)[:, None], cache, state,
+                      last_logits_only=True)
+      carry, output = emit(out, j, carry)
+      return (out.cache, out.state, carry), output
+
+    (cache, state, carry), outputs = jax.lax.scan(one_token, (cache, state, carry),
+                                                  jnp.arange(tokens_BxJ.shape[1]))
+    return cache, state, carry, outputs
 
   def _prefill(self, params, prompt_T, init_key, sample_key, temperature, top_p, eos_id, state,
                cache_len: int, buffer: int) -> SamplingState:
@@ -302,20 +311,19 @@ class Engine:
     def one_window(state, window):
       window_W, ref_WxV = window
 
-      def one_token(carry, pos):
-        cache, state = carry
-        out = self.step(params, window_W[pos][None, None], pos[None, None], cache, state)
+      def score(out, pos, _):
         target = window_W[jnp.minimum(pos + 1, W - 1)]
         scored = pos < W - 1
         nll = jnp.where(scored, token_nll(out.logits[:, -1], target[None])[0], 0.0)
         if ref_WxV is None:
-          return (out.cache, out.state), (nll, 0.0)
+          return None, (nll, 0.0)
         logp_V = jax.nn.log_softmax(out.logits[0, -1])
         kl = jnp.sum(jnp.exp(ref_WxV[pos]) * (ref_WxV[pos] - logp_V))
-        return (out.cache, out.state), (nll, jnp.where(scored, kl, 0.0))
+        return None, (nll, jnp.where(scored, kl, 0.0))
 
       cache = init_cache(self.config, 1, W, self.dtype)
-      (_, state), (nll_W, kl_W) = jax.lax.scan(one_token, (cache, state), jnp.arange(W))
+      _, state, _, (nll_W, kl_W) = self._token_by_token(
+          params, window_W[None], jnp.zeros((1,), jnp.int32), cache, state, None, score)
       return state, (nll_W.sum(), jnp.sum(kl_W))
 
     def one_seed(key):
@@ -339,22 +347,18 @@ class Engine:
     fresh = lambda row_L, key: self.fresh_state(params, row_L[:prompt_len], key)
     state = jax.vmap(fresh)(tokens_RxL, init_keys_R)
 
-    def one_token(carry, pos):
-      cache, state = carry
-      positions = jnp.broadcast_to(pos, (R, 1))
-      out = self.step(params, tokens_RxL[:, pos][:, None], positions, cache, state,
-                      last_logits_only=True)
+    def score(out, pos, _):
       target = tokens_RxL[:, jnp.minimum(pos + 1, L - 1)]
       nll = token_nll(out.logits[:, -1], target)
       finite = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
       ratio = jnp.zeros((R,)) if out.feedback_ratio is None else out.feedback_ratio
       candidates = None if candidates_C is None else jax.nn.log_softmax(
           out.logits[:, -1].astype(jnp.float32))[:, candidates_C]
-      return (out.cache, out.state), (nll, out.info, ratio, finite, candidates)
+      return None, (nll, out.info, ratio, finite, candidates)
 
     cache = init_cache(self.config, R, L, self.dtype)
-    (_, state), (nll, info, ratio, finite, candidates) = jax.lax.scan(
-        one_token, (cache, state), jnp.arange(L))
+    _, state, _, (nll, info, ratio, finite, candidates) = self._token_by_token(
+        params, tokens_RxL, jnp.zeros((R,), jnp.int32), cache, state, None, score)
     rows_first = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
     finite_R = jnp.all(finite, axis=0)
     if state is not None:
