@@ -36,7 +36,9 @@ BURN_INS = (0, 16, 64)
 def scored_nll(model, memory, rows) -> tuple[np.ndarray, float | None]:
   """Per window the mean NLL of its scored tokens, and the share of scored passes with the
   gate open."""
-  forced = dose.read_rows(model, memory, rows)
+  name = "off" if memory is None else (f"gated ratio {memory.feedback_ratio} theta_gate "
+                                       f"{memory.theta_gate} burn-in {memory.burn_in_steps}")
+  forced = dose.read_rows(model, name, memory, rows)
   gate = None if memory is None else float((np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]
                                             > 0.5).mean())
   return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate

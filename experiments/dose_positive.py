@@ -6,10 +6,10 @@
 The cache at its preset (tuned on 4,096-token contexts) is the study's positive control; in
 128-token windows it hurts. Can the suite see a working memory at all? Search (stated before
 the run): `CacheConfig(window=WINDOW)` at every theta in THETAS and lam in LAMS, on each task's
-calibration split (kv: CALIBRATION_ITEMS items drawn with seed 13; ppl: windows of the
-calibration novels); the winner (best mean change of the task's main metric) then runs on the
-evaluation split of experiments/dose_response.py (kv items of seed 12; windows of the
-evaluation novels), paired with off. Both figures side by side: the winner's curse, measured.
+calibration split (kv: as many items as the evaluation's, drawn with CALIBRATION_SEED; ppl:
+windows of the calibration novels); the winner (best mean change of the task's main metric)
+then runs on the evaluation split of experiments/dose_response.py (kv items of
+EVALUATION_SEED; windows of the evaluation novels), paired with off, and so does the preset. Both figures side by side: the winner's curse, measured.
 Resumable: finished search rows are kept in the JSON and skipped on rerun.
 """
 
@@ -32,16 +32,17 @@ from experiments import dose_response as dose
 THETAS = (2.0, 8.0, 32.0)
 LAMS = (0.02, 0.1, 0.3, 0.6)
 WINDOW = 256  # longer than every row: the cache sees the whole row
-CALIBRATION_ITEMS = 384
+CALIBRATION_SEED, EVALUATION_SEED = 13, 12  # the kv items of each split
 
 
 class Split:
   """One task's rows on one split, scored by the task's metrics."""
 
   def __init__(self, model, task: str, split: str, size: int):
-    self.model, self.task = model, task
+    self.model, self.task, self.kv = model, task, None
     if task == "kv":
-      self.kv = dose.kv_rows(model, size, seed=13 if split == "calibration" else 12)
+      seed = CALIBRATION_SEED if split == "calibration" else EVALUATION_SEED
+      self.kv = dose.kv_rows(model, size, seed=seed)
       self.rows, self.candidates, self.prompt_len = (self.kv.tokens, self.kv.candidates,
                                                      dose.KV_PROMPT_LEN)
     else:
@@ -49,19 +50,13 @@ class Split:
       self.rows, _ = dose.ppl_rows(self.model, size, novels)
       self.candidates, self.prompt_len = None, dose.PROMPT_LEN
 
-  def score(self, memory) -> dict[str, np.ndarray]:
-    forced = dose.read_rows(self.model, memory, self.rows, self.candidates, self.prompt_len)
+  def score(self, name: str, memory) -> dict[str, np.ndarray]:
+    forced = dose.read_rows(self.model, name, memory, self.rows, self.candidates,
+                            self.prompt_len)
     nll = np.asarray(forced.nll, np.float64)
     if self.task == "kv":
       return dose.kv_metrics(nll, np.asarray(forced.candidate_logprob), self.kv)
     return dose.ppl_metrics(nll)
-
-
-MAIN = {"kv": ("gold_logprob", 1.0), "ppl": ("nll", -1.0)}  # metric, the sign of a gain
-
-
-def compare(values: dict, off: dict) -> dict:
-  return {m: stats.cluster_comparison(values[m] - off[m]) for m in values}
 
 
 def add_holm(tasks: dict):
@@ -73,25 +68,28 @@ def add_holm(tasks: dict):
 
 def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
   """The search on the calibration split, then the winner and the preset on evaluation."""
-  metric, sign = MAIN[task]
+  metric, sign = dose.MAIN_METRIC[task]
   calibration = Split(model, task, "calibration", sizes["calibration"])
-  off = calibration.score(None)
+  off = calibration.score("off", None)
   for theta, lam in list(itertools.product(THETAS, LAMS))[len(done):]:
     memory = aj.CacheConfig(theta=theta, lam=lam, window=WINDOW)
-    done.append({"theta": theta, "lam": lam, **compare(calibration.score(memory), off)})
+    name = f"cache theta {theta} lam {lam}"
+    done.append({"theta": theta, "lam": lam, "git_commit": git_commit(),
+                 **dose.compare(calibration.score(name, memory), off)})
     print(task, theta, lam, f"{done[-1][metric]['mean_diff']:+.5f}", flush=True)
     save()
   best = max(done, key=lambda r: sign * r[metric]["mean_diff"])
   evaluation = Split(model, task, "evaluation", sizes["evaluation"])
-  eval_off = evaluation.score(None)
+  eval_off = evaluation.score("off", None)
   winner = aj.CacheConfig(theta=best["theta"], lam=best["lam"], window=WINDOW)
-  return {"search": done, "best": best, "memory": winner.to_dict(),
+  return {"search": done, "best": best, "memory": winner.to_dict(), "git_commit": git_commit(),
           "clusters": {"calibration": int(calibration.rows.shape[0]),
                        "evaluation": int(evaluation.rows.shape[0])},
           "off": {"calibration": {m: float(v.mean()) for m, v in off.items()},
                   "evaluation": {m: float(v.mean()) for m, v in eval_off.items()}},
-          "evaluation": compare(evaluation.score(winner), eval_off),
-          "preset_on_evaluation": compare(evaluation.score(aj.presets["cache"]), eval_off)}
+          "evaluation": dose.compare(evaluation.score("winner", winner), eval_off),
+          "preset_on_evaluation": dose.compare(evaluation.score("preset", aj.presets["cache"]),
+                                               eval_off)}
 
 
 def main(argv=None):
@@ -102,15 +100,20 @@ def main(argv=None):
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or f"results/dose_positive_{args.model}.json")
   model = aj.load(args.model)
-  sizes = {"kv": {"calibration": 8 if args.quick else CALIBRATION_ITEMS,
-                  "evaluation": 8 if args.quick else 384},
-           "ppl": {"calibration": 1 if args.quick else 12, "evaluation": 1 if args.quick else 12}}
-  result = {"experiment": "dose-positive", "model": args.model, "sizes": sizes,
-            "thetas": list(THETAS), "lams": list(LAMS), "window": WINDOW, "tasks": {}}
+  items, windows = (8, 1) if args.quick else (dose.KV_ITEMS, 12)
+  sizes = {"kv": {"calibration": items, "evaluation": items},
+           "ppl": {"calibration": windows, "evaluation": windows}}
+  design = {"model": args.model, "sizes": sizes, "thetas": list(THETAS), "lams": list(LAMS),
+            "window": WINDOW, "kv_pairs": dose.KV_PAIRS, "kv_prompt_len": dose.KV_PROMPT_LEN,
+            "kv_seeds": [CALIBRATION_SEED, EVALUATION_SEED], "prompt_len": dose.PROMPT_LEN,
+            "novels": [dose.CALIBRATION_NOVELS, dose.EVAL_NOVELS]}
+  result = {"experiment": "dose-positive", **json.loads(json.dumps(design)), "tasks": {}}
   if out.exists():  # resume: keep the finished search rows of the same design
     old = json.loads(out.read_text())
-    if all(old.get(k) == result[k] for k in ("model", "sizes", "thetas", "lams", "window")):
-      result["tasks"] = old["tasks"]
+    if any(old.get(k) != result[k] for k in design):
+      parser.error(f"{out} holds another design (or a --quick run): pass --out for this one, "
+                   "or move that file away")
+    result["tasks"] = old["tasks"]
   save = lambda: write_json_atomic(out, result)
   for task in ("kv", "ppl"):
     if "evaluation" in result["tasks"].get(task, {}):
@@ -123,7 +126,7 @@ def main(argv=None):
                 device=str(jax.devices()[0].device_kind))
   save()
   for task, t in result["tasks"].items():
-    metric = MAIN[task][0]
+    metric = dose.MAIN_METRIC[task][0]
     print(f"{task}: best on calibration {t['best'][metric]['mean_diff']:+.5f}, on evaluation "
           f"{t['evaluation'][metric]['mean_diff']:+.5f}")
   print(f"wrote {out}")

@@ -51,19 +51,19 @@ def tiny():
 # ---- a killed writer never leaves half a result file ----
 
 _WRITE_FOREVER = """
-import pathlib
 from attractor_jax.writing import write_json_atomic
 rows = list(range(300_000))  # about 2 MB of JSON: most of the loop is inside a write
 for i in range(1_000_000):
   write_json_atomic("result.json", {"i": i, "rows": rows, "complete": True})
-  pathlib.Path("written").write_text(str(i))
+  write_json_atomic("written", i)
 """
 
 
 def _wait_until(condition, proc, seconds=60):
   deadline = time.monotonic() + seconds
-  while not condition() and time.monotonic() < deadline:
+  while not condition():
     assert proc.poll() is None, proc.stderr.read()[-4000:]
+    assert time.monotonic() < deadline, f"the writer did not get there in {seconds} s"
     time.sleep(0.001)
 
 
@@ -82,7 +82,7 @@ def _kill_writer(d, when) -> bool:
   assert proc.returncode == -signal.SIGKILL
   result = json.loads((d / "result.json").read_text())
   assert result["complete"] and result["rows"] == list(range(300_000))
-  assert result["i"] >= int((d / "written").read_text())
+  assert result["i"] >= json.loads((d / "written").read_text())
   return any(p.name.startswith(".result.json.") for p in d.iterdir())
 
 

@@ -3,6 +3,8 @@ to the seed's four questions, every number read from those files."""
 
 from __future__ import annotations
 
+import statistics
+
 from experiments.report.format import ci_text
 
 TASKS = {"ppl": ("nll", "NLL per scored token (nats)", "lower is better"),
@@ -125,14 +127,14 @@ def _headroom(study: dict) -> str:
     return ""
   mdes = [100 * a["vs_off"]["accuracy"]["mde"] for n, a in study["arms"].items() if n != "off"]
   return (f"; off {100 * study['arms']['off']['summary']['accuracy']:.1f}% correct, accuracy "
-          f"MDE {min(mdes):.1f} to {max(mdes):.1f} points, median {sorted(mdes)[len(mdes) // 2]:.1f}")
+          f"MDE {min(mdes):.1f} to {max(mdes):.1f} points, median {statistics.median(mdes):.1f}")
 
 
 def positive_control(result: dict) -> str:
   """The cache tuned on the calibration split and tested on the evaluation split, per task."""
   pieces, gains = [], []
   for task, t in result["tasks"].items():
-    metric, sign = {"kv": ("gold_logprob", 1.0), "ppl": ("nll", -1.0)}[task]
+    metric, sign = TASKS[task][0], _better_sign(task)
     best, ev = t["best"], t["evaluation"]
     extra = (f", accuracy {_cell(ev['accuracy'], 100, '{:+.1f}')} points (MDE "
              f"{100 * ev['accuracy']['mde']:.1f})" if "accuracy" in ev else "")
@@ -142,8 +144,7 @@ def positive_control(result: dict) -> str:
         f"{best[metric]['mean_diff']:+.4f} on calibration, {_cell(ev[metric])} on evaluation "
         f"(Holm p {ev[metric]['p_holm']:.3g}, MDE {ev[metric]['mde']:.4f}){extra}; the preset "
         f"cache there {_cell(t['preset_on_evaluation'][metric])}")
-    gains += [f"{task} {m}" for m, test in ev.items()
-              if _significant(test) and test["mean_diff"] * (sign if m == metric else 1.0) > 0]
+    gains += [f"{task} {m}" for m, test in ev.items() if _significant(test) and _side(test, sign)]
   verdict = (f"The suite sees a working memory: a detectable gain in {', '.join(gains)}."
              if gains else "Even tuned, the cache shows no detectable gain: the suite has not "
              "shown that it can see a working memory.")
