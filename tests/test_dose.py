@@ -79,3 +79,26 @@ def test_positive_control_holm_and_verdict():
   text = study.positive_control(result)
   assert "a detectable gain in kv gold_logprob." in text  # ppl's detectable change is a harm
   assert "no detectable gain" in study.positive_control(_positive(0.2))
+
+
+def _kv_arm(gold, accuracy, vs_average=None):
+  arm = {"vs_off": {"gold_logprob": gold, "accuracy": accuracy}}
+  if vs_average is not None:
+    arm["vs_average"] = {"gold_logprob": vs_average}
+  return arm
+
+
+def test_kv_limits_separate_logprob_gains_from_recall():
+  flat = dict(_test(0.0, 0.9), p_holm=1.0, sd=0.1)
+  gain = dict(_test(0.1, 0.001), p_holm=0.01, sd=0.1)
+  study_ = {"model": "m", "arms": {
+      "off": {"summary": {"accuracy": 0.6}},
+      "seed/open/0.03": _kv_arm(gain, flat, vs_average=_test(-0.05, 0.2)),
+      "gated/open/0.03": _kv_arm(gain, flat, vs_average=_test(0.05, 0.001)),
+      "seed/open/1.0": _kv_arm(flat, dict(flat, sd=0.0)),
+      "control:average/open/0.03": _kv_arm(gain, gain)}}
+  text = study._kv_limits(study_)
+  assert "2 of 3 attractor arms raise the gold answer's log-probability" in text
+  assert "1 of them by more than the moving average of x of the same size (gated/open/0.03)" in text
+  assert "0 raise accuracy detectably" in text  # the control's accuracy gain is not counted
+  assert "accuracy MDE 1.0 to 1.0 points" in study._headroom(study_)  # sd 0: left out
