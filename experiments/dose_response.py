@@ -61,6 +61,7 @@ RELATED = ("hopfield", "steering", "fastweights", "dynamic-eval")
 PROMPT_LEN, SCORED = 32, 128
 KV_PAIRS, KV_PROMPT_LEN = 2, 8  # the memory starts from the item's first 8 tokens
 KV_ITEMS = 384
+LOADED_COMMIT = git_commit()  # the commit this process's code came from: every arm records it
 MAIN_METRIC = {"ppl": ("nll", -1.0), "kv": ("gold_logprob", 1.0)}  # metric, sign of a gain
 
 
@@ -206,7 +207,7 @@ def record(result: dict, name: str, memory, values: dict[str, np.ndarray], activ
   """Adds one arm to `result`: its per-cluster values and, for a memory, `activity_of()` and
   its difference from off (recorded first)."""
   arm = {"values": {k: np.asarray(v, np.float64).tolist() for k, v in values.items()},
-         "seconds": round(seconds, 1)}
+         "seconds": round(seconds, 1), "git_commit": LOADED_COMMIT}
   if memory is None:
     arm["summary"] = {k: float(np.mean(v)) for k, v in values.items()}
   else:
