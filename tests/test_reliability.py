@@ -55,7 +55,7 @@ from attractor_jax.writing import write_json_atomic
 rows = list(range(300_000))  # about 2 MB of JSON: most of the loop is inside a write
 for i in range(1_000_000):
   write_json_atomic("result.json", {"i": i, "rows": rows, "complete": True})
-  write_json_atomic("written", i)
+  write_json_atomic("written", {"i": i})
 """
 
 
@@ -82,7 +82,7 @@ def _kill_writer(d, when) -> bool:
   assert proc.returncode == -signal.SIGKILL
   result = json.loads((d / "result.json").read_text())
   assert result["complete"] and result["rows"] == list(range(300_000))
-  assert result["i"] >= json.loads((d / "written").read_text())
+  assert result["i"] >= json.loads((d / "written").read_text())["i"]
   return any(p.name.startswith(".result.json.") for p in d.iterdir())
 
 
