@@ -102,3 +102,13 @@ def test_kv_limits_separate_logprob_gains_from_recall():
   assert "1 of them by more than the moving average of x of the same size (gated/open/0.03)" in text
   assert "0 raise accuracy detectably" in text  # the control's accuracy gain is not counted
   assert "accuracy MDE 1.0 to 1.0 points" in study._headroom(study_)  # sd 0: left out
+
+
+def test_versus_tuned_cache_names_the_layers_best_arm():
+  study_ = {"task": "kv", "arms": {
+      "seed/open/0.03": _kv_arm(dict(_test(0.1, 0.001), p_holm=0.01), _test(0.0, 0.9)),
+      "seed/open/1.0": _kv_arm(dict(_test(-2.0, 0.001), p_holm=0.01), _test(0.0, 0.9))}}
+  text = study._versus_tuned_cache(study_, _positive(0.001))
+  assert "by **+0.2000 [+0.1900, +0.2100]**" in text  # the tuned cache, Holm p < 0.05
+  assert "the layer's best arm, seed/open/0.03, by **+0.1000" in text
+  assert study._versus_tuned_cache(study_, {}) == ""

@@ -144,6 +144,19 @@ def _kv_limits(study: dict) -> str:
   return text + ", as expected of a memory with no key-value binding. "
 
 
+def _versus_tuned_cache(study: dict, positive: dict) -> str:
+  """The tuned cache's gain on the study's own evaluation clusters beside the layer's best."""
+  tuned = positive.get("tasks", {}).get(study["task"])
+  if not tuned or "git_commit" not in positive:
+    return ""
+  metric, sign = TASKS[study["task"]][0], _better_sign(study["task"])
+  best_name, best = max(((n, a["vs_off"][metric]) for n, a in _attractor_arms(study)),
+                        key=lambda item: sign * item[1]["mean_diff"])
+  return (f"Tuned on calibration clusters, the cache changes {metric} on these same evaluation "
+          f"clusters by {_cell(tuned['evaluation'][metric])}; the layer's best arm, {best_name}, "
+          f"by {_cell(best)}. ")
+
+
 def _headroom(study: dict) -> str:
   """Where the task scores accuracy: off's score and the accuracy MDEs, in points."""
   if "accuracy" not in study["arms"]["off"]["summary"]:
@@ -260,9 +273,10 @@ def answers(res: dict) -> list[str]:
     cache = s["arms"]["positive:cache"]["vs_off"][metric]
     verdict = ("a detectable gain" if _significant(cache) and _side(cache, sign) else
                "a detectable harm" if _significant(cache) else "no detectable change")
-    text += (f"{_where(s)}: the cache vs off {_cell(cache)} ({verdict}); the layer is strictly "
-             f"worse than the cache in {len(worse)} of {len(compared)} arms (lowest ratio "
+    text += (f"{_where(s)}: the cache at its preset vs off {_cell(cache)} ({verdict}); the layer "
+             f"is strictly worse than it in {len(worse)} of {len(compared)} arms (lowest ratio "
              f"{_lowest_ratio(worse)}) and strictly better in {len(better)}. ")
+    text += _versus_tuned_cache(s, res.get(f"dose_positive_{s['model']}", {}))
   out.append(text.strip())
   # (iv) the minimal suite
   rows = []
