@@ -41,6 +41,7 @@ class AttractorConfig(Memory):
   """
 
   kind = "attractor"
+  starts_silent = True
   uses_prompt = True
 
   num_attractors: int = 8

@@ -82,6 +82,11 @@ class Engine:
   def decoder(self) -> Decoder:
     return Decoder(self.config, dtype=self.dtype, output_kernel=self.output_kernel)
 
+  @property
+  def silent_start(self) -> bool:
+    """A fresh state adds nothing to the prompt's pass (no memory, or `Memory.starts_silent`)."""
+    return self.memory is None or self.memory.starts_silent
+
   def step(self, params, tokens_BxT, positions_BxT, cache: KVCache | None, state, *,
            last_logits_only: bool = False) -> Step:
     """One pass: the host layer adds the memory's feedback, the memory reads the pass (mixing
@@ -94,17 +99,31 @@ class Engine:
       last_logits_only: return the last position's logits only ([B, 1, V]); the other rows
         are then not unembedded unless the memory uses logits.
     """
+    feedback_BxD = None if self.memory is None else jax.vmap(self.memory.feedback)(state)
+    passed = self._pass(params, tokens_BxT, positions_BxT, cache, feedback_BxD, last_logits_only)
+    return self._remember(params, tokens_BxT, positions_BxT, passed, state, feedback_BxD,
+                          last_logits_only)
+
+  def _pass(self, params, tokens_BxT, positions_BxT, cache, feedback_BxD, last_logits_only):
+    """The decoder's pass, `feedback_BxD` entering at the memory's host layer (None: zero):
+    (logits, cache, Taps)."""
     memory = self.memory
     if memory is None:
-      logits, cache, taps = self.decoder.apply(
-          {"params": params}, tokens_BxT, positions_BxT, cache, last_logits_only=last_logits_only,
-          method=Decoder.tapped)
-      return Step(logits, cache, state, None, taps)
-    feedback_BxD = jax.vmap(memory.feedback)(state)
-    logits, cache, taps = self.decoder.apply(
+      return self.decoder.apply({"params": params}, tokens_BxT, positions_BxT, cache,
+                                last_logits_only=last_logits_only, method=Decoder.tapped)
+    return self.decoder.apply(
         {"params": params}, tokens_BxT, positions_BxT, cache, feedback_BxD=feedback_BxD,
         host_layer=memory.host_layer(self.config), closed_loop=memory.loop == "closed",
         last_logits_only=last_logits_only and not memory.uses_logits, method=Decoder.tapped)
+
+  def _remember(self, params, tokens_BxT, positions_BxT, passed, state, feedback_BxD,
+                last_logits_only) -> Step:
+    """The memory's half of `step`: it reads the pass `passed` (mixing memories change its
+    logits) and updates `state` for the next pass."""
+    logits, cache, taps = passed
+    memory = self.memory
+    if memory is None:
+      return Step(logits, cache, state, None, taps)
     obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out_BxTxD,
                       residual=taps.residual_BxTxD, hidden=taps.hidden_BxTxD, logits=logits)
     per_sequence = functools.partial(jax.vmap, in_axes=(0, 0, None))
@@ -113,18 +132,21 @@ class Engine:
     ratio_B = _norm_ratio(feedback_BxD, taps.residual_BxTxD)
     return Step(logits[:, -1:] if last_logits_only else logits, cache, state, info, taps, ratio_B)
 
-  def fresh_state(self, params, prompt_T, key):
+  def fresh_state(self, params, prompt_T, key, prompt_attn_TxD=None):
     """A fresh memory state for one sequence (no batch axis; None without a memory). A memory
-    that wants them sees the prompt's attention outputs from a baseline pass."""
+    that wants them sees the prompt's attention outputs: `prompt_attn_TxD`, or those of a
+    baseline pass."""
     memory = self.memory
     if memory is None:
       return None
     if not memory.uses_prompt:
       return memory.fresh_state(self.config, key)
-    _, _, taps = self.decoder.apply({"params": params}, prompt_T[None],
-                                    jnp.arange(prompt_T.shape[0])[None], method=Decoder.tapped,
-                                    host_layer=memory.host_layer(self.config))
-    return memory.fresh_state(self.config, key, taps.attn_out_BxTxD[0])
+    if prompt_attn_TxD is None:
+      _, _, taps = self.decoder.apply({"params": params}, prompt_T[None],
+                                      jnp.arange(prompt_T.shape[0])[None], method=Decoder.tapped,
+                                      host_layer=memory.host_layer(self.config))
+      prompt_attn_TxD = taps.attn_out_BxTxD[0]
+    return memory.fresh_state(self.config, key, prompt_attn_TxD)
 
   @functools.partial(jax.jit, static_argnames=("self",))
   def forward(self, params, tokens_BxT):
@@ -163,16 +185,26 @@ class Engine:
     """`_decode` as its own program (the state's buffers are donated)."""
     return self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
 
-  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer", "keep_cache"))
+  @functools.partial(jax.jit, static_argnames=("self", "cache_len", "buffer", "keep_cache",
+                                                "shared_prompt"))
   def sample(self, params, prompts_SxT, init_keys_S, sample_keys_S, num_tokens, temperature,
-             top_p, eos_id, *, cache_len: int, buffer: int,
-             keep_cache: bool = False) -> SamplingState:
+             top_p, eos_id, *, cache_len: int, buffer: int, keep_cache: bool = False,
+             shared_prompt: bool = False) -> SamplingState:
     """Rows of (prompt, seed keys), prompts of one length: a vmapped prefill, then one decode
-    loop for all rows. The result's cache is dropped (a sweep does not resume) unless
-    `keep_cache` (to read more tokens after the runs: `extend`)."""
-    prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
-                                eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
-    state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
+    loop for all rows. `shared_prompt` (every row's prompt is row 0's): with a `silent_start`
+    the prompt's pass runs once and every row starts from it. The result's cache is dropped
+    (a sweep does not resume) unless `keep_cache` (to read more tokens after the runs:
+    `extend`)."""
+    if shared_prompt and self.silent_start:
+      prompt_T = prompts_SxT[0]
+      passed = self._prompt_pass(params, prompt_T, None, cache_len)
+      first = lambda ik, sk: self._first_token(params, prompt_T, passed, ik, sk, temperature,
+                                               top_p, eos_id, None, buffer)
+      state = jax.vmap(first)(init_keys_S, sample_keys_S)
+    else:
+      prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
+                                  eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
+      state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
     state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
     return state if keep_cache else state.replace(cache=None)
 
@@ -213,16 +245,40 @@ class Engine:
                cache_len: int, buffer: int) -> SamplingState:
     """Runs the prompt as one pass and samples token 0 into `buffer`-token output buffers.
 
-    `state=None` starts a fresh memory, initialised from this pass's attention outputs (its
-    feedback is zero, so the pass is the baseline's); a given state (batch axis 1) feeds its
-    feedback into the prompt.
+    `state=None` starts a fresh memory: with a `silent_start`, from this pass's attention
+    outputs (the pass is the baseline's); otherwise from a baseline pass of its own, and its
+    feedback enters this pass. A given state (batch axis 1) feeds its feedback into the prompt.
     """
+    if state is None and not self.silent_start:
+      state = jax.tree.map(lambda a: a[None], self.fresh_state(params, prompt_T, init_key))
+    passed = self._prompt_pass(params, prompt_T, state, cache_len)
+    return self._first_token(params, prompt_T, passed, init_key, sample_key, temperature, top_p,
+                             eos_id, state, buffer)
+
+  def _prompt_pass(self, params, prompt_T, state, cache_len: int):
+    """The prompt's pass into a fresh `cache_len`-slot cache, with `state`'s feedback (None:
+    none): (logits of the last position, cache, Taps)."""
     T = prompt_T.shape[0]
     cache = init_cache(self.config, 1, cache_len, self.dtype)
-    tokens, positions = prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None]
-    if self.memory is not None and state is None:
-      state = jax.tree.map(lambda a: a[None], self.fresh_state(params, prompt_T, init_key))
-    out = self.step(params, tokens, positions, cache, state, last_logits_only=True)
+    feedback = None if state is None else jax.vmap(self.memory.feedback)(state)
+    return self._pass(params, prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None], cache,
+                      feedback, last_logits_only=True)
+
+  def _first_token(self, params, prompt_T, passed, init_key, sample_key, temperature, top_p,
+                   eos_id, state, buffer: int) -> SamplingState:
+    """`_prefill` after the prompt's pass `passed`: the memory (`state`, or with a
+    `silent_start` a fresh one from the pass's attention outputs) reads it, and token 0 is
+    sampled."""
+    T = prompt_T.shape[0]
+    positions = jnp.arange(T, dtype=jnp.int32)[None]
+    feedback = None
+    if self.memory is not None:
+      if state is None:
+        state = jax.tree.map(lambda a: a[None], self.fresh_state(
+            params, prompt_T, init_key, passed[2].attn_out_BxTxD[0]))
+      feedback = jax.vmap(self.memory.feedback)(state)
+    out = self._remember(params, prompt_T[None], positions, passed, state, feedback,
+                         last_logits_only=True)
     token = sample_token(out.logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
     first = lambda r: jnp.zeros((buffer, *r.shape), r.dtype).at[0].set(r)
     return SamplingState(

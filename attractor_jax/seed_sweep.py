@@ -161,13 +161,14 @@ def _run_rows(model: Model, engine: Engine, ids_RxT, seeds, max_new_tokens, temp
   for every batch). Returns NumPy (tokens [R, L], counts [R], states or None, trace)."""
   pad = width - len(seeds)
   ids_RxT = np.concatenate([ids_RxT, np.repeat(ids_RxT[-1:], pad, 0)])
+  shared = bool((ids_RxT == ids_RxT[:1]).all())
   init_keys, sample_keys = stacked_keys(seeds + [seeds[-1]] * pad)
   ids_RxT, init_keys, sample_keys = shard_seeds((jnp.asarray(ids_RxT), init_keys, sample_keys),
                                                 devices)
   out = engine.sample(model.params, ids_RxT, init_keys, sample_keys, jnp.int32(max_new_tokens),
                       jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id),
                       cache_len=cache_length(model, ids_RxT.shape[1], max_new_tokens),
-                      buffer=buffer_length(max_new_tokens))
+                      buffer=buffer_length(max_new_tokens), shared_prompt=shared)
   gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
   states = None if out.memory is None else jax.tree.map(lambda a: gather(a)[:, 0], out.memory)

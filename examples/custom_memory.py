@@ -26,6 +26,7 @@ class AverageConfig(aj.Memory):
   """x_avg <- (1 - rate) x_avg + rate x; the next pass receives alpha * x_avg."""
 
   kind = "leaky-average"  # defining the class registers it for checkpoints
+  starts_silent = True  # a fresh state's feedback is zero: seeds share the prompt's pass
   rate: float = 0.1
   alpha: float = 0.1
 

@@ -15,7 +15,10 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
   - a decode loop that reads and writes 30 layers' caches of 1,024 slots: the write
     independent of the read (XLA copies every cache every step) vs `transformer.ordered_after`;
   - 64 decode steps of 8 seeds, 512 cache slots: a `jax.vmap` of one-row decode loops vs
-    `Engine.decode` over all rows (ms per step).
+    `Engine.decode` over all rows (ms per step);
+  - the prefill of 16 and 64 seeds sharing the bench prompt (seed preset, 256 slots): each
+    row's two passes (a baseline pass for its fresh state, then its prompt pass) vs
+    `Engine.sample` with `shared_prompt` (one pass, then each row's memory and token 0).
 The KV cache layout change (see `transformer.KVCache`) shows in the decoder as a whole: the
 context-length curve of `experiments.growth`.
 """
@@ -35,7 +38,7 @@ from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
-from attractor_jax.transformer import ordered_after
+from attractor_jax.transformer import init_cache, ordered_after
 
 
 def _ms(fn, *args, repeats: int = 30) -> float:
@@ -124,6 +127,32 @@ def _seed_loop(model, seeds: int = 8, slots: int = 512, steps: int = 64) -> dict
           "after_ms": _ms(jax.jit(together), *args, repeats=3) / steps}
 
 
+def prefill_rows_before(engine, params, prompts_SxT, init_keys_S, slots: int):
+  """The seeds' prefill as it was: per row a baseline pass for the fresh state, then the
+  prompt's pass with it (vmapped over rows)."""
+  positions = jnp.arange(prompts_SxT.shape[1])[None]
+
+  def row(prompt_T, key):
+    state = jax.tree.map(lambda a: a[None], engine.fresh_state(params, prompt_T, key))
+    cache = init_cache(engine.config, 1, slots)
+    out = engine.step(params, prompt_T[None], positions, cache, state, last_logits_only=True)
+    return out.logits, out.cache, out.state
+
+  return jax.vmap(row)(prompts_SxT, init_keys_S)
+
+
+def _shared_prefill(model, seeds: int, slots: int = 256) -> dict:
+  engine = model.engine(aj.presets["seed"])
+  ids = jnp.asarray(prompt_ids(model, PROMPT))
+  prompts, keys = jnp.repeat(ids[None], seeds, 0), jax.random.split(jax.random.key(0), seeds)
+  before = jax.jit(functools.partial(prefill_rows_before, engine, slots=slots))
+  after = lambda params, prompts, keys: engine.sample(
+      params, prompts, keys, keys, 1, 0.0, 1.0, -1, cache_len=slots, buffer=1,
+      keep_cache=True, shared_prompt=True)
+  return {"before_ms": _ms(before, model.params, prompts, keys, repeats=5),
+          "after_ms": _ms(after, model.params, prompts, keys, repeats=5)}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="results/decode_kernels.json")
@@ -148,11 +177,13 @@ def main(argv=None):
   rows["q, k, v, gate, up projections of 30 layers"] = _projections(model, hidden[0])
   rows["decode loop over 30 layers' caches (1,024 slots), per step"] = _cache_loop(cfg)
   rows["8-seed decode, 512 slots, per step"] = _seed_loop(model)
+  for seeds in (16, 64):
+    rows[f"prefill of {seeds} seeds sharing a prompt"] = _shared_prefill(model, seeds)
   for row in rows.values():
     row["saved_ms"] = row["before_ms"] - row["after_ms"]
   write_json_atomic(args.out, {
       "experiment": "decode-kernels", "model": model.spec, "rows": rows,
-      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3},
+      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3, "prefill": 5},
       "git_commit": git_commit(), "machine": machine_info()})
   for name, row in rows.items():
     print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")

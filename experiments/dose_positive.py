@@ -74,7 +74,7 @@ def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
   for theta, lam in list(itertools.product(THETAS, LAMS))[len(done):]:
     memory = aj.CacheConfig(theta=theta, lam=lam, window=WINDOW)
     name = f"cache theta {theta} lam {lam}"
-    done.append({"theta": theta, "lam": lam, "git_commit": git_commit(),
+    done.append({"theta": theta, "lam": lam, "git_commit": dose.LOADED_COMMIT,
                  **dose.compare(calibration.score(name, memory), off)})
     print(task, theta, lam, f"{done[-1][metric]['mean_diff']:+.5f}", flush=True)
     save()
@@ -82,7 +82,7 @@ def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
   evaluation = Split(model, task, "evaluation", sizes["evaluation"])
   eval_off = evaluation.score("off", None)
   winner = aj.CacheConfig(theta=best["theta"], lam=best["lam"], window=WINDOW)
-  return {"search": done, "best": best, "memory": winner.to_dict(), "git_commit": git_commit(),
+  return {"search": done, "best": best, "memory": winner.to_dict(), "git_commit": dose.LOADED_COMMIT,
           "clusters": {"calibration": int(calibration.rows.shape[0]),
                        "evaluation": int(evaluation.rows.shape[0])},
           "off": {"calibration": {m: float(v.mean()) for m, v in off.items()},

@@ -492,6 +492,20 @@ def test_default_feedback_is_state_feedback_and_a_new_kind_registers(tiny):
     KINDS.pop("constant-test", None)
 
 
+@pytest.mark.parametrize("memory", [p for p in presets.values() if p is not None] + [
+    aj.ControlConfig(direction=d) for d in ("prompt", "average", "random")])
+def test_a_silent_start_has_no_feedback(tiny, memory):
+  """Every built-in memory says `starts_silent` (so seeds share the prompt's pass), and its
+  fresh state's feedback is indeed zero or None, whatever the key and prompt."""
+  memory = dataclasses.replace(memory, layer=1)
+  assert type(memory).starts_silent
+  prompt_attn = jax.random.normal(jax.random.key(9), (5, tiny.config.width))
+  for seed in range(3):
+    fresh = memory.fresh_state(tiny.config, jax.random.key(seed), prompt_attn)
+    feedback = memory.feedback(fresh)
+    assert feedback is None or not np.asarray(feedback).any()
+
+
 def test_default_host_layer_is_the_middle_layer_of_the_model():
   """Presets name no layer: a memory sits on the middle layer of whatever model runs it."""
   smol, gemma = (dataclasses.replace(CONFIG, num_layers=n) for n in (30, 18))

@@ -7,13 +7,17 @@ import subprocess
 import sys
 import textwrap
 
+import flax.struct
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attractor_jax import seed_sweep as sweep
+from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.generation import generate
+from attractor_jax.memories.base import KINDS, Info, Memory
 from attractor_jax.presets import presets
 from attractor_jax.seed_sweep import SeedRuns, Sweep
 from attractor_jax.seeds import seed_list
@@ -242,6 +246,46 @@ def test_one_new_token_is_the_prefills(model):
                  batched.trace, one.trace)
     assert np.abs(batched.trace.hidden[i, 0]).max() > 0
     assert not np.asarray(batched.trace.hidden[i, 1:]).any()
+
+
+@flax.struct.dataclass
+class LoudState:
+  feedback: jax.Array  # [D]
+  step: jax.Array  # []
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoudStart(Memory):
+  """A memory whose fresh state already feeds back (a random vector per seed): not silent."""
+
+  kind = "loud-start-test"
+
+  def fresh_state(self, model_config, key, prompt_attn_TxD=None):
+    return LoudState(feedback=jax.random.normal(key, (model_config.width,)),
+                     step=jnp.zeros((), jnp.int32))
+
+  def observe(self, state, obs, params):
+    return state.replace(step=state.step + 1), Info(feedback_norm=jnp.linalg.norm(
+        state.feedback))
+
+
+@pytest.mark.parametrize("memory", [CFG, LoudStart(layer=1)], ids=["silent", "loud"])
+def test_shared_prompt_rows_equal_separate_runs(model, memory):
+  """Seeds sharing a prompt share its pass only when a fresh state adds nothing to it: a
+  silent start's prompt pass has no feedback; a loud start's prompt pass gets each seed's."""
+  assert Engine(model.config, memory).silent_start == (memory is CFG)
+  try:
+    batched = sweep.generate_seeds(model, PROMPT, 6, memory=memory, seeds=[0, 1, 2],
+                                   temperature=1.0)
+    for i in range(3):
+      one = generate(model, PROMPT, 6, memory=memory, seed=i, temperature=1.0, trace=True)
+      assert batched.tokens[i] == one.tokens
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i, :6], b, atol=STATE_TOL, rtol=0),
+                   batched.trace, one.trace)
+    prompt_ratio = batched.trace.feedback_ratio[:, 0]
+    assert (prompt_ratio == 0).all() if memory is CFG else (prompt_ratio > 0.1).all()
+  finally:
+    KINDS.pop("loud-start-test", None)
 
 
 def test_generate_prompts_refuses_prompts_of_different_lengths(model):

@@ -63,6 +63,9 @@ class Memory:
   kind: ClassVar[str]
   uses_prompt: ClassVar[bool] = False  # init wants the prompt's attention outputs
   uses_logits: ClassVar[bool] = False  # read or observe looks at the pass's logits
+  # A fresh state's feedback is zero (or None), whatever the key: the prompt's pass is the
+  # plain model's, so a fresh memory starts from that pass and seeds sharing a prompt share it.
+  starts_silent: ClassVar[bool] = False
 
   layer: int | None = None  # the host layer; None: the middle layer of the model it runs in
   # Where the feedback enters the host layer: "open", after its attention (the memory's input,

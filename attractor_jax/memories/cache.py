@@ -27,6 +27,7 @@ class CacheConfig(Memory):
   """window pairs kept, theta the similarity sharpness, lam the cache's share (0 = inert)."""
 
   kind = "cache"
+  starts_silent = True
   uses_logits = True
 
   window: int = 512

@@ -27,6 +27,7 @@ class ControlConfig(Memory):
   """A feedback of fixed relative size in a prompt, moving-average or random direction."""
 
   kind = "control"
+  starts_silent = True
   uses_prompt = True
 
   direction: Literal["prompt", "average", "random"] = "prompt"

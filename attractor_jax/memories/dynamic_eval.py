@@ -29,6 +29,7 @@ class DynamicEvalConfig(Memory):
   """lr the SGD step size (0 = inert)."""
 
   kind = "dynamic-eval"
+  starts_silent = True
   uses_logits = True
 
   lr: float = 0.01

@@ -22,6 +22,7 @@ class FastWeightsConfig(Memory):
   """lam the decay, eta the write rate, alpha the read-out scale (0 = inert)."""
 
   kind = "fastweights"
+  starts_silent = True
 
   lam: float = 0.95
   eta: float = 0.05

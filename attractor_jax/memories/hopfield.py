@@ -21,6 +21,7 @@ class HopfieldConfig(Memory):
   """window patterns kept, beta the inverse temperature (default 1/sqrt(D) when None)."""
 
   kind = "hopfield"
+  starts_silent = True
 
   window: int = 64
   beta: float | None = None

@@ -19,6 +19,7 @@ class SteeringConfig(Memory):
   """burn_in tokens averaged into the vector, alpha its scale."""
 
   kind = "steering"
+  starts_silent = True
 
   burn_in: int = 16
   alpha: float = 0.1
