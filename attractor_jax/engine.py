@@ -205,7 +205,8 @@ class Engine:
       prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
                                   eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
       state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
-    state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id)
+    state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id,
+                         read_written_only=True)
     return state if keep_cache else state.replace(cache=None)
 
   @functools.partial(jax.jit, static_argnames=("self",))
@@ -287,13 +288,18 @@ class Engine:
         cache=out.cache, memory=out.state)
 
   def _decode(self, params, state: SamplingState, sample_keys_S, num_tokens, temperature, top_p,
-              eos_id) -> SamplingState:
+              eos_id, read_written_only: bool = False) -> SamplingState:
     """Samples until every row is done (EOS) or has `num_tokens` tokens, one pass per token.
 
     All rows sit at one position. A finished row's tokens, count, memory and trace stop,
     while its cache goes on being written (it is never read again): a `jax.vmap` of a
     one-row loop would select between the old and new cache of every row in every step, and
     per-row positions would make every cache write a scatter.
+
+    `read_written_only`: the loop runs in phases over the cache's first 128, 256, 512, ...
+    slots (`read_bounds`), attention reading only the phase's slots, so a row's attention
+    costs the slots written so far (rounded up), not the whole cache. Each phase compiles
+    the pass once more: worth it for many rows (`sample`), where attention is a large share.
     """
     advance = jax.vmap(functools.partial(self._advance, params), in_axes=(0, None))
     S = state.done.shape[0]
@@ -315,7 +321,12 @@ class Engine:
           token=token, position=s.position + 1, t=s.t + live_S, done=s.done | (token == eos_id),
           cache=cache, memory=jax.tree.map(keep, memory, s.memory))
 
-    return jax.lax.while_loop(going, one_token, state)
+    if not read_written_only:
+      return jax.lax.while_loop(going, one_token, state)
+    for bound in read_bounds(state.cache.max_len):
+      inside = lambda s, bound=bound: going(s) & (s.position[0] < bound)
+      state = _on_first_slots(state, bound, lambda s: jax.lax.while_loop(inside, one_token, s))
+    return state
 
   def _advance(self, params, s: SamplingState, position):
     """One pass of one row at `position`: (logits [V], cache, memory state, Trace row)."""
@@ -459,6 +470,24 @@ class Engine:
     per_seed = lambda key: jax.vmap(one_item, in_axes=(None, 0, 0, 0))(key, ctx_IxL, ch_IxCxJ,
                                                                           mask_IxCxJ)
     return jax.vmap(per_seed)(keys_S)
+
+
+def read_bounds(slots: int, first: int = 128) -> list[int]:
+  """The decode phases' slot counts: `first`, doubling, below `slots`; then `slots`."""
+  bounds = [first]
+  while bounds[-1] * 2 < slots:
+    bounds.append(bounds[-1] * 2)
+  return [b for b in bounds if b < slots] + [slots]
+
+
+def _on_first_slots(state: SamplingState, bound: int, run) -> SamplingState:
+  """`run(state)` with the cache cut to its first `bound` slots (a copy), then written back."""
+  cache = state.cache
+  if bound == cache.max_len:
+    return run(state)
+  out = run(state.replace(cache=jax.tree.map(lambda c: c[..., :bound, :], cache)))
+  back = lambda c, part: jax.lax.dynamic_update_slice_in_dim(c, part, 0, axis=c.ndim - 2)
+  return out.replace(cache=jax.tree.map(back, cache, out.cache))
 
 
 def _norm_ratio(feedback_BxD, residual_BxTxD):

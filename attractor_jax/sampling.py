@@ -80,7 +80,7 @@ def state_finite(state) -> jax.Array:
 def sample_token(logits_V, key, temperature, top_p):
   """Greedy when temperature == 0, else temperature + nucleus (top-p) sampling."""
   logits_V = logits_V.astype(jnp.float32)
-  greedy = lambda: jnp.argmax(logits_V).astype(jnp.int32)
+  greedy = lambda: first_max(logits_V)
 
   def sampled():
     probs_V = jax.nn.softmax(logits_V / jnp.maximum(temperature, 1e-6))
@@ -88,6 +88,15 @@ def sample_token(logits_V, key, temperature, top_p):
     return draw(jnp.where(kept_V, probs_V, 0.0), jax.random.uniform(key))
 
   return jax.lax.cond(temperature == 0.0, greedy, sampled)
+
+
+def first_max(logits_V):
+  """`jnp.argmax` (the first index of the largest value) as a max and a min over indices:
+  two plain reductions, which XLA's CPU backend runs ~3x faster than argmax's paired one
+  (experiments.decode_kernels). A NaN row gives the last index (the NaN guard rejects it)."""
+  V = logits_V.shape[0]
+  at_max = logits_V == jnp.max(logits_V)
+  return jnp.minimum(jnp.min(jnp.where(at_max, jnp.arange(V, dtype=jnp.int32), V)), V - 1)
 
 
 def sample_tokens(logits_RxV, keys_R, temperature, top_p):

@@ -18,7 +18,11 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
     `Engine.decode` over all rows (ms per step);
   - the prefill of 16 and 64 seeds sharing the bench prompt (seed preset, 256 slots): each
     row's two passes (a baseline pass for its fresh state, then its prompt pass) vs
-    `Engine.sample` with `shared_prompt` (one pass, then each row's memory and token 0).
+    `Engine.sample` with `shared_prompt` (one pass, then each row's memory and token 0);
+  - greedy sampling of 64 rows, row by row as `sampling.sample_tokens` runs it: `jnp.argmax`
+    vs `sampling.first_max`;
+  - 120 decode steps of 16 and 64 seeds after the bench prompt, 256 slots (ms per step): one
+    loop reading every slot vs phases reading the first 128, then 256 (`read_bounds`).
 The KV cache layout change (see `transformer.KVCache`) shows in the decoder as a whole: the
 context-length curve of `experiments.growth`.
 """
@@ -153,6 +157,21 @@ def _shared_prefill(model, seeds: int, slots: int = 256) -> dict:
           "after_ms": _ms(after, model.params, prompts, keys, repeats=5)}
 
 
+def _phases(model, seeds: int, slots: int = 256, steps: int = 120) -> dict:
+  engine = model.engine(aj.presets["seed"])
+  ids = jnp.asarray(prompt_ids(model, PROMPT))
+  keys = jax.random.split(jax.random.key(0), seeds)
+  prompts = jnp.repeat(ids[None], seeds, 0)
+  rows = engine.sample(model.params, prompts, keys, keys, 1, 0.0, 1.0, -1, cache_len=slots,
+                       buffer=steps + 1, keep_cache=True, shared_prompt=True)
+  loop = dict(num_tokens=steps + 1, temperature=0.0, top_p=1.0, eos_id=-1)
+  run = lambda phased: jax.jit(lambda params, rows, keys: engine._decode(
+      params, rows, keys, **loop, read_written_only=phased))
+  args = (model.params, rows, keys)
+  return {"before_ms": _ms(run(False), *args, repeats=3) / steps,
+          "after_ms": _ms(run(True), *args, repeats=3) / steps}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="results/decode_kernels.json")
@@ -179,11 +198,19 @@ def main(argv=None):
   rows["8-seed decode, 512 slots, per step"] = _seed_loop(model)
   for seeds in (16, 64):
     rows[f"prefill of {seeds} seeds sharing a prompt"] = _shared_prefill(model, seeds)
+  logits_64xV = logits + jax.random.normal(jax.random.key(3), (64, cfg.vocab_size))
+  rows["greedy sampling, 64 rows"] = {
+      "before_ms": _ms(jax.jit(lambda x: jax.lax.map(jnp.argmax, x)), logits_64xV),
+      "after_ms": _ms(jax.jit(lambda x: jax.lax.map(sampling.first_max, x)), logits_64xV)}
+  for seeds in (16, 64):
+    rows[f"{seeds}-seed decode, 256 slots, reading written slots only, per step"] = _phases(
+        model, seeds)
   for row in rows.values():
     row["saved_ms"] = row["before_ms"] - row["after_ms"]
   write_json_atomic(args.out, {
       "experiment": "decode-kernels", "model": model.spec, "rows": rows,
-      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3, "prefill": 5},
+      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3, "prefill": 5,
+                  "decode phases": 3},
       "git_commit": git_commit(), "machine": machine_info()})
   for name, row in rows.items():
     print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from attractor_jax import seed_sweep as sweep
-from attractor_jax.engine import Engine
+from attractor_jax.engine import Engine, read_bounds
 from attractor_jax.errors import InputError
 from attractor_jax.generation import generate
 from attractor_jax.memories.base import KINDS, Info, Memory
@@ -246,6 +246,20 @@ def test_one_new_token_is_the_prefills(model):
                  batched.trace, one.trace)
     assert np.abs(batched.trace.hidden[i, 0]).max() > 0
     assert not np.asarray(batched.trace.hidden[i, 1:]).any()
+
+
+def test_phases_over_written_slots_equal_one_loop():
+  """A sweep's decode reads only the slots written so far, in phases of 128, 256, ... slots:
+  a run across two phase bounds (7 + 300 tokens in 512 slots) equals generate's one loop."""
+  assert read_bounds(512) == [128, 256, 512] and read_bounds(128) == [128]
+  model = random_model(0, **{**TINY, "max_len": 512})
+  batched = sweep.generate_seeds(model, PROMPT, 300, memory=CFG, seeds=[0, 1], temperature=1.0)
+  for i in range(2):
+    one = generate(model, PROMPT, 300, memory=CFG, seed=i, temperature=1.0)
+    assert len(one.tokens) == 300 and batched.tokens[i] == one.tokens
+    for name, want in _state_leaves(one.state).items():
+      np.testing.assert_allclose(_state_leaves(batched.states)[name][i], want, atol=STATE_TOL,
+                                 rtol=0, err_msg=name)
 
 
 @flax.struct.dataclass
