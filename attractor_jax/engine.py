@@ -190,23 +190,25 @@ class Engine:
   def sample(self, params, prompts_SxT, init_keys_S, sample_keys_S, num_tokens, temperature,
              top_p, eos_id, *, cache_len: int, buffer: int, keep_cache: bool = False,
              shared_prompt: bool = False) -> SamplingState:
-    """Rows of (prompt, seed keys), prompts of one length: a vmapped prefill, then one decode
-    loop for all rows. `shared_prompt` (every row's prompt is row 0's): with a `silent_start`
-    the prompt's pass runs once and every row starts from it. The result's cache is dropped
-    (a sweep does not resume) unless `keep_cache` (to read more tokens after the runs:
-    `extend`)."""
+    """Rows of (prompt, seed keys), prompts of one length: each row's prefill, then one decode
+    loop for all rows, in phases that read only the written slots (`_decode`).
+
+    `shared_prompt` promises that every row's prompt is row 0's (the other rows' prompts are
+    not read): with a `silent_start` the prompt's pass then runs once and every row starts
+    from it. The result's cache is dropped (a sweep does not resume) unless `keep_cache` (to
+    read more tokens after the runs: `extend`)."""
     if shared_prompt and self.silent_start:
       prompt_T = prompts_SxT[0]
       passed = self._prompt_pass(params, prompt_T, None, cache_len)
-      first = lambda ik, sk: self._first_token(params, prompt_T, passed, ik, sk, temperature,
-                                               top_p, eos_id, None, buffer)
+      first = lambda ik, sk: self._first_token(params, prompt_T, passed, None, ik, sk,
+                                               temperature, top_p, eos_id, None, buffer)
       state = jax.vmap(first)(init_keys_S, sample_keys_S)
     else:
       prefill = functools.partial(self._prefill, params, temperature=temperature, top_p=top_p,
                                   eos_id=eos_id, state=None, cache_len=cache_len, buffer=buffer)
       state = jax.vmap(prefill)(prompts_SxT, init_keys_S, sample_keys_S)
     state = self._decode(params, state, sample_keys_S, num_tokens, temperature, top_p, eos_id,
-                         read_written_only=True)
+                         phases_from=prompts_SxT.shape[1])
     return state if keep_cache else state.replace(cache=None)
 
   @functools.partial(jax.jit, static_argnames=("self",))
@@ -252,34 +254,30 @@ class Engine:
     """
     if state is None and not self.silent_start:
       state = jax.tree.map(lambda a: a[None], self.fresh_state(params, prompt_T, init_key))
-    passed = self._prompt_pass(params, prompt_T, state, cache_len)
-    return self._first_token(params, prompt_T, passed, init_key, sample_key, temperature, top_p,
-                             eos_id, state, buffer)
-
-  def _prompt_pass(self, params, prompt_T, state, cache_len: int):
-    """The prompt's pass into a fresh `cache_len`-slot cache, with `state`'s feedback (None:
-    none): (logits of the last position, cache, Taps)."""
-    T = prompt_T.shape[0]
-    cache = init_cache(self.config, 1, cache_len, self.dtype)
     feedback = None if state is None else jax.vmap(self.memory.feedback)(state)
-    return self._pass(params, prompt_T[None], jnp.arange(T, dtype=jnp.int32)[None], cache,
-                      feedback, last_logits_only=True)
+    passed = self._prompt_pass(params, prompt_T, feedback, cache_len)
+    return self._first_token(params, prompt_T, passed, feedback, init_key, sample_key,
+                             temperature, top_p, eos_id, state, buffer)
 
-  def _first_token(self, params, prompt_T, passed, init_key, sample_key, temperature, top_p,
-                   eos_id, state, buffer: int) -> SamplingState:
-    """`_prefill` after the prompt's pass `passed`: the memory (`state`, or with a
-    `silent_start` a fresh one from the pass's attention outputs) reads it, and token 0 is
-    sampled."""
+  def _prompt_pass(self, params, prompt_T, feedback_1xD, cache_len: int):
+    """The prompt's pass into a fresh `cache_len`-slot cache, `feedback_1xD` (None: none)
+    entering at the host layer: (logits of the last position, cache, Taps)."""
+    cache = init_cache(self.config, 1, cache_len, self.dtype)
+    return self._pass(params, prompt_T[None], _positions(prompt_T), cache, feedback_1xD,
+                      last_logits_only=True)
+
+  def _first_token(self, params, prompt_T, passed, feedback_1xD, init_key, sample_key,
+                   temperature, top_p, eos_id, state, buffer: int) -> SamplingState:
+    """`_prefill` after the prompt's pass `passed`, which received `feedback_1xD`: the memory
+    (`state`, or with a `silent_start` a fresh one from the pass's attention outputs) reads
+    it, and token 0 is sampled."""
     T = prompt_T.shape[0]
-    positions = jnp.arange(T, dtype=jnp.int32)[None]
-    feedback = None
-    if self.memory is not None:
-      if state is None:
-        state = jax.tree.map(lambda a: a[None], self.fresh_state(
-            params, prompt_T, init_key, passed[2].attn_out_BxTxD[0]))
-      feedback = jax.vmap(self.memory.feedback)(state)
-    out = self._remember(params, prompt_T[None], positions, passed, state, feedback,
-                         last_logits_only=True)
+    if self.memory is not None and state is None:
+      assert self.silent_start, "a fresh state that feeds back needs its own prompt pass"
+      state = jax.tree.map(lambda a: a[None], self.fresh_state(
+          params, prompt_T, init_key, passed[2].attn_out_BxTxD[0]))
+    out = self._remember(params, prompt_T[None], _positions(prompt_T), passed, state,
+                         feedback_1xD, last_logits_only=True)
     token = sample_token(out.logits[0, -1], jax.random.fold_in(sample_key, 0), temperature, top_p)
     first = lambda r: jnp.zeros((buffer, *r.shape), r.dtype).at[0].set(r)
     return SamplingState(
@@ -288,7 +286,7 @@ class Engine:
         cache=out.cache, memory=out.state)
 
   def _decode(self, params, state: SamplingState, sample_keys_S, num_tokens, temperature, top_p,
-              eos_id, read_written_only: bool = False) -> SamplingState:
+              eos_id, phases_from: int | None = None) -> SamplingState:
     """Samples until every row is done (EOS) or has `num_tokens` tokens, one pass per token.
 
     All rows sit at one position. A finished row's tokens, count, memory and trace stop,
@@ -296,10 +294,11 @@ class Engine:
     one-row loop would select between the old and new cache of every row in every step, and
     per-row positions would make every cache write a scatter.
 
-    `read_written_only`: the loop runs in phases over the cache's first 128, 256, 512, ...
-    slots (`read_bounds`), attention reading only the phase's slots, so a row's attention
-    costs the slots written so far (rounded up), not the whole cache. Each phase compiles
-    the pass once more: worth it for many rows (`sample`), where attention is a large share.
+    `phases_from` (the first position decoded, static; None: one loop): the loop runs in
+    phases over the cache's first 128, 256, 512, ... slots above it (`read_bounds`),
+    attention reading only the phase's slots, so a row's attention costs the slots written so
+    far (rounded up), not the whole cache. Each phase compiles the pass once more: worth it
+    for many rows (`sample`), where attention is a large share.
     """
     advance = jax.vmap(functools.partial(self._advance, params), in_axes=(0, None))
     S = state.done.shape[0]
@@ -321,9 +320,9 @@ class Engine:
           token=token, position=s.position + 1, t=s.t + live_S, done=s.done | (token == eos_id),
           cache=cache, memory=jax.tree.map(keep, memory, s.memory))
 
-    if not read_written_only:
+    if phases_from is None:
       return jax.lax.while_loop(going, one_token, state)
-    for bound in read_bounds(state.cache.max_len):
+    for bound in read_bounds(state.cache.max_len, above=phases_from):
       inside = lambda s, bound=bound: going(s) & (s.position[0] < bound)
       state = _on_first_slots(state, bound, lambda s: jax.lax.while_loop(inside, one_token, s))
     return state
@@ -472,12 +471,17 @@ class Engine:
     return jax.vmap(per_seed)(keys_S)
 
 
-def read_bounds(slots: int, first: int = 128) -> list[int]:
-  """The decode phases' slot counts: `first`, doubling, below `slots`; then `slots`."""
+def read_bounds(slots: int, above: int = 0, first: int = 128) -> list[int]:
+  """The decode phases' slot counts: `first`, doubling, below `slots`, then `slots`; only
+  those above `above` (the first position decoded: a phase below it would never run)."""
   bounds = [first]
   while bounds[-1] * 2 < slots:
     bounds.append(bounds[-1] * 2)
-  return [b for b in bounds if b < slots] + [slots]
+  return [b for b in bounds if above < b < slots] + [slots]
+
+
+def _positions(tokens_T):
+  return jnp.arange(tokens_T.shape[0], dtype=jnp.int32)[None]
 
 
 def _on_first_slots(state: SamplingState, bound: int, run) -> SamplingState:

@@ -166,7 +166,7 @@ def _phases(model, seeds: int, slots: int = 256, steps: int = 120) -> dict:
                        buffer=steps + 1, keep_cache=True, shared_prompt=True)
   loop = dict(num_tokens=steps + 1, temperature=0.0, top_p=1.0, eos_id=-1)
   run = lambda phased: jax.jit(lambda params, rows, keys: engine._decode(
-      params, rows, keys, **loop, read_written_only=phased))
+      params, rows, keys, **loop, phases_from=ids.shape[0] if phased else None))
   args = (model.params, rows, keys)
   return {"before_ms": _ms(run(False), *args, repeats=3) / steps,
           "after_ms": _ms(run(True), *args, repeats=3) / steps}

@@ -276,6 +276,20 @@ def test_draw_lands_on_each_index_in_proportion_to_its_weight():
   np.testing.assert_array_equal(ends, [1, 599])
 
 
+def test_first_max_is_argmax():
+  """Greedy's first_max is jnp.argmax: random rows, ties (the first index), all -inf; a NaN
+  row gives an index in range (the NaN guard rejects the pass)."""
+  rows = np.array(jax.random.normal(jax.random.key(5), (16, 1000)))
+  rows[3, [10, 500, 999]] = 9.0  # a three-way tie for the maximum
+  rows[4] = -np.inf
+  rows[5, :2] = np.inf
+  np.testing.assert_array_equal(jax.vmap(sampling.first_max)(rows), np.argmax(rows, axis=1))
+  assert int(sampling.first_max(rows[3])) == 10
+  nan_row = rows[0].copy()
+  nan_row[7] = np.nan
+  assert 0 <= int(sampling.first_max(nan_row)) < 1000
+
+
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999, 1.0])
 def test_nucleus_equals_the_sorted_prefix(top_p):
   """The bisection keeps exactly the smallest most-probable prefix reaching top_p (a sort)."""

@@ -252,6 +252,7 @@ def test_phases_over_written_slots_equal_one_loop():
   """A sweep's decode reads only the slots written so far, in phases of 128, 256, ... slots:
   a run across two phase bounds (7 + 300 tokens in 512 slots) equals generate's one loop."""
   assert read_bounds(512) == [128, 256, 512] and read_bounds(128) == [128]
+  assert read_bounds(512, above=130) == [256, 512] and read_bounds(4096, above=3000) == [4096]
   model = random_model(0, **{**TINY, "max_len": 512})
   batched = sweep.generate_seeds(model, PROMPT, 300, memory=CFG, seeds=[0, 1], temperature=1.0)
   for i in range(2):
@@ -281,6 +282,30 @@ class LoudStart(Memory):
   def observe(self, state, obs, params):
     return state.replace(step=state.step + 1), Info(feedback_norm=jnp.linalg.norm(
         state.feedback))
+
+
+def test_a_silent_start_equals_the_two_pass_prefill(model):
+  """Seeds sharing the prompt pass, each memory started from that pass, equal the prefill
+  for a memory not declared silent: per seed a baseline pass for its fresh state, then the
+  prompt pass with that state's (zero) feedback."""
+  two_pass = type("TwoPass", (type(CFG),), {"starts_silent": False})
+  twin = two_pass(**{f.name: getattr(CFG, f.name) for f in dataclasses.fields(CFG)})
+  assert Engine(model.config, CFG).silent_start and not Engine(model.config, twin).silent_start
+  shared = sweep.generate_seeds(model, PROMPT, 8, memory=CFG, seeds=[0, 1, 2], temperature=1.0)
+  apart = sweep.generate_seeds(model, PROMPT, 8, memory=twin, seeds=[0, 1, 2], temperature=1.0)
+  assert shared.tokens == apart.tokens
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=STATE_TOL, rtol=0),
+               (shared.trace, _state_leaves(shared.states)),
+               (apart.trace, _state_leaves(apart.states)))
+
+
+def test_subclasses_that_change_the_fresh_state_are_not_taken_as_silent():
+  overriding = type("Overriding", (type(CFG),), {"fresh_state": type(CFG).fresh_state})
+  declared = type("Declared", (type(CFG),), {"feedback": type(CFG).feedback,
+                                             "starts_silent": True})
+  plain = type("Plain", (type(CFG),), {"__doc__": "inherits everything"})
+  assert (overriding.starts_silent, declared.starts_silent, plain.starts_silent) == (
+      False, True, True)
 
 
 @pytest.mark.parametrize("memory", [CFG, LoudStart(layer=1)], ids=["silent", "loud"])

@@ -57,7 +57,9 @@ class Memory:
   A subclass sets `kind` (its name in checkpoints; defining the class registers it), writes
   `fresh_state` and `observe`, keeps the feedback it wants added in `state.feedback` (or
   overrides `feedback`), and counts its updates in `state.step` (summaries, checkpoints and
-  the NaN guard name updates by it).
+  the NaN guard name updates by it). It sets `starts_silent = True` when a fresh state's
+  feedback is zero (seeds then share the prompt's pass); a subclass that overrides
+  `fresh_state` or `feedback` without saying so again is not taken to start silent.
   """
 
   kind: ClassVar[str]
@@ -77,6 +79,9 @@ class Memory:
     super().__init_subclass__(**kwargs)
     if "kind" in cls.__dict__:
       KINDS[cls.kind] = cls
+    overrides = {"fresh_state", "feedback"} & set(cls.__dict__)
+    if overrides and "starts_silent" not in cls.__dict__:
+      cls.starts_silent = False
 
   def __post_init__(self):
     if self.layer is not None:
