@@ -142,8 +142,8 @@ class Engine:
     if not memory.uses_prompt:
       return memory.fresh_state(self.config, key)
     if prompt_attn_TxD is None:
-      _, _, taps = self.decoder.apply({"params": params}, prompt_T[None],
-                                      jnp.arange(prompt_T.shape[0])[None], method=Decoder.tapped,
+      _, _, taps = self.decoder.apply({"params": params}, prompt_T[None], _positions(prompt_T),
+                                      method=Decoder.tapped,
                                       host_layer=memory.host_layer(self.config))
       prompt_attn_TxD = taps.attn_out_BxTxD[0]
     return memory.fresh_state(self.config, key, prompt_attn_TxD)
