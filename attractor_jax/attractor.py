@@ -105,7 +105,8 @@ class AttractorConfig(Memory):
     return init_state(self, model_config, key, prompt_attn_TxD)
 
   def observe(self, state, obs, params):
-    return update(self, state, pool(obs.attn_out, self.pool), residual_norm(obs.residual))
+    return update(self, state, pool(obs.attn_out, self.pool), residual_norm(obs.residual),
+                  tokens=obs.attn_out.shape[0])
 
   def summary(self, state):
     """Mean strength, active and dead attractors, updates made."""
@@ -125,6 +126,7 @@ class AttractorState:
   strength: jax.Array  # [N, K] in [0, 1]
   idle: jax.Array  # [N, K] int32: passes since last active
   step: jax.Array  # [] int32: updates made so far
+  tokens: jax.Array  # [] int32: tokens read so far (drives burn-in)
   feedback: jax.Array  # [D]: added to the residual stream in the next pass
   mean: jax.Array  # [D]: running mean of x (used when cfg.center)
   sigma: jax.Array  # []: noise scale of (re-)drawn attractors
@@ -167,6 +169,7 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
       strength=jnp.full((N, K), cfg.init_strength, jnp.float32),
       idle=jnp.zeros((N, K), jnp.int32),
       step=jnp.zeros((), jnp.int32),
+      tokens=jnp.zeros((), jnp.int32),
       feedback=jnp.zeros((D,), jnp.float32),
       mean=jnp.zeros((D,), jnp.float32),
       sigma=sigma,
@@ -174,7 +177,7 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
   )
 
 
-def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, mean_D, step,
+def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, mean_D, tokens,
                  sigma, reseed_key):
   """Steps 2-10 of docs/method.md for one bank; returns (a, s, idle, m_D, gate, max_sim, active)."""
   offset = mean_D if cfg.center else jnp.zeros_like(mean_D)
@@ -200,7 +203,7 @@ def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, m
     gate = jax.nn.sigmoid((max_sim - cfg.theta_gate) / cfg.tau_gate)
   else:
     gate = jnp.ones((), jnp.float32)
-  burning_in = (step < cfg.burn_in_steps) | (jnp.max(s_K) < cfg.burn_in_strength)
+  burning_in = (tokens < cfg.burn_in_steps) | (jnp.max(s_K) < cfg.burn_in_strength)
   gate = jnp.where(burning_in, 0.0, gate)
   return a_KxD, s_K, idle_K, m_D, gate, max_sim, active_K
 
@@ -211,21 +214,23 @@ def winner_share(strength_NxK):
   return jnp.max(s, axis=-1) / jnp.maximum(jnp.sum(s, axis=-1), 1e-30)
 
 
-def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array, residual=None):
+def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array, residual=None,
+           tokens: int = 1):
   """One pass's update from the host layer's pooled attention output x; returns (state, info).
 
   The new `feedback` is what the *next* pass adds to the residual stream. `residual`, the
   pass's residual norm (`memories.base.residual_norm`), sets its scale when
-  `cfg.feedback_ratio` is given.
+  `cfg.feedback_ratio` is given. `tokens`: the pass's length; burn-in counts tokens.
   """
   x_D = x_D.astype(jnp.float32)
   step = state.step + 1
+  tokens_read = state.tokens + tokens
   key = jax.random.wrap_key_data(state.rng)
   key, reseed = jax.random.split(key)
   reseed_N = jax.random.split(reseed, cfg.num_banks)
   banks = [
       _update_bank(cfg, ts, state.vectors[n], state.strength[n], state.idle[n], x_D,
-                   state.mean, step, state.sigma, reseed_N[n])
+                   state.mean, tokens_read, state.sigma, reseed_N[n])
       for n, ts in enumerate(cfg.timescales)
   ]
   a, s, idle, m, gate, max_sim, active = (jnp.stack(parts) for parts in zip(*banks))
@@ -238,8 +243,9 @@ def update(cfg: AttractorConfig, state: AttractorState, x_D: jax.Array, residual
                                                                          1e-30))
   feedback_D = scale * jnp.einsum("n,nd->d", gate, m)
   new_mean = state.mean + (x_D - state.mean) / step.astype(jnp.float32)
-  new_state = AttractorState(vectors=a, strength=s, idle=idle, step=step, feedback=feedback_D,
-                             mean=new_mean, sigma=state.sigma, rng=jax.random.key_data(key))
+  new_state = AttractorState(vectors=a, strength=s, idle=idle, step=step, tokens=tokens_read,
+                             feedback=feedback_D, mean=new_mean, sigma=state.sigma,
+                             rng=jax.random.key_data(key))
   info = UpdateInfo(feedback_norm=jnp.linalg.norm(feedback_D), strength=s, max_sim=max_sim,
                     gate=gate, active=active, steering_cos=cosine(feedback_D, new_mean[None])[0])
   return new_state, info

@@ -15,22 +15,26 @@ import json
 import pathlib
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from attractor_jax import writing
+from attractor_jax.attractor import AttractorState
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import KINDS, Memory, abstract_state
 from attractor_jax.sampling import SamplingState
 
 # 2: any memory kind, model config saved; 3: KV cache [B, K, S, X]; 4: "memory_config" (was
-# "attractor_config") and the caller's metadata under "user".
-FORMAT = "attractor-jax/4"
-READABLE_FORMATS = ("attractor-jax/2", "attractor-jax/3", FORMAT)
-READABLE_RUN_FORMATS = ("attractor-jax/3", FORMAT)  # runs of format 2 had a [B, S, K, X] cache
+# "attractor_config") and the caller's metadata under "user"; 5: the attractor state's `tokens`.
+FORMAT = "attractor-jax/5"
+OLD_KEYS = ("attractor-jax/2", "attractor-jax/3")  # metadata in the keys `_from_format_3` renames
+WITHOUT_TOKENS = (*OLD_KEYS, "attractor-jax/4")
+READABLE_FORMATS = (*WITHOUT_TOKENS, FORMAT)
+READABLE_RUN_FORMATS = ("attractor-jax/3", "attractor-jax/4", FORMAT)  # 2 had a [B, S, K, X] cache
 
 
 @dataclasses.dataclass
@@ -134,7 +138,7 @@ def read_meta(path: str | pathlib.Path) -> dict:
   if found not in readable:
     raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}: "
                      "save it again with this version")
-  if found != FORMAT:
+  if found in OLD_KEYS:
     meta = _from_format_3(meta)
   needed = ("model", "width", "model_config") + (() if meta.get("kind") == "run" else
                                                  ("memory_config",))
@@ -194,21 +198,53 @@ def restore_state(path: str | pathlib.Path, *, memory: Memory | None = None,
   saved = _check_made_with(meta, memory, spec, str(path))
   target = abstract_state(saved, ModelConfig(**meta["model_config"]),
                           tuple(meta.get("batch_shape", [])))
-  state = _restore(path, target)
+  state = _restore(path, target, meta)
   name = _nonfinite_leaf(state)
   if name is not None:
     raise InputError(f"checkpoint {str(path)!r}: state.{name} has NaN or Inf values")
   return Restored(state=state, memory=saved, meta=meta, user=meta["user"])
 
 
-def _restore(path: pathlib.Path, target):
+def _restore(path: pathlib.Path, target, meta: dict):
   """Restores the `state` item against an abstract target; InputError when it is damaged."""
+  older = meta["format"] in WITHOUT_TOKENS
   try:
-    return _checkpointer().restore(path, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))["state"]
+    tree = _checkpointer().restore(path, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_before_tokens(target) if older else target)))["state"]
   except Exception as e:  # orbax raises many types on damaged directories
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
+  return _with_tokens(tree) if older else tree
+
+
+@flax.struct.dataclass
+class _AttractorStateBefore5:
+  """An attractor state as formats 2-4 saved it: no `tokens` (their burn-in counted passes)."""
+
+  vectors: Any
+  strength: Any
+  idle: Any
+  step: Any
+  feedback: Any
+  mean: Any
+  sigma: Any
+  rng: Any
+
+
+def _before_tokens(tree):
+  """`tree` with every AttractorState in the layout formats 2-4 saved."""
+  fields = [f.name for f in dataclasses.fields(_AttractorStateBefore5)]
+  old = lambda s: _AttractorStateBefore5(**{f: getattr(s, f) for f in fields})
+  is_state = lambda node: isinstance(node, AttractorState)
+  return jax.tree.map(lambda node: old(node) if is_state(node) else node, tree, is_leaf=is_state)
+
+
+def _with_tokens(tree):
+  """A restored older tree with AttractorStates whose `tokens` is their `step`: the count
+  their burn-in used, so a restored gate opens when it would have."""
+  is_old = lambda node: isinstance(node, _AttractorStateBefore5)
+  new = lambda s: AttractorState(**vars(s), tokens=s.step)
+  return jax.tree.map(lambda node: new(node) if is_old(node) else node, tree, is_leaf=is_old)
 
 
 def _diff(a: Memory | None, b: Memory | None) -> str:
@@ -297,5 +333,5 @@ def restore_run(path: str | pathlib.Path, memory: Memory | None, model) -> Resto
   """Restores a run saved by `save_run` into `model` with `memory` (both checked)."""
   path = pathlib.Path(path).absolute()
   meta = read_meta(path)
-  run = _restore(path, run_target(meta, memory, model, str(path)))
+  run = _restore(path, run_target(meta, memory, model, str(path)), meta)
   return Restored(state=rows_of(run), memory=memory, meta=meta, user=meta["user"])

@@ -435,8 +435,10 @@ class Engine:
   @functools.partial(jax.jit, static_argnames=("self", "segment"))
   def choice_scores(self, params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, segment: int):
     """Per seed, item and choice: the summed log-probability of the choice's tokens and
-    whether each is the argmax, [S, I, C] each. The context is read in `segment`-token
-    passes from a fresh memory; each choice is then one more pass from that cache and state.
+    whether each is the argmax, [S, I, C] each; per seed and item, the share of context
+    passes whose gate was open (mean over banks of g > 0.5; NaN for memories without a gate),
+    [S, I]. The context is read in `segment`-token passes from a fresh memory; each choice is
+    then one more pass from that cache and state.
     """
     L, J = ctx_IxL.shape[1], ch_IxCxJ.shape[2]
 
@@ -451,9 +453,11 @@ class Engine:
         toks = jax.lax.dynamic_slice(ctx_L, (start,), (segment,))[None]
         out = self.step(params, toks, (start + jnp.arange(segment))[None], cache, state,
                         last_logits_only=True)
-        return (out.cache, out.state, out.logits[0, -1]), None
+        gate = getattr(out.info, "gate", None)
+        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate[0] > 0.5)
+        return (out.cache, out.state, out.logits[0, -1]), opened
 
-      (cache, state, last_V), _ = jax.lax.scan(
+      (cache, state, last_V), opened_P = jax.lax.scan(
           read, (cache, state, jnp.zeros((self.config.vocab_size,), jnp.float32)),
           jnp.arange(0, L, segment))
 
@@ -464,7 +468,7 @@ class Engine:
         greedy = jnp.all(jnp.where(mask_J, jnp.argmax(logp_JxV, axis=-1) == ch_J, True))
         return jnp.sum(jnp.where(mask_J, picked_J, 0.0)), greedy
 
-      return jax.vmap(score)(ch_CxJ, mask_CxJ)
+      return (*jax.vmap(score)(ch_CxJ, mask_CxJ), jnp.mean(opened_P))
 
     per_seed = lambda key: jax.vmap(one_item, in_axes=(None, 0, 0, 0))(key, ctx_IxL, ch_IxCxJ,
                                                                           mask_IxCxJ)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.evals.choice import choice_logprobs
+from attractor_jax.evals.choice import choice_scores
 from attractor_jax.evals.tasks import comprehension_items
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
@@ -42,10 +42,12 @@ def main(argv=None):
   answer_I = np.array([it.answer for it in items])
   clusters = np.array([it.cluster for it in items])
   contexts, choices = [it.prompt for it in items], [it.choices for it in items]
-  scores = {}
+  scores, gate_open = {}, {}
   for preset in tqdm(["off", *presets], desc="E4 presets", file=sys.stderr):
-    lp_SxIxC = choice_logprobs(model, contexts, choices, memory=aj.presets[preset],
-                               seeds=1 if preset == "off" else seeds, segment=SEGMENT)
+    scored = choice_scores(model, contexts, choices, memory=aj.presets[preset],
+                           seeds=1 if preset == "off" else seeds, segment=SEGMENT)
+    lp_SxIxC = scored.logprob
+    gate_open[preset] = scored.gate_share()
     correct_SxI = lp_SxIxC.argmax(-1) == answer_I[None]
     gold_SxI = np.take_along_axis(lp_SxIxC, answer_I[None, :, None], 2)[..., 0]
     scores[preset] = {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0),
@@ -58,7 +60,8 @@ def main(argv=None):
       "experiment": "E4", "claim": "+3.3% with gating + burn-in on a short comprehension task",
       "model": model.spec, "data": "comprehension_items(test split, seed 0)", "n_items": n,
       "n_stories": int(len(set(clusters.tolist()))), "seeds": seeds, "segment": SEGMENT,
-      "chance": 1 / len(choices[0]), "presets": presets, "summary": summary,
+      "chance": 1 / len(choices[0]), "presets": presets, "gate_open": gate_open,
+      "summary": summary,
       "paired_vs_off": paired, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})
 

@@ -34,7 +34,7 @@ def ref_pool(attn_TxD, how):
   return attn_TxD[-1] if how == "last" else attn_TxD.sum(axis=0) / attn_TxD.shape[0]
 
 
-def ref_bank(cfg, ts, a, s, idle, x, mean, step):
+def ref_bank(cfg, ts, a, s, idle, x, mean, tokens):
   """Steps 2-10 for one bank (no re-seed); returns (a, s, idle, g * m, active)."""
   a, s, idle = a.copy(), s.copy(), idle.copy()
   # 2. similarity (optionally centered by the running mean of earlier passes)
@@ -67,24 +67,26 @@ def ref_bank(cfg, ts, a, s, idle, x, mean, step):
   g = 1.0
   if cfg.gate == "similarity":
     g = 1.0 / (1.0 + math.exp(-(c.max() - cfg.theta_gate) / cfg.tau_gate))
-  if step < cfg.burn_in_steps or s.max() < cfg.burn_in_strength:
+  if tokens < cfg.burn_in_steps or s.max() < cfg.burn_in_strength:  # burn-in counts tokens
     g = 0.0
   return a, s, idle, g * m, active
 
 
-def ref_update(cfg, st, x):
-  """One pass over all banks: feedback = alpha * sum of the banks' gated read-outs."""
-  step = st["step"] + 1
-  out = [ref_bank(cfg, ts, st["vectors"][n], st["strength"][n], st["idle"][n], x, st["mean"], step)
+def ref_update(cfg, st, x, tokens=1):
+  """One pass of `tokens` tokens over all banks: feedback = alpha * sum of the banks' gated
+  read-outs."""
+  step, read = st["step"] + 1, st["tokens"] + tokens
+  out = [ref_bank(cfg, ts, st["vectors"][n], st["strength"][n], st["idle"][n], x, st["mean"], read)
          for n, ts in enumerate(cfg.timescales)]
   a, s, idle, gm, active = (np.stack(p) for p in zip(*out))
-  return dict(vectors=a, strength=s, idle=idle, step=step, feedback=cfg.alpha * gm.sum(axis=0),
-              mean=st["mean"] + (x - st["mean"]) / step), active
+  return dict(vectors=a, strength=s, idle=idle, step=step, tokens=read,
+              feedback=cfg.alpha * gm.sum(axis=0), mean=st["mean"] + (x - st["mean"]) / step), active
 
 
 def _to_np(state):
-  return {f: np.asarray(getattr(state, f), np.float64 if f not in ("idle", "step") else np.int64)
-          for f in ("vectors", "strength", "idle", "step", "feedback", "mean")}
+  ints = ("idle", "step", "tokens")
+  return {f: np.asarray(getattr(state, f), np.int64 if f in ints else np.float64)
+          for f in ("vectors", "strength", "idle", "step", "tokens", "feedback", "mean")}
 
 
 def _assert_state_close(state, ref, tol=1e-5):
@@ -92,7 +94,7 @@ def _assert_state_close(state, ref, tol=1e-5):
   for f in ("vectors", "strength", "feedback", "mean"):
     np.testing.assert_allclose(got[f], ref[f], rtol=tol, atol=tol, err_msg=f)
   np.testing.assert_array_equal(got["idle"], ref["idle"])
-  assert int(got["step"]) == ref["step"]
+  assert int(got["step"]) == ref["step"] and int(got["tokens"]) == ref["tokens"]
 
 
 def _start(cfg, seed):
@@ -114,8 +116,8 @@ _update = att.update
 
 _GRID = [dict(gate=g, decay=d, pool=p, center=c, burn_in_steps=b, burn_in_strength=0.3 * (b > 0))
          for g, d, p, c, b in itertools.product(("none", "similarity"), ("unused", "all"),
-                                                ("last", "mean"), (False, True), (0, 3))]
-_GRID.append(dict(timescales=THREE_BANKS, gate="similarity", burn_in_steps=2, center=True))
+                                                ("last", "mean"), (False, True), (0, 7))]
+_GRID.append(dict(timescales=THREE_BANKS, gate="similarity", burn_in_steps=5, center=True))
 _GRID.append(dict(timescales=THREE_BANKS, decay="all", pool="mean"))
 
 
@@ -127,13 +129,13 @@ def test_update_matches_numpy_reference(kw):
                         theta_gate=0.6, tau_gate=0.2, alpha=0.7, **kw)
   st, xs = _start(cfg, seed=len(str(kw)))
   ref = _to_np(st)
-  ref["step"] = int(ref["step"])
+  ref["step"], ref["tokens"] = int(ref["step"]), int(ref["tokens"])
   n_active = []
   for attn_TxD in xs:
     x = base.pool(jnp.asarray(attn_TxD), cfg.pool)
     np.testing.assert_allclose(np.asarray(x), ref_pool(attn_TxD, cfg.pool), rtol=1e-6, atol=1e-6)
-    st, info = _update(cfg, st, x)
-    ref, active = ref_update(cfg, ref, ref_pool(attn_TxD, cfg.pool))
+    st, info = _update(cfg, st, x, tokens=T)  # passes of T tokens: burn-in ends mid-run
+    ref, active = ref_update(cfg, ref, ref_pool(attn_TxD, cfg.pool), tokens=T)
     _assert_state_close(st, ref)
     np.testing.assert_array_equal(np.asarray(info.active), active)
     n_active.append(active.sum())
@@ -141,14 +143,19 @@ def test_update_matches_numpy_reference(kw):
   assert 0 < sum(n_active) < len(xs) * cfg.num_banks * K
 
 
-def test_burn_in_gives_zero_feedback_to_the_first_b_passes():
+@pytest.mark.parametrize("tokens, silent", [(1, 4), (3, 2), (4, 1)])
+def test_burn_in_gives_zero_feedback_until_b_tokens_are_read(tokens, silent):
+  """Burn-in 4 counts tokens: one-token passes give the first 4 passes zero feedback;
+  3-token passes the first 2 (the second update has read 6 tokens); 4-token passes only the
+  first, which starts from the zero feedback."""
   cfg = AttractorConfig(layer=1, num_attractors=K, burn_in_steps=4, theta_act=-1.0, eps_active=0.0)
   st = att.init_state(cfg, MC, jax.random.PRNGKey(0))
   received = []
   for x in np.random.default_rng(0).standard_normal((6, D)).astype(np.float32):
     received.append(float(jnp.linalg.norm(st.feedback)))  # what this pass adds
-    st, _ = _update(cfg, st, jnp.asarray(x))
-  assert received[:4] == [0.0] * 4 and all(r > 0 for r in received[4:])
+    st, _ = _update(cfg, st, jnp.asarray(x), tokens=tokens)
+  assert received[:silent] == [0.0] * silent and all(r > 0 for r in received[silent:])
+  assert int(st.tokens) == 6 * tokens and int(st.step) == 6
 
 
 def test_burn_in_strength_holds_the_gate_until_an_attractor_is_strong():
@@ -157,7 +164,7 @@ def test_burn_in_strength_holds_the_gate_until_an_attractor_is_strong():
                         burn_in_strength=0.5, timescales=(Timescale(gamma=0.4, lam=0.0),))
   st = att.init_state(cfg, MC, jax.random.PRNGKey(0))
   ref = _to_np(st)
-  ref["step"] = 0
+  ref["step"] = ref["tokens"] = 0
   norms = []
   for x in np.random.default_rng(1).standard_normal((10, D)).astype(np.float32):
     st, _ = _update(cfg, st, jnp.asarray(x))

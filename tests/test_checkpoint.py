@@ -164,12 +164,12 @@ def test_user_metadata_that_is_not_json_is_refused(tmp_path, bad, named):
   assert not (tmp_path / "ck").exists()
 
 
-def test_written_metadata_is_format_4_with_memory_config(saved):
-  """The file itself, as another reader sees it: format 4 names the memory "memory_config"."""
+def test_written_metadata_is_format_5_with_memory_config(saved):
+  """The file itself, as another reader sees it: the memory is "memory_config" (format 4 on)."""
   path, _ = saved
-  assert checkpoint.FORMAT == "attractor-jax/4"
+  assert checkpoint.FORMAT == "attractor-jax/5"
   raw = json.loads((path / "meta" / "metadata").read_text())
-  assert raw["format"] == "attractor-jax/4"
+  assert raw["format"] == "attractor-jax/5"
   assert raw["memory_config"] == as_json(CFG.to_dict()) and "enabled" not in raw["memory_config"]
   assert "attractor_config" not in raw
   assert raw["user"] == {}
@@ -349,6 +349,26 @@ def test_meta_that_is_json_but_not_metadata_raises_input_error(saved, tmp_path, 
     checkpoint.restore_state(bad)
 
 
+def _save_before_5(path, state):
+  """A state saved as formats 2-4 did: its tree has no `tokens`."""
+  checkpoint.save_state(path, checkpoint._before_tokens(state), memory=CFG, model=shape_model(),
+                        note="x")
+
+
+def test_format_4_states_restore_with_tokens_equal_to_step(tmp_path):
+  """Before format 5 the attractor state had no `tokens` (burn-in counted passes): it
+  restores with tokens = step, the count its burn-in used; the rest is as saved."""
+  state, path = make_state(), tmp_path / "ck"
+  _save_before_5(path, state)
+  meta_file = path / "meta" / "metadata"
+  meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format": "attractor-jax/4"}))
+  restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
+  assert isinstance(restored.state, AttractorState)
+  np.testing.assert_array_equal(restored.state.tokens, state.step)
+  assert_same_state(restored.state, state.replace(tokens=state.step))
+  assert restored.user == {"note": "x"}
+
+
 def _as_format_2(meta: dict, **top) -> dict:
   """Format-4 metadata written as format 2 did: "attractor_config" with `enabled`, the
   caller's keys at the top level."""
@@ -361,7 +381,7 @@ def _as_format_2(meta: dict, **top) -> dict:
 def test_format_2_states_restore_and_format_2_runs_are_refused(tmp_path, kind, readable):
   """Format 3 changed only the KV cache layout: a state (no cache) of format 2 still reads."""
   state, path = make_state(), tmp_path / "ck"
-  checkpoint.save_state(path, state, memory=CFG, model=shape_model(), note="x")
+  _save_before_5(path, state)
   meta_file = path / "meta" / "metadata"
   meta = _as_format_2(json.loads(meta_file.read_text()), **({"kind": kind} if kind else {}))
   meta_file.write_text(json.dumps(meta))
@@ -454,7 +474,7 @@ def test_resume_in_a_fresh_process_continues_exactly(tmp_path):
   assert int(c_state["step"]) == 100
   meta = json.loads((tmp_path / "c_meta.json").read_text())
   assert meta["kind"] == "run" and meta["model"] == "tiny"
-  assert meta["format"] == "attractor-jax/4" and "attractor_config" not in meta
+  assert meta["format"] == "attractor-jax/5" and "attractor_config" not in meta
   assert meta["memory_config"] == as_json(CFG.to_dict()) and meta["user"] == {}
   assert meta["saved_step"] == 50 and meta["position"] == len(PROMPT) + 49
   assert meta["num_tokens"] == len(PROMPT) + 50 and meta["prompt_len"] == len(PROMPT)
@@ -600,6 +620,7 @@ def test_format_3_run_resumes_as_it_did(format3):
   prompt = model.tokenizer.encode(expected["prompt"])
   assert np.asarray(restored.state["tokens"]).tolist() == prompt + expected["first_tokens"]
   assert int(np.asarray(restored.state["rows"].memory.step).reshape(())) == 12
+  assert int(np.asarray(restored.state["rows"].memory.tokens).reshape(())) == 12  # = step
   more = generation.resume(model, restored.state, 10, memory=OLD_MEMORY, **OLD_SAMPLING)
   assert more.tokens == expected["resumed_10_tokens"]
   assert more.prompt_tokens == prompt + expected["first_tokens"]

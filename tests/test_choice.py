@@ -41,9 +41,10 @@ def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch)
   assert model.tokenizer.encode(greedy_text) == greedy_ids
   choices = [(greedy_text, " dog", "!"), (" mat.", " hat", " sat on"), ("!", "?", " hat")]
   assert presets["off"] is None
-  logprob_SxIxC, greedy_SxIxC = choice_scores(model, contexts, choices, memory=presets["off"],
-                                              seeds=1, segment=SEGMENT, batch=batch)
+  logprob_SxIxC, greedy_SxIxC, gate_SxI = choice_scores(
+      model, contexts, choices, memory=presets["off"], seeds=1, segment=SEGMENT, batch=batch)
   assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 3, 3)
+  assert gate_SxI.shape == (1, 3) and np.isnan(gate_SxI).all()  # no memory, no gate
   for i, (ctx_L, cs) in enumerate(zip(ctx_IxL, choices)):
     for c, text in enumerate(cs):
       want_lp, want_greedy = _reference(model, ctx_L, np.asarray(model.tokenizer.encode(text)))
@@ -93,3 +94,25 @@ def test_a_memory_that_feeds_back_zero_scores_as_no_memory_and_feedback_moves_th
   np.testing.assert_allclose(off[0], off[1], rtol=0, atol=0)  # no memory: seeds cannot differ
   np.testing.assert_allclose(silent, off, rtol=1e-5, atol=1e-5)
   assert np.abs(loud - off).max() > 1e-3
+
+
+@pytest.mark.parametrize("burn_in, opens", [(16, True), (10_000, False)])
+def test_gated_burn_in_counts_tokens_so_a_64_token_item_opens_its_gate(burn_in, opens):
+  """A 64-token context read in 16-token passes is 4 passes: a 16-token burn-in ends with the
+  first (counted in passes it would never end); the open gate moves the scores, and the
+  recorded gate share says so. A burn-in longer than the item keeps `gated` equal to off."""
+  model = random_model(3, tokenizer=True)
+  contexts = ["the cat sat on the mat and then the dog sat on the cat"]
+  choices = [(" x", " hat")]
+  kw = dict(seeds=2, segment=16)
+  gated = dataclasses.replace(presets["gated"], layer=1, alpha=5.0, theta_gate=-1.0,
+                              burn_in_steps=burn_in, burn_in_strength=0.0)
+  off = choice_scores(model, contexts, choices, memory=None, **kw)
+  on = choice_scores(model, contexts, choices, memory=gated, **kw)
+  assert pack(model, contexts, choices, 16 * PAD_SEGMENTS)[0].shape == (1, 64)
+  if opens:
+    np.testing.assert_array_equal(on.gate_open, np.ones((2, 1)))  # open from the first pass
+    assert np.abs(on.logprob - off.logprob).max() > 1e-3
+  else:
+    np.testing.assert_array_equal(on.gate_open, np.zeros((2, 1)))
+    np.testing.assert_allclose(on.logprob, off.logprob, rtol=1e-5, atol=1e-5)

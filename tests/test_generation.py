@@ -162,14 +162,18 @@ def test_alpha_zero_is_the_baseline(tiny):
   assert int(state.step) == 64 and float(np.asarray(state.strength).max()) > 0  # it did learn
 
 
-def test_burn_in_passes_are_the_baseline_then_feedback_acts(tiny):
-  burn_in = 6
-  cfg = aj.AttractorConfig(alpha=5.0, layer=1, gate="none", burn_in_steps=burn_in)
-  _, base_logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, None)
-  _, logits, _, _ = _loop(tiny, PROMPT, burn_in + 4, cfg)
-  # Pass p adds the feedback of update p (the prompt pass is update 1): zero while p < burn_in.
-  np.testing.assert_allclose(logits[:burn_in], base_logits[:burn_in], atol=1e-6, rtol=0)
-  assert np.abs(logits[burn_in] - base_logits[burn_in]).max() > 1e-3
+def test_burn_in_tokens_are_the_baseline_then_feedback_acts(tiny):
+  """Burn-in counts tokens: the prompt pass (update 1) reads the 8 prompt tokens and each
+  decode pass one more, so a burn-in of 13 tokens shuts updates 1-5 and opens update 6."""
+  opens = 6
+  cfg = aj.AttractorConfig(alpha=5.0, layer=1, gate="none",
+                           burn_in_steps=len(PROMPT) + opens - 1)
+  _, base_logits, _, _ = _loop(tiny, PROMPT, opens + 4, None)
+  _, logits, state, _ = _loop(tiny, PROMPT, opens + 4, cfg)
+  # Pass p adds the feedback of update p (p = 0: the prompt pass, which adds none).
+  np.testing.assert_allclose(logits[:opens], base_logits[:opens], atol=1e-6, rtol=0)
+  assert np.abs(logits[opens] - base_logits[opens]).max() > 1e-3
+  assert int(state.tokens) == len(PROMPT) + opens + 3  # every token read, the prompt's included
 
 
 # ---- 3. one compilation per phase ----

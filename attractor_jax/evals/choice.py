@@ -11,6 +11,8 @@ model's argmax (LAMBADA's greedy accuracy).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,9 +53,21 @@ def pack(model: Model, contexts: list[str], choices: list[tuple[str, ...]], mult
   return ctx_IxL, ch_IxCxJ, mask_IxCxJ
 
 
+class ChoiceScores(NamedTuple):
+  """`choice_scores`' answer, items in the given order."""
+
+  logprob: np.ndarray  # [seeds, items, choices] float64: the choice's summed log-likelihood
+  greedy: np.ndarray  # [seeds, items, choices] bool: every token of the choice is the argmax
+  gate_open: np.ndarray  # [seeds, items]: share of context passes with the gate open (NaN: no gate)
+
+  def gate_share(self) -> float | None:
+    """The share of context passes with the gate open, over seeds and items (None: no gate)."""
+    return None if np.isnan(self.gate_open).any() else float(self.gate_open.mean())
+
+
 @renamed_memory_keyword
 def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, seeds: int,
-                  segment: int = 16, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  segment: int = 16, batch: int | None = None) -> ChoiceScores:
   """Scores every choice after its context, the memory reading the context first.
 
   Each context is padded to its own length bucket (whatever the batch); items of one bucket
@@ -68,8 +82,8 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
     segment: tokens per pass while reading the context.
     batch: items per call (default: about 128 sequences of items x seeds).
   Returns:
-    Per choice, the float64 log-likelihood and the bool "every token is the argmax", both
-    [seeds, items, choices], items in the given order.
+    ChoiceScores: per choice, the log-likelihood and "every token is the argmax"; per item,
+    the share of its context passes whose gate was open.
   """
   engine = model.engine(memory)
   check_int("seeds", seeds, 1)
@@ -82,6 +96,7 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
   batch = batch or max(1, min(len(contexts), ROWS_PER_CALL // seeds))
   logprobs = np.zeros((seeds, len(contexts), n_choices))
   greedy = np.zeros(logprobs.shape, bool)
+  gate_open = np.zeros(logprobs.shape[:2])
   for bucket in np.unique(bucket_I):
     items = np.flatnonzero(bucket_I == bucket)
     size = min(batch, 1 << (len(items) - 1).bit_length())  # a power of two: few shapes
@@ -90,11 +105,12 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
       padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
       packed = pack(model, [contexts[r] for r in padded], [choices[r] for r in padded],
                     multiple, choice_len)
-      lp, hit = engine.choice_scores(model.params, *map(jnp.asarray, packed), keys,
-                                     segment=segment)
+      lp, hit, opened = engine.choice_scores(model.params, *map(jnp.asarray, packed), keys,
+                                             segment=segment)
       logprobs[:, rows] = np.asarray(lp, np.float64)[:, :len(rows)]
       greedy[:, rows] = np.asarray(hit)[:, :len(rows)]
-  return logprobs, greedy
+      gate_open[:, rows] = np.asarray(opened)[:, :len(rows)]
+  return ChoiceScores(logprobs, greedy, gate_open)
 
 
 @renamed_memory_keyword
@@ -102,4 +118,4 @@ def choice_logprobs(model: Model, contexts, choices, *, memory: Memory | None, s
                     segment: int = 16, batch: int | None = None) -> np.ndarray:
   """Log-likelihood of every choice: float64 [seeds, items, choices] (see `choice_scores`)."""
   return choice_scores(model, contexts, choices, memory=memory, seeds=seeds,
-                       segment=segment, batch=batch)[0]
+                       segment=segment, batch=batch).logprob

@@ -85,32 +85,46 @@ def fact_recall_section(res: dict) -> tuple[list[str], list[str]]:
   return rows, section
 
 
+CHOICE_TABLE = ("| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | "
+                "95% CI | gate open |", "|---|---|---|---|---|---|---|---|")
+
+
+def _gate_text(share) -> str:
+  """A preset's share of context passes with the gate open, as a table cell."""
+  return "not recorded" if share == "absent" else "no gate" if share is None else f"{share:.0%}"
+
+
 def _choice_rows(r: dict, section: list[str], rows: list[str]):
-  """Appends, per preset, the table row (accuracy and gold log-prob vs off) and claim row."""
+  """Appends, per preset, the table row (accuracy and gold log-prob vs off, gate openness)
+  and claim row; a preset whose gate never opened is reported as not tested."""
   for preset, paired in r["paired_vs_off"].items():
     a, g = paired["accuracy"], paired["gold_logprob"]
     ci = [100 * c for c in a["ci95"]]
+    share = r.get("gate_open", {}).get(preset, "absent")
     section.append(f"| {preset} | {100 * r['summary'][preset]['accuracy']['mean']:.1f}% | "
                    f"{100 * a['mean_diff']:+.2f} | {ci_text(ci)} | {a['p_value']:.3f} | "
-                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} |")
-    rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
-                f"({verdict(a['ci95'], a['p_value'])})")
+                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} | "
+                   f"{_gate_text(share)} |")
+    if share == 0.0:
+      rows.append(f"{preset}: not a test: its gate never opened (0% of context passes)")
+    else:
+      rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
+                  f"({verdict(a['ci95'], a['p_value'])})")
 
 
 def e4_section(res: dict) -> tuple[list[str], list[str]]:
   r = res.get("e4_comprehension")
   if not r:
     return [], []
-  section = ["## E4: multiple-choice comprehension, paired with off", "",
-             "| preset | accuracy (mean over items) | diff vs off (points) | 95% CI | p | gold log-prob diff | 95% CI |",
-             "|---|---|---|---|---|---|---|"]
+  section = ["## E4: multiple-choice comprehension, paired with off", "", *CHOICE_TABLE]
   off = r["summary"]["off"]["accuracy"]["mean"]
-  section.append(f"| off | {100 * off:.1f}% | | | | | |")
+  section.append(f"| off | {100 * off:.1f}% | | | | | | |")
   rows = [f"off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%)"]
   _choice_rows(r, section, rows)
   section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
-              f"contexts read in {r['segment']}-token passes; CIs resample stories. Command: "
-              "`python -m experiments.e4_comprehension`.", ""]
+              f"contexts read in {r['segment']}-token passes; CIs resample stories. Gate open: "
+              "the share of context passes whose gate was open (burn-in counts tokens; "
+              "docs/method.md). Command: `python -m experiments.e4_comprehension`.", ""]
   return rows, section
 
 
@@ -126,9 +140,7 @@ def suite_section(res: dict) -> tuple[list[str], list[str]]:
     t = r[task]
     off = t["summary"]["off"]["accuracy"]["mean"]
     section += [f"**{title}**: {t['n_items']} items ({t['data']}), off {100 * off:.1f}%; "
-                f"CIs resample {clusters} {unit}.", "",
-                "| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | 95% CI |",
-                "|---|---|---|---|---|---|---|"]
+                f"CIs resample {clusters} {unit}.", "", *CHOICE_TABLE]
     rows.append(f"{title}: off {100 * off:.1f}%")
     _choice_rows(t, section, rows)
     section.append("")
