@@ -43,3 +43,20 @@ def test_full_suite_wall_time_is_reported_with_each_part(tmp_path):
           "2 experiments at a time, then the bench alone: e4_comprehension 12.0, bench 1.5).") in text
   _write(tmp_path, "run_all", {"quick": True, "wall_s": 300.0})
   assert "end to end" not in report.build(tmp_path)  # a smoke run is not the suite
+
+
+def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
+  """E4's table shows each preset's gate openness; a preset at 0% gets no verdict, only the
+  statement that it was not tested, while an opened one keeps its CI."""
+  both = {"accuracy": _paired(0.0, 0.0, 0.0), "gold_logprob": _paired(0.0, -1e-6, 1e-6)}
+  summary = {p: {"accuracy": {"mean": 0.3}} for p in ("off", "seed", "gated")}
+  _write(tmp_path, "e4_comprehension", {
+      "chance": 0.25, "n_items": 200, "n_stories": 157, "seeds": 8, "segment": 16,
+      "summary": summary, "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
+      "paired_vs_off": {"seed": {**both, "accuracy": _paired(0.01, 0.002, 0.02)}, "gated": both}})
+  text = report.build(tmp_path)
+  claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))
+  assert "gated: not a test: its gate never opened (0% of context passes)" in claims
+  assert "seed: +1.00 points [+0.20, +2.00] (higher than off" in claims
+  rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+  assert rows["| gated"].endswith("| 0% |") and rows["| seed"].endswith("| 100% |")

@@ -22,7 +22,7 @@ from experiments.report.experiments import (e1_section, e3_section, e4_section, 
 from experiments.report.memories import (MEMORIES, calibration_section, memories_section,
                                            memory_table)
 from experiments.report.performance import e2_section, growth_section
-from experiments.report.study import study_section
+from experiments.report.study import studies, study_section
 
 __all__ = ["CLAIMS", "MEMORIES", "build", "memory_table", "write"]
 
@@ -59,6 +59,14 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
     rows = parts.get(key, ([], []))[0]
     lines.append(f"| {key} | {claim} | {'<br>'.join(rows) if rows else 'not yet measured'} |")
   lines.append("")
+  found = studies(res)
+  if found:
+    clusters = sorted(s["clusters"] for s in found.values())
+    lines += [f"These rows are the first round's suite as it ran. The dose-response study below "
+              f"({len(found)} result files on {len({s['model'] for s in found.values()})} models, "
+              f"{clusters[0]} to {clusters[-1]} clusters per comparison, feedback sized against "
+              "the residual stream, open and closed loop, gates recorded) supersedes them for "
+              "E1, E3, E4 and E7; its answers to the seed's questions come first.", ""]
   if "run_all" in res and not res["run_all"]["quick"]:
     r = res["run_all"]
     parts_min = ", ".join(f"{name} {s / 60:.1f}" for name, s in r["experiment_wall_s"].items())
