@@ -189,7 +189,7 @@ from attractor_jax.presets import presets
 from tiny_models import random_model
 cfg = dataclasses.replace(presets["seed"], layer=1)
 g = generate(random_model(), [5, 17, 42, 3, 60, 9], 64, memory=cfg, seed=3, temperature=0.8)
-np.savez("run.npz", tokens=np.asarray(g.tokens),
+np.savez("run.npz", generated=np.asarray(g.tokens),
          **{f.name: np.asarray(getattr(g.state, f.name)) for f in dataclasses.fields(g.state)})
 """
 
@@ -201,7 +201,7 @@ def test_same_seed_same_tokens_and_state_in_two_processes(tmp_path):
   for proc in [_python(_SEEDED_RUN, d) for d in dirs]:
     _wait(proc)
   a, b = (np.load(d / "run.npz") for d in dirs)
-  assert set(a.files) == set(b.files) and len(set(a["tokens"].tolist())) > 5
+  assert set(a.files) == set(b.files) and len(set(a["generated"].tolist())) > 5
   for name in a.files:
     assert a[name].dtype == b[name].dtype, name
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
@@ -231,8 +231,8 @@ def _poison(monkeypatch, at: int):
   """
   real = attractor.update
 
-  def update(cfg, state, x_D, residual=None):
-    new, info = real(cfg, state, x_D, residual)
+  def update(cfg, state, x_D, residual=None, tokens=1):
+    new, info = real(cfg, state, x_D, residual, tokens)
     return new.replace(vectors=jnp.where(new.step == at, jnp.nan, new.vectors)), info
 
   monkeypatch.setattr(attractor, "update", update)
