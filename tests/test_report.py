@@ -52,7 +52,7 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
   summary = {p: {"accuracy": {"mean": 0.3}} for p in ("off", "seed", "gated")}
   _write(tmp_path, "e4_comprehension", {
       "chance": 0.25, "n_items": 200, "n_stories": 157, "seeds": 8, "segment": 16,
-      "summary": summary, "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
+      "git_commit": "abc1234", "summary": summary, "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
       "paired_vs_off": {"seed": {**both, "accuracy": _paired(0.01, 0.002, 0.02)}, "gated": both}})
   text = report.build(tmp_path)
   claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))

@@ -124,7 +124,8 @@ def e4_section(res: dict) -> tuple[list[str], list[str]]:
   section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
               f"contexts read in {r['segment']}-token passes; CIs resample stories. Gate open: "
               "the share of context passes whose gate was open (burn-in counts tokens; "
-              "docs/method.md). Command: `python -m experiments.e4_comprehension`.", ""]
+              f"docs/method.md). Command: `python -m experiments.e4_comprehension` (git "
+              f"{r['git_commit'][:7]}).", ""]
   return rows, section
 
 
@@ -152,7 +153,7 @@ def suite_section(res: dict) -> tuple[list[str], list[str]]:
     section.append(f"| {preset} | " + " | ".join(f"{100 * v:.0f}%" for v in cells.values()) + " |")
   section += ["", "![key-value recall](results/suite_recall_kv.png)", "",
               f"{r['seeds']} seeds, contexts read in {r['segment']}-token passes. Command: "
-              "`python -m experiments.suite_recall`.", ""]
+              f"`python -m experiments.suite_recall` (git {r['git_commit'][:7]}).", ""]
   return rows, section
 
 
