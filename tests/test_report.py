@@ -60,3 +60,7 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
   assert "seed: +1.00 points [+0.20, +2.00] (higher than off" in claims
   rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
   assert rows["| gated"].endswith("| 0% |") and rows["| seed"].endswith("| 100% |")
+  (tmp_path / "e4_comprehension.json").write_text(
+      (tmp_path / "e4_comprehension.json").read_text().replace('"gated": 0.0', '"gated": 0.00016'))
+  claims = next(line for line in report.build(tmp_path).splitlines() if line.startswith("| E4 |"))
+  assert "its gate opened on only 0.016% of context passes" in claims  # rarely open: said so

@@ -89,9 +89,14 @@ CHOICE_TABLE = ("| preset | accuracy | diff vs off (points) | 95% CI | p | gold 
                 "95% CI | gate open |", "|---|---|---|---|---|---|---|---|")
 
 
+RARELY_OPEN = 0.1  # a gate open on fewer context passes is named beside the preset's verdict
+
+
 def _gate_text(share) -> str:
   """A preset's share of context passes with the gate open, as a table cell."""
-  return "not recorded" if share == "absent" else "no gate" if share is None else f"{share:.0%}"
+  if share == "absent" or share is None:
+    return "not recorded" if share == "absent" else "no gate"
+  return f"{100 * share:.3g}%"
 
 
 def _choice_rows(r: dict, section: list[str], rows: list[str]):
@@ -107,9 +112,11 @@ def _choice_rows(r: dict, section: list[str], rows: list[str]):
                    f"{_gate_text(share)} |")
     if share == 0.0:
       rows.append(f"{preset}: not a test: its gate never opened (0% of context passes)")
-    else:
-      rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
-                  f"({verdict(a['ci95'], a['p_value'])})")
+      continue
+    rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
+                f"({verdict(a['ci95'], a['p_value'])})")
+    if isinstance(share, float) and share < RARELY_OPEN:
+      rows[-1] += f"; its gate opened on only {_gate_text(share)} of context passes"
 
 
 def e4_section(res: dict) -> tuple[list[str], list[str]]:
