@@ -64,3 +64,15 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
       (tmp_path / "e4_comprehension.json").read_text().replace('"gated": 0.0', '"gated": 0.00016'))
   claims = next(line for line in report.build(tmp_path).splitlines() if line.startswith("| E4 |"))
   assert "its gate opened on only 0.016% of context passes" in claims  # rarely open: said so
+
+
+def test_first_round_files_without_a_gate_record_are_named(tmp_path):
+  """Under the claims table, once the study exists, first-round files whose gated rows carry no
+  gate record are named (their rows are no evidence the gate acted); recorded ones are not."""
+  res = {"dose_ppl_m": {"model": "m", "clusters": 36, "first_detectable_harm": {}},
+         "dose_kv_n": {"model": "n", "clusters": 384, "first_detectable_harm": {}},
+         "e6_topics": {"paired_vs_off": {}}, "suite_recall": {"cloze": {"gate_open": {}}}}
+  line = report.first_round_note(res)[0]
+  assert "(2 result files on 2 models, 36 to 384 clusters per comparison" in line
+  assert "not recorded in `e6_topics` (run before it was)" in line and "suite_recall" not in line
+  assert report.first_round_note({"e6_topics": {}}) == []  # no study yet: no note

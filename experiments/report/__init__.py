@@ -24,7 +24,7 @@ from experiments.report.memories import (MEMORIES, calibration_section, memories
 from experiments.report.performance import e2_section, growth_section
 from experiments.report.study import studies, study_section
 
-__all__ = ["CLAIMS", "MEMORIES", "build", "memory_table", "write"]
+__all__ = ["CLAIMS", "MEMORIES", "build", "first_round_note", "memory_table", "write"]
 
 CLAIMS = {
     "E1": "perplexity ~0% change",
@@ -36,6 +36,37 @@ CLAIMS = {
     "E7": "(question) when is the layer strictly worse than a cache or recurrence?",
     "Suite": "(question) what minimal benchmark suite shows more than perplexity?",
 }
+
+
+# first-round result files with a `gated` row (E4 and the suite's recall record its gate)
+FIRST_ROUND_WITH_GATED = ("e1_ppl_gated", "e3_generation", "e3_fact_recall", "e6_topics",
+                          "e4_comprehension", "suite_recall")
+
+
+def first_round_note(res: dict) -> list[str]:
+  """Under the claims table, once the study has results: what supersedes the first round's
+  rows, and which of its files never recorded whether `gated`'s gate opened."""
+  found = studies(res)
+  if not found:
+    return []
+  clusters = sorted(s["clusters"] for s in found.values())
+  text = (f"These rows are the first round's suite as it ran. The dose-response study below "
+          f"({len(found)} result files on {len({s['model'] for s in found.values()})} models, "
+          f"{clusters[0]} to {clusters[-1]} clusters per comparison, feedback sized against the "
+          "residual stream, open and closed loop, gates recorded) supersedes them for E1, E3, E4 "
+          "and E7; its answers to the seed's questions come first.")
+  unrecorded = [k for k in FIRST_ROUND_WITH_GATED if k in res and not _records_gate(res[k])]
+  if unrecorded:
+    text += (" Whether `gated`'s gate opened was not recorded in " + ", ".join(
+        f"`{k}`" for k in unrecorded) + " (run before it was): their gated rows are not evidence "
+        "that it acted; where it is recorded it stands beside the figures.")
+  return [text, ""]
+
+
+def _records_gate(result: dict) -> bool:
+  """The file records gate openness (at its top or in one of its tasks)."""
+  return "gate_open" in result or any("gate_open" in v for v in result.values()
+                                      if isinstance(v, dict))
 
 
 def _load(results: pathlib.Path) -> dict[str, dict]:
@@ -59,14 +90,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
     rows = parts.get(key, ([], []))[0]
     lines.append(f"| {key} | {claim} | {'<br>'.join(rows) if rows else 'not yet measured'} |")
   lines.append("")
-  found = studies(res)
-  if found:
-    clusters = sorted(s["clusters"] for s in found.values())
-    lines += [f"These rows are the first round's suite as it ran. The dose-response study below "
-              f"({len(found)} result files on {len({s['model'] for s in found.values()})} models, "
-              f"{clusters[0]} to {clusters[-1]} clusters per comparison, feedback sized against "
-              "the residual stream, open and closed loop, gates recorded) supersedes them for "
-              "E1, E3, E4 and E7; its answers to the seed's questions come first.", ""]
+  lines += first_round_note(res)
   if "run_all" in res and not res["run_all"]["quick"]:
     r = res["run_all"]
     parts_min = ", ".join(f"{name} {s / 60:.1f}" for name, s in r["experiment_wall_s"].items())
