@@ -1,6 +1,8 @@
-"""Plots shared by the experiments."""
+"""Plots and generation read-outs shared by the experiments."""
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, ylabel: str,
@@ -18,3 +20,14 @@ def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, yla
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def gate_share(runs) -> float | None:
+  """The share of generation passes whose gate was open (mean over banks of g > 0.5), over
+  every run's seeds and generated tokens; None for no memory or one without a gate."""
+  info = runs[0].trace.info
+  if getattr(info, "gate", None) is None:
+    return None
+  shares = [float((np.asarray(run.trace.info.gate[s][: len(toks)]) > 0.5).mean())
+            for run in runs for s, toks in enumerate(run.tokens)]
+  return float(np.mean(shares))

@@ -27,7 +27,7 @@ from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 from experiments import trajectories
-from experiments.common import plot_lines
+from experiments.common import gate_share, plot_lines
 
 NOVELS = ("emma", "persuasion", "northangerabbey", "sensesensibility")
 PRESETS = ("seed", "gated", "multiscale")
@@ -83,6 +83,7 @@ def main(argv=None):
   t0 = time.time()
   model = aj.load()
   rows, curves, drifts, first_prompt = {p: [] for p in ("off", *presets)}, {}, {}, {}
+  gate_open = {}
   prompts = [opening_ids(model, novel) for novel in novels]  # one length: one call per preset
   prompt_vectors = [prompt_vector(model, ids) for ids in prompts]
   bar = tqdm(total=1 + len(presets), desc="E3 generations (all novels x seeds per call)",
@@ -91,6 +92,7 @@ def main(argv=None):
     runs = aj.generate_prompts(model, prompts, tokens, memory=aj.presets[preset], seeds=seeds,
                                **SAMPLING)
     first_prompt[preset] = runs[0]
+    gate_open[preset] = gate_share(runs)
     for cluster, (run, prompt_D) in enumerate(zip(runs, prompt_vectors)):
       for s, toks in enumerate(run.tokens):
         hidden = np.asarray(run.trace.hidden[s][: len(toks)])
@@ -121,7 +123,7 @@ def main(argv=None):
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
       "model": model.spec, "data": [describe_opening(n) for n in novels],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
-      "sampling": SAMPLING, "presets": list(presets),
+      "sampling": SAMPLING, "presets": list(presets), "gate_open": gate_open,
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
       "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows,
       "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,

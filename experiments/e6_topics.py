@@ -27,6 +27,7 @@ from attractor_jax.evals.tasks import topic_switch_prompts
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
+from experiments.common import gate_share
 
 PRESETS = ("seed", "gated", "multiscale")
 PART_TOKENS = 48
@@ -59,7 +60,7 @@ def main(argv=None):
   model = aj.load()
   rows = {p: [] for p in ("off", *presets)}
   dead = {p: [] for p in presets if isinstance(aj.presets[p], aj.AttractorConfig)}
-  readouts = {}
+  readouts, gate_open = {}, {}
   prompts = topic_switch_prompts(n_prompts, seed=0)
   parts = [(prompt_ids(model, tp.text_a)[:PART_TOKENS].tolist(),
             prompt_ids(model, tp.text_b)[:PART_TOKENS].tolist()) for tp in prompts]
@@ -70,6 +71,7 @@ def main(argv=None):
     memory = aj.presets[preset]
     runs = aj.generate_prompts(model, [a + b for a, b in parts], tokens, memory=memory,
                                seeds=seeds, temperature=0.8, top_p=0.95)
+    gate_open[preset] = gate_share(runs)
     for cluster, (tp, run, (vec_a, vec_b)) in enumerate(zip(prompts, runs, vectors)):
       for s, toks in enumerate(run.tokens):
         hidden = np.asarray(run.trace.hidden[s][: len(toks)])
@@ -98,7 +100,7 @@ def main(argv=None):
       "paired_vs_off": {p: stats.paired(col(p)[kept(p, "off")], col("off")[kept(p, "off")],
                                         clusters=clusters[kept(p, "off")]) for p in presets},
       "items_without_a_window": {p: int((~kept(p)).sum()) for p in rows},
-      "dead_share": {p: stats.summarize(v) for p, v in dead.items()},
+      "dead_share": {p: stats.summarize(v) for p, v in dead.items()}, "gate_open": gate_open,
       "attractor_readout_top5": readouts, "git_commit": git_commit(), "machine": machine_info(),
       "wall_s": time.time() - t0, "quick": args.quick})
 

@@ -48,7 +48,7 @@ def e3_section(res: dict) -> tuple[list[str], list[str]]:
                      f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} |")
     s = paired["seq_rep_4"]
     rows.append(f"{preset}: seq-rep-4 {s['mean_diff']:+.3f} {ci_text(s['ci95'], '{:+.3f}')} vs off "
-                f"({verdict(s['ci95'], s['p_value'])})")
+                f"({verdict(s['ci95'], s['p_value'])}){_gate_note(r, preset)}")
   section += ["", f"{r['n_items']} items ({len(r['data'])} prompts x {r['seeds']} seeds), "
               f"{r['max_new_tokens']} tokens, temperature {r['sampling']['temperature']}, "
               f"top-p {r['sampling']['top_p']}; CIs resample prompts. Command: "
@@ -97,6 +97,12 @@ def _gate_text(share) -> str:
   if share == "absent" or share is None:
     return "not recorded" if share == "absent" else "no gate"
   return f"{100 * share:.3g}%"
+
+
+def _gate_note(r: dict, preset: str) -> str:
+  """'; gate open N% of passes' for a preset with a recorded gate (generation experiments)."""
+  share = r.get("gate_open", {}).get(preset)
+  return "" if share is None else f"; gate open on {_gate_text(share)} of passes"
 
 
 def _choice_rows(r: dict, section: list[str], rows: list[str]):
@@ -200,7 +206,8 @@ def e6_section(res: dict) -> tuple[list[str], list[str]]:
     section.append(f"| {preset} | {r['summary'][preset]['mean']:.3f} | {p['mean_diff']:+.3f} | "
                    f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | {d:.2f} |")
     rows.append(f"{preset}: snap-back {p['mean_diff']:+.3f} {ci_text(p['ci95'], '{:+.3f}')} "
-                f"({verdict(p['ci95'], p['p_value'])}); dead {100 * d:.0f}%")
+                f"({verdict(p['ci95'], p['p_value'])}); dead {100 * d:.0f}%"
+                + _gate_note(r, preset))
   first = next(iter(r["attractor_readout_top5"].items()), None)
   section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "
               f"{r['max_new_tokens']} tokens. Command: `python -m experiments.e6_topics`.", ""]
