@@ -112,3 +112,9 @@ def test_versus_tuned_cache_names_the_layers_best_arm():
   assert "by **+0.2000 [+0.1900, +0.2100]**" in text  # the tuned cache, Holm p < 0.05
   assert "the layer's best arm, seed/open/0.03, by **+0.1000" in text
   assert study._versus_tuned_cache(study_, {}) == ""
+
+
+def test_calibration_says_when_every_setting_searched_hurt():
+  rows = lambda *diffs: {"search": [{"mean_diff": d} for d in diffs]}
+  assert "Every setting searched raised the NLL" in study._all_harm(rows(0.0004, 0.01))
+  assert study._all_harm(rows(0.0004, -0.0002)) == ""  # one setting gained: no such sentence

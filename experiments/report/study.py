@@ -305,5 +305,13 @@ def answers(res: dict) -> list[str]:
           f"{best['mean_diff']:+.4f} {ci_text(best['t_ci95'], '{:+.4f}')} there and by "
           f"{ev['mean_diff']:+.4f} {ci_text(ev['t_ci95'], '{:+.4f}')} on the held-out "
           f"{', '.join(cal['evaluation_novels'])} (gate open {ev['gate_open']:.2f}; p = "
-          f"{ev['p_value']:.3g}, MDE {ev['mde']:.4f}).")
+          f"{ev['p_value']:.3g}, MDE {ev['mde']:.4f})." + _all_harm(cal))
   return out
+
+
+def _all_harm(cal: dict) -> str:
+  """A sentence when every setting searched raised the NLL on the calibration windows."""
+  if min(row["mean_diff"] for row in cal["search"]) <= 0:
+    return ""
+  return (" Every setting searched raised the NLL on the calibration windows: the best is the "
+          "least harmful, not a gain.")
