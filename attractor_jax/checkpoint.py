@@ -207,14 +207,21 @@ def restore_state(path: str | pathlib.Path, *, memory: Memory | None = None,
 
 def _restore(path: pathlib.Path, target, meta: dict):
   """Restores the `state` item against an abstract target; InputError when it is damaged."""
-  older = meta["format"] in WITHOUT_TOKENS
+  restore = lambda tree: _checkpointer().restore(path, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(tree)))["state"]
   try:
-    tree = _checkpointer().restore(path, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_before_tokens(target) if older else target)))["state"]
+    return restore_tree(restore, target, meta)
   except Exception as e:  # orbax raises many types on damaged directories
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
-  return _with_tokens(tree) if older else tree
+
+
+def restore_tree(restore, target, meta: dict):
+  """`restore(target)`, an orbax restore of a checkpoint's state item, for any readable
+  format: a tree saved before format 5 is restored in its own layout, then given `tokens`."""
+  if meta.get("format") not in WITHOUT_TOKENS:
+    return restore(target)
+  return _with_tokens(restore(_before_tokens(target)))
 
 
 @flax.struct.dataclass
@@ -243,7 +250,7 @@ def _with_tokens(tree):
   """A restored older tree with AttractorStates whose `tokens` is their `step`: the count
   their burn-in used, so a restored gate opens when it would have."""
   is_old = lambda node: isinstance(node, _AttractorStateBefore5)
-  new = lambda s: AttractorState(**vars(s), tokens=s.step)
+  new = lambda s: AttractorState(**vars(s), tokens=jnp.array(s.step, copy=True))  # own buffer
   return jax.tree.map(lambda node: new(node) if is_old(node) else node, tree, is_leaf=is_old)
 
 

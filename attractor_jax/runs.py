@@ -43,8 +43,9 @@ def latest_good(run_dir, memory: Memory | None, model: Model, keep: int = 3):
     try:
       meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
       target = checkpoint.run_target(meta, memory, model, where)
-      run = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-      return step, checkpoint.rows_of(run["state"])
+      restore = lambda tree: mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(tree)))["state"]
+      return step, checkpoint.rows_of(checkpoint.restore_tree(restore, target, meta))
     except InputError:
       raise
     except Exception:  # a damaged checkpoint: try the one before

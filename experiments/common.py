@@ -23,8 +23,9 @@ def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, yla
 
 
 def gate_share(runs) -> float | None:
-  """The share of generation passes whose gate was open (mean over banks of g > 0.5), over
-  every run's seeds and generated tokens; None for no memory or one without a gate."""
+  """The share of generation passes whose gate was open (mean over banks of g > 0.5): each
+  row's share over its generated tokens, averaged over every run's rows; None for no memory or
+  one without a gate."""
   info = runs[0].trace.info
   if getattr(info, "gate", None) is None:
     return None

@@ -79,8 +79,9 @@ def ref_update(cfg, st, x, tokens=1):
   out = [ref_bank(cfg, ts, st["vectors"][n], st["strength"][n], st["idle"][n], x, st["mean"], read)
          for n, ts in enumerate(cfg.timescales)]
   a, s, idle, gm, active = (np.stack(p) for p in zip(*out))
+  mean = st["mean"] + (x - st["mean"]) / step
   return dict(vectors=a, strength=s, idle=idle, step=step, tokens=read,
-              feedback=cfg.alpha * gm.sum(axis=0), mean=st["mean"] + (x - st["mean"]) / step), active
+              feedback=cfg.alpha * gm.sum(axis=0), mean=mean), active
 
 
 def _to_np(state):

@@ -361,7 +361,8 @@ def test_format_4_states_restore_with_tokens_equal_to_step(tmp_path):
   state, path = make_state(), tmp_path / "ck"
   _save_before_5(path, state)
   meta_file = path / "meta" / "metadata"
-  meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format": "attractor-jax/4"}))
+  meta = json.loads(meta_file.read_text())
+  meta_file.write_text(json.dumps({**meta, "format": "attractor-jax/4"}))
   restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
   assert isinstance(restored.state, AttractorState)
   np.testing.assert_array_equal(restored.state.tokens, state.step)

@@ -14,10 +14,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import attractor_jax as aj
-from attractor_jax import attractor, cli, runs, seed_sweep
+from attractor_jax import attractor, checkpoint, cli, runs, seed_sweep
 from attractor_jax.errors import InputError
 from attractor_jax.presets import presets
 from tiny_models import random_model
@@ -253,3 +254,24 @@ def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monk
   assert all(np.isfinite(leaf).all() for leaf in (state.vectors, state.strength, state.feedback))
   with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\)"):
     aj.generate(tiny, PROMPT, 10, memory=cfg, state=state)
+
+
+def test_a_run_folder_saved_before_format_5_resumes(tiny, tmp_path):
+  """Run checkpoints written before the state counted tokens (format 4: no `tokens` in the
+  tree) resume: the state comes back with tokens = step, and the run ends as one that never
+  stopped."""
+  straight = runs.generate_checkpointed(tiny, PROMPT, 20, run_dir=tmp_path / "a", memory=SEED0,
+                                        every=10)
+  tree, meta = checkpoint.run_tree(aj.generate(tiny, PROMPT, 10, memory=SEED0), tiny)
+  old = runs._manager(tmp_path / "b", 3)
+  old_tree, old_meta = checkpoint._before_tokens(tree), {**meta, "format": "attractor-jax/4"}
+  old.save(10, args=ocp.args.Composite(state=ocp.args.StandardSave(old_tree),
+                                       meta=ocp.args.JsonSave(old_meta)))
+  old.wait_until_finished()
+  done, run = runs.latest_good(tmp_path / "b", SEED0, tiny)
+  memory = run["rows"].memory
+  assert done == 10 and int(np.asarray(memory.step).reshape(())) == 10
+  np.testing.assert_array_equal(memory.tokens, memory.step)
+  resumed = runs.generate_checkpointed(tiny, PROMPT, 20, run_dir=tmp_path / "b", memory=SEED0,
+                                       every=10)
+  assert resumed == straight and len(straight) == 20

@@ -52,7 +52,8 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
   summary = {p: {"accuracy": {"mean": 0.3}} for p in ("off", "seed", "gated")}
   _write(tmp_path, "e4_comprehension", {
       "chance": 0.25, "n_items": 200, "n_stories": 157, "seeds": 8, "segment": 16,
-      "git_commit": "abc1234", "summary": summary, "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
+      "git_commit": "abc1234", "summary": summary,
+      "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
       "paired_vs_off": {"seed": {**both, "accuracy": _paired(0.01, 0.002, 0.02)}, "gated": both}})
   text = report.build(tmp_path)
   claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))
@@ -74,5 +75,14 @@ def test_first_round_files_without_a_gate_record_are_named(tmp_path):
          "e6_topics": {"paired_vs_off": {}}, "suite_recall": {"cloze": {"gate_open": {}}}}
   line = report.first_round_note(res)[0]
   assert "(2 result files on 2 models, 36 to 384 clusters per comparison" in line
-  assert "not recorded in `e6_topics` (run before it was)" in line and "suite_recall" not in line
+  assert "not recorded in `e6_topics`: their gated rows" in line and "suite_recall" not in line
   assert report.first_round_note({"e6_topics": {}}) == []  # no study yet: no note
+
+
+def test_generation_rows_say_when_a_gate_never_or_rarely_opened():
+  from experiments.report.experiments import _gate_note
+  r = {"gate_open": {"off": None, "gated": 0.0, "rare": 0.05, "seed": 1.0}}
+  assert _gate_note(r, "gated") == "; its gate never opened (0% of passes): not a test"
+  assert _gate_note(r, "rare") == "; gate open on only 5% of passes"
+  assert _gate_note(r, "seed") == "; gate open on 100% of passes"
+  assert _gate_note(r, "off") == "" and _gate_note({}, "seed") == ""

@@ -57,9 +57,9 @@ def first_round_note(res: dict) -> list[str]:
           "and E7; its answers to the seed's questions come first.")
   unrecorded = [k for k in FIRST_ROUND_WITH_GATED if k in res and not _records_gate(res[k])]
   if unrecorded:
-    text += (" Whether `gated`'s gate opened was not recorded in " + ", ".join(
-        f"`{k}`" for k in unrecorded) + " (run before it was): their gated rows are not evidence "
-        "that it acted; where it is recorded it stands beside the figures.")
+    text += (" Whether `gated`'s gate opened is not recorded in " + ", ".join(
+        f"`{k}`" for k in unrecorded) + ": their gated rows are not evidence that it acted; "
+        "where it is recorded it stands beside the figures.")
   return [text, ""]
 
 

@@ -100,9 +100,14 @@ def _gate_text(share) -> str:
 
 
 def _gate_note(r: dict, preset: str) -> str:
-  """'; gate open N% of passes' for a preset with a recorded gate (generation experiments)."""
+  """'; gate open on N% of passes' for a preset with a recorded gate (generation
+  experiments), saying so when it never opened (then its verdict tests nothing)."""
   share = r.get("gate_open", {}).get(preset)
-  return "" if share is None else f"; gate open on {_gate_text(share)} of passes"
+  if share is None:
+    return ""
+  if share == 0.0:
+    return "; its gate never opened (0% of passes): not a test"
+  return f"; gate open on {'only ' if share < RARELY_OPEN else ''}{_gate_text(share)} of passes"
 
 
 def _choice_rows(r: dict, section: list[str], rows: list[str]):
