@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attractor_jax.attractor import gate_open
 from attractor_jax.config import ModelConfig
 from attractor_jax.memories.base import Memory, Observation, residual_norm
 from attractor_jax.sampling import SamplingState, Trace, sample_token, sample_tokens, state_finite
@@ -369,8 +370,9 @@ class Engine:
     """Scores windows token by token with the memory on, for S seeds at once.
 
     Each pass is one token, as in generation; the KV cache restarts at every window while the
-    memory's state carries over (the persistent memory under test). Returns NLL sums [S, N]
-    and, given reference log-probs (the baseline's), KL(reference || memory) sums [S, N].
+    memory's state carries over (the persistent memory under test). Returns NLL sums [S, N],
+    given reference log-probs (the baseline's) KL(reference || memory) sums [S, N], and the
+    share of each window's passes whose gate was open [S, N] (NaN for memories without one).
     """
     W = windows_NxW.shape[1]
 
@@ -381,22 +383,24 @@ class Engine:
         target = window_W[jnp.minimum(pos + 1, W - 1)]
         scored = pos < W - 1
         nll = jnp.where(scored, token_nll(out.logits[:, -1], target[None])[0], 0.0)
+        gate = getattr(out.info, "gate", None)
+        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate_open(gate[0]))
         if ref_WxV is None:
-          return None, (nll, 0.0)
+          return None, (nll, 0.0, opened)
         logp_V = jax.nn.log_softmax(out.logits[0, -1])
         kl = jnp.sum(jnp.exp(ref_WxV[pos]) * (ref_WxV[pos] - logp_V))
-        return None, (nll, jnp.where(scored, kl, 0.0))
+        return None, (nll, jnp.where(scored, kl, 0.0), opened)
 
       cache = init_cache(self.config, 1, W, self.dtype)
-      _, state, _, (nll_W, kl_W) = self._token_by_token(
+      _, state, _, (nll_W, kl_W, opened_W) = self._token_by_token(
           params, window_W[None], jnp.zeros((1,), jnp.int32), cache, state, None, score)
-      return state, (nll_W.sum(), jnp.sum(kl_W))
+      return state, (nll_W.sum(), jnp.sum(kl_W), jnp.mean(opened_W))
 
     def one_seed(key):
       fresh = self.memory.fresh_state(self.config, key, prompt_attn_TxD)
-      _, (nll_N, kl_N) = jax.lax.scan(one_window, jax.tree.map(lambda a: a[None], fresh),
-                                      (windows_NxW, ref_logp_NxWxV))
-      return nll_N, kl_N
+      _, out_N = jax.lax.scan(one_window, jax.tree.map(lambda a: a[None], fresh),
+                              (windows_NxW, ref_logp_NxWxV))
+      return out_N
 
     return jax.vmap(one_seed)(init_keys_S)
 
@@ -454,7 +458,7 @@ class Engine:
         out = self.step(params, toks, (start + jnp.arange(segment))[None], cache, state,
                         last_logits_only=True)
         gate = getattr(out.info, "gate", None)
-        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate[0] > 0.5)
+        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate_open(gate[0]))
         return (out.cache, out.state, out.logits[0, -1]), opened
 
       (cache, state, last_V), opened_P = jax.lax.scan(

@@ -58,8 +58,9 @@ def baseline_logp(model: Model, windows_NxW: np.ndarray) -> jax.Array:
 
 
 def stepwise_nll(model: Model, windows_NxW: np.ndarray, memory: Memory, seeds: int,
-                 ref_logp_NxWxV=None) -> tuple[np.ndarray, np.ndarray]:
-  """`Engine.stepwise_nll` for seeds 0..seeds-1: NLL and KL sums, float64 [S, N] each.
+                 ref_logp_NxWxV=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`Engine.stepwise_nll` for seeds 0..seeds-1: NLL and KL sums and the share of passes with
+  the gate open (NaN without a gate), float64 [S, N] each.
 
   A memory that wants the prompt's attention outputs gets the first window's.
   """
@@ -67,9 +68,9 @@ def stepwise_nll(model: Model, windows_NxW: np.ndarray, memory: Memory, seeds: i
   if memory.uses_prompt:
     prompt_attn = model.taps(windows_NxW[:1], memory=memory).attn_out[0]
   init_keys, _ = stacked_keys(range(seeds))
-  nll, kl = model.engine(memory).stepwise_nll(model.params, jnp.asarray(windows_NxW), init_keys,
-                                              prompt_attn, ref_logp_NxWxV)
-  return np.asarray(nll, np.float64), np.asarray(kl, np.float64)
+  out = model.engine(memory).stepwise_nll(model.params, jnp.asarray(windows_NxW), init_keys,
+                                          prompt_attn, ref_logp_NxWxV)
+  return tuple(np.asarray(a, np.float64) for a in out)
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class Perplexity:
   per_seed_ppl: list[float] | None = None
   window_nll_baseline: list[float] | None = None
   window_nll: list[float] | None = None  # mean over seeds
+  gate_open: float | None = None  # share of passes with the gate open (memories with a gate)
 
   def to_json(self) -> dict:
     return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -123,7 +125,7 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
   if getattr(memory, "init", None) == "prompt":
     raise InputError("init='prompt' would copy scored tokens into the memory: use init='noise' "
                      "for perplexity")
-  nll_SxN, _ = stepwise_nll(model, windows, memory, seeds)
+  nll_SxN, _, opened_SxN = stepwise_nll(model, windows, memory, seeds)
   ppl_S = np.exp(nll_SxN.sum(axis=1) / predictions)
   diff_N = (nll_SxN.mean(axis=0) - base_N) / (window - 1)
   lo, hi = stats.bootstrap_ci(diff_N) if len(diff_N) > 1 else (diff_N[0], diff_N[0])
@@ -133,4 +135,5 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
       delta_pct=float(100 * (ppl_S.mean() / baseline - 1)),
       delta_pct_ci95=[float(100 * np.expm1(lo)), float(100 * np.expm1(hi))],
       p_value=float(stats.sign_flip_pvalue(diff_N)), per_seed_ppl=ppl_S.tolist(),
-      window_nll_baseline=base_N.tolist(), window_nll=nll_SxN.mean(axis=0).tolist())
+      window_nll_baseline=base_N.tolist(), window_nll=nll_SxN.mean(axis=0).tolist(),
+      gate_open=None if np.isnan(opened_SxN).all() else float(opened_SxN.mean()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from attractor_jax.attractor import gate_open
+
 
 def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, ylabel: str,
                title: str):
@@ -29,6 +31,6 @@ def gate_share(runs) -> float | None:
   info = runs[0].trace.info
   if getattr(info, "gate", None) is None:
     return None
-  shares = [float((np.asarray(run.trace.info.gate[s][: len(toks)]) > 0.5).mean())
+  shares = [float(gate_open(np.asarray(run.trace.info.gate[s][: len(toks)])).mean())
             for run in runs for s, toks in enumerate(run.tokens)]
   return float(np.mean(shares))

@@ -24,6 +24,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
+from attractor_jax.attractor import gate_open
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 from experiments import dose_response as dose
@@ -39,8 +40,8 @@ def scored_nll(model, memory, rows) -> tuple[np.ndarray, float | None]:
   name = "off" if memory is None else (f"gated ratio {memory.feedback_ratio} theta_gate "
                                        f"{memory.theta_gate} burn-in {memory.burn_in_steps}")
   forced = dose.read_rows(model, name, memory, rows)
-  gate = None if memory is None else float((np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]
-                                            > 0.5).mean())
+  gate = None if memory is None else float(
+      gate_open(np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]).mean())
   return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate
 
 

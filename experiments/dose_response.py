@@ -43,7 +43,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.attractor import winner_share
+from attractor_jax.attractor import gate_open, winner_share
 from attractor_jax.data import load_text
 from attractor_jax.evals.tasks import kv_recall_items
 from attractor_jax.prompts import bos, prompt_ids, text_ids
@@ -179,7 +179,7 @@ def activity(memory, forced, mask_RxL: np.ndarray) -> dict:
     gate = np.asarray(info.gate)[mask_RxL]  # [P, N]
     sim = np.asarray(info.max_sim)[mask_RxL]
     share = np.asarray(winner_share(info.strength))[mask_RxL]
-    out.update(gate_open=float((gate > 0.5).mean()),
+    out.update(gate_open=float(gate_open(gate).mean()),
                max_sim_quantiles=np.quantile(sim, [0.05, 0.5, 0.95]).tolist(),
                winner_share=float(share.mean()),
                steering_cos=float(np.asarray(info.steering_cos)[mask_RxL].mean()))

@@ -3,9 +3,10 @@
     python -m experiments.e4_comprehension [--quick]  ->  results/e4_comprehension.json
 
 Items: generated short stories (attractor_jax.evals.tasks.comprehension_items, test split,
-seed 0). Contexts are read in 16-token passes (docs/method.md segment mode); each choice is one
-more pass. An item's score under a preset is its accuracy averaged over seeds; the bootstrap
-resamples stories (clusters).
+seed 0). Contexts are read token by token, one pass per token as in generation (in 16-token
+passes `gated`'s similarity gate never opened within an item); each choice is one more pass.
+An item's score under a preset is its accuracy averaged over seeds, which vary only the
+memory's initial noise; the bootstrap resamples stories (clusters).
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ from attractor_jax.evals.tasks import comprehension_items
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 
-SEGMENT = 16
+SEGMENT = 1
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--presets", default="seed,gated,multiscale")
-  parser.add_argument("--seeds", type=int, default=8, help="1 suits deterministic memories")
+  parser.add_argument("--seeds", type=int, default=2, help="1 suits deterministic memories")
   parser.add_argument("--out", default="results/e4_comprehension.json")
   args = parser.parse_args(argv)
-  n, seeds = (16, 2) if args.quick else (200, args.seeds)
+  n, seeds = (8, 2) if args.quick else (200, args.seeds)
   presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()

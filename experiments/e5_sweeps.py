@@ -55,7 +55,7 @@ def main(argv=None):
   ref = baseline_logp(model, windows)
   rows = []
   for axis, value, memory in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
-    nll, kl = stepwise_nll(model, windows, memory, seeds, ref)
+    nll, kl, _ = stepwise_nll(model, windows, memory, seeds, ref)
     ppl_S = np.exp(nll.sum(1) / predictions)
     kl_S = kl.sum(1) / predictions
     rows.append({"axis": axis, "value": value, "kl_per_token": stats.summarize(kl_S),

@@ -23,8 +23,8 @@ from experiments import report
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 
-EXPERIMENTS = ("e3_fact_recall", "suite_recall", "e4_comprehension", "e3_generation",
-               "e1_perplexity", "e5_sweeps", "e6_topics")  # longest first: both cores busy to the end
+EXPERIMENTS = ("suite_recall", "e4_comprehension", "e3_generation", "e1_perplexity", "e5_sweeps",
+               "e6_topics")  # longest first: both cores busy to the end
 
 
 def main(argv=None):

@@ -355,6 +355,14 @@ def _save_before_5(path, state):
                         note="x")
 
 
+def test_the_format_4_state_is_todays_without_tokens():
+  """The tree formats 2-4 saved: today's AttractorState fields, in order, less `tokens` (a
+  field added to the state without a format change would fail here)."""
+  names = lambda cls: [f.name for f in dataclasses.fields(cls)]
+  assert names(checkpoint._AttractorStateBefore5) == [
+      n for n in names(AttractorState) if n != "tokens"]
+
+
 def test_format_4_states_restore_with_tokens_equal_to_step(tmp_path):
   """Before format 5 the attractor state had no `tokens` (burn-in counted passes): it
   restores with tokens = step, the count its burn-in used; the rest is as saved."""

@@ -118,3 +118,36 @@ def test_calibration_says_when_every_setting_searched_hurt():
   rows = lambda *diffs: {"search": [{"mean_diff": d} for d in diffs]}
   assert "Every setting searched raised the NLL" in study._all_harm(rows(0.0004, 0.01))
   assert study._all_harm(rows(0.0004, -0.0002)) == ""  # one setting gained: no such sentence
+
+
+def test_header_names_each_commit_its_arms_ran_at():
+  arm = lambda commit=None: {} if commit is None else {"git_commit": commit}
+  one = {"git_commit": "f" * 40, "arms": {"off": arm("a" * 40), "seed/open/0.1": arm("a" * 40)}}
+  assert study._commits(one) == "git aaaaaaa"
+  mixed = {"git_commit": "f" * 40, "arms": {"off": arm("a" * 40), "x": arm("b" * 40),
+                                           "y": arm("b" * 40), "z": arm()}}
+  assert study._commits(mixed) == "arms at git aaaaaaa (1), bbbbbbb (2) and 1 unstamped"
+  old = {"git_commit": "f" * 40, "arms": {"off": arm()}}
+  assert study._commits(old) == "git fffffff (the file's last run; its arms are not stamped)"
+
+
+def test_recall_rows_count_the_arms_that_moved_carried_recall():
+  moved = dict(_test(-0.2, 0.001), p_holm=0.01, mde=0.15)
+  flat = dict(_test(0.0, 0.9), p_holm=1.0, mde=0.1)
+  arm = lambda test, gate=None: {"vs_off": {"carried_accuracy": test},
+                                 "activity": {} if gate is None else {"gate_open": gate}}
+  gen = {"task": "generation", "model": "m", "tokens": 256, "clusters": 32,
+         "first_detectable_harm": {}, "arms": {
+             "off": {"summary": {"carried_accuracy": 0.59375}},
+             "seed/open/0.1": arm(moved), "gated/open/0.1": arm(flat, 0.93),
+             "control:average/open/0.1": arm(moved), "positive:cache": arm(moved)}}
+  row, = study.recall_rows({"dose_generation_m": gen})
+  assert row.startswith("fact recall after 256 generated tokens, the memory carried into the "
+                        "question (m, 32 prompts): off 59.4%; 1 of 2 attractor arms change it "
+                        "detectably (Holm): seed/open/0.1 **-20.0 [")
+  assert row.endswith("; gated's gate open on 93% of passes")
+  gen["arms"]["gated/closed/0.3"] = arm(flat, 0.995)
+  assert study.recall_rows({"dose_generation_m": gen})[0].endswith(" open on 93-100% of passes")
+  gen["arms"]["seed/open/0.1"] = arm(flat)
+  assert "0 of 3 attractor arms change it detectably (Holm) (MDE 10.0 to 10.0 points)" in (
+      study.recall_rows({"dose_generation_m": gen})[0])

@@ -313,6 +313,18 @@ def test_nonzero_strength_changes_nll(tiny, cfg):
   assert diff.max() > 1e-2 * np.abs(out.window_nll_baseline).max()
 
 
+@pytest.mark.parametrize("burn_in, share", [(0, 1.0), (24, 49 / 72), (10_000, 0.0)])
+def test_perplexity_records_how_often_the_gate_was_open(tiny, burn_in, share):
+  """Read token by token (three 24-token windows, 72 passes), a burn-in of 24 tokens holds the
+  gate shut while fewer than 24 tokens have been read: the first 23 passes (theta_gate -1: the
+  similarity gate never holds it). The cache has no gate to record."""
+  gated = dataclasses.replace(presets["gated"], layer=1, theta_gate=-1.0, burn_in_steps=burn_in,
+                              burn_in_strength=0.0)
+  out = aj.perplexity(tiny, TEXT, window=24, memory=gated, seeds=2)
+  assert out.windows == 3 and out.to_json()["gate_open"] == pytest.approx(share, abs=1e-6)
+  assert aj.perplexity(tiny, TEXT, window=24, memory=CacheConfig(layer=1)).gate_open is None
+
+
 # 3. The cache is causal within a pass.
 
 @pytest.mark.parametrize("window", [64, 4])

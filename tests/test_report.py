@@ -86,3 +86,18 @@ def test_generation_rows_say_when_a_gate_never_or_rarely_opened():
   assert _gate_note(r, "rare") == "; gate open on only 5% of passes"
   assert _gate_note(r, "seed") == "; gate open on 100% of passes"
   assert _gate_note(r, "off") == "" and _gate_note({}, "seed") == ""
+
+
+def test_e1_rows_carry_the_gate_share_the_sweep_recorded(tmp_path):
+  """E1's claims row and table say how often each preset's gate was open; a file written
+  before the record says 'not recorded' in the table and nothing in the claims row."""
+  e1 = {"ppl": 21.0, "baseline_ppl": 21.02, "seeds": 8, "tokens": 2048, "window": 512,
+        "model": "m", "delta_pct": -0.1, "delta_pct_ci95": [-0.3, 0.0], "p_value": 0.3}
+  _write(tmp_path, "e1_ppl_gated", {**e1, "gate_open": 0.931})
+  _write(tmp_path, "e1_ppl_seed", e1)
+  text = report.build(tmp_path)
+  claims = next(line for line in text.splitlines() if line.startswith("| E1 |"))
+  assert "gated: -0.10% [-0.30, +0.00] (8 seeds, 2048 tokens); gate open on 93.1% of passes" in claims
+  assert claims.endswith("<br>seed: -0.10% [-0.30, +0.00] (8 seeds, 2048 tokens) |")
+  rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+  assert rows["| gated"].endswith("| 93.1% |") and rows["| seed"].endswith("| not recorded |")

@@ -23,14 +23,14 @@ def _finite_numbers(tree, path=""):
 def test_quick_suite_writes_finite_results(tmp_path):
   subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick", "--out", str(tmp_path)],
                  check=True, timeout=900)
-  expected = {"e3_generation", "e3_fact_recall", "e4_comprehension", "suite_recall", "e5_sweeps",
+  expected = {"e3_generation", "e4_comprehension", "suite_recall", "e5_sweeps",
               "e6_topics", "e1_ppl_seed", "bench", "trajectories"}
   results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
   assert expected <= set(results)
   for name in ("e3_generation", "e4_comprehension", "e5_sweeps", "e6_topics"):
     r = results[name]
     assert {"experiment", "claim", "model", "seeds", "git_commit", "machine", "wall_s"} <= set(r)
-  for name in ("e3_generation", "e3_fact_recall", "e4_comprehension", "e6_topics"):
+  for name in ("e3_generation", "e4_comprehension", "e6_topics"):
     assert results[name]["paired_vs_off"], name
   parts = expected - {"e1_ppl_seed", "trajectories"} | {"e1_perplexity"}  # E3 writes trajectories
   assert set(results["run_all"]["experiment_wall_s"]) == parts

@@ -17,12 +17,11 @@ import pathlib
 from attractor_jax.writing import write_text_atomic
 from experiments.report.conclusions import conclude
 from experiments.report.experiments import (e1_section, e3_section, e4_section, e5_section,
-                                              e6_section, fact_recall_section, suite_section,
-                                              trajectories_section)
+                                              e6_section, suite_section, trajectories_section)
 from experiments.report.memories import (MEMORIES, calibration_section, memories_section,
                                            memory_table)
 from experiments.report.performance import e2_section, growth_section
-from experiments.report.study import studies, study_section
+from experiments.report.study import recall_rows, studies, study_section
 
 __all__ = ["CLAIMS", "MEMORIES", "build", "first_round_note", "memory_table", "write"]
 
@@ -38,9 +37,9 @@ CLAIMS = {
 }
 
 
-# first-round result files with a `gated` row (E4 and the suite's recall record its gate)
-FIRST_ROUND_WITH_GATED = ("e1_ppl_gated", "e3_generation", "e3_fact_recall", "e6_topics",
-                          "e4_comprehension", "suite_recall")
+# first-round result files with a `gated` row (each records its gate since this round)
+FIRST_ROUND_WITH_GATED = ("e1_ppl_gated", "e3_generation", "e6_topics", "e4_comprehension",
+                          "suite_recall")
 
 
 def first_round_note(res: dict) -> list[str]:
@@ -77,9 +76,9 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   """The text of RESULTS.md."""
   results = pathlib.Path(results_dir)
   res = _load(results)
-  e3, recall = e3_section(res), fact_recall_section(res)
+  e3 = e3_section(res)
   parts = {"E1": e1_section(res), "E2": e2_section(res),
-           "E3": (e3[0] + recall[0], e3[1] + recall[1]), "E4": e4_section(res),
+           "E3": (e3[0] + recall_rows(res), e3[1]), "E4": e4_section(res),
            "E5": e5_section(res), "E6": e6_section(res), "trajectories": trajectories_section(res),
            "E7": memories_section(res), "Suite": suite_section(res),
            "calibration": calibration_section(res), "growth": growth_section(res)}

@@ -32,14 +32,6 @@ def conclude(res: dict) -> list[str]:
                                           else "")
                + f" With {n_prompts} prompts as clusters no sign-flip p-value can fall below "
                f"{2 / 2 ** n_prompts:.3f}: a CI that excludes 0 here is weak evidence.")
-  recall = res.get("e3_fact_recall")
-  if recall:
-    off = recall["summary"]["off"]["mean"]
-    out.append(f"Fact recall after {recall['max_new_tokens']} generated tokens: off "
-               f"{100 * off:.0f}% vs {100 * recall['immediate_accuracy_off']:.0f}% when asked "
-               f"right after the prompt ({recall['n_items']} items); vs off: " + "; ".join(
-                   f"{p} {direction(v['accuracy']['ci95'], 'higher', 'lower')}"
-                   for p, v in recall["paired_vs_off"].items()) + ".")
   e4 = res.get("e4_comprehension")
   if e4:
     off = e4["summary"]["off"]["accuracy"]["mean"]

@@ -15,14 +15,14 @@ def e1_section(res: dict) -> tuple[list[str], list[str]]:
   if not runs:
     return [], []
   rows, section = [], ["## E1: perplexity with the layer updating token by token", "",
-                       "| preset | ppl (mean of seeds) | baseline ppl | change % | 95% CI (windows) | p | seeds | tokens |",
-                       "|---|---|---|---|---|---|---|---|"]
+                       "| preset | ppl (mean of seeds) | baseline ppl | change % | 95% CI (windows) | p | seeds | tokens | gate open |",
+                       "|---|---|---|---|---|---|---|---|---|"]
   for preset, r in runs.items():
     section.append(f"| {preset} | {r['ppl']:.3f} | {r['baseline_ppl']:.3f} | {r['delta_pct']:+.3f} | "
                    f"{ci_text(r['delta_pct_ci95'], '{:+.3f}')} | {r.get('p_value', float('nan')):.3f} | "
-                   f"{r['seeds']} | {r['tokens']} |")
+                   f"{r['seeds']} | {r['tokens']} | {_gate_text(r.get('gate_open', 'absent'))} |")
     rows.append(f"{preset}: {r['delta_pct']:+.2f}% {ci_text(r['delta_pct_ci95'])} "
-                f"({r['seeds']} seeds, {r['tokens']} tokens)")
+                f"({r['seeds']} seeds, {r['tokens']} tokens){_gate_phrase(r.get('gate_open'))}")
   first = next(iter(runs.values()))
   section += ["", f"Data: first {first['tokens']} tokens of *Pride and Prejudice* from \"It is a truth "
               f"universally acknowledged\", {first['window']}-token windows, no BOS; model "
@@ -59,32 +59,6 @@ def e3_section(res: dict) -> tuple[list[str], list[str]]:
   return rows, section
 
 
-def fact_recall_section(res: dict) -> tuple[list[str], list[str]]:
-  r = res.get("e3_fact_recall")
-  if not r:
-    return [], []
-  off = r["summary"]["off"]["mean"]
-  section = ["## E3: fact recall after a long continuation, paired with off", "",
-             "| preset | accuracy after the continuation | diff vs off (points) | 95% CI | p |",
-             "|---|---|---|---|---|",
-             f"| off, question right after the prompt | {100 * r['immediate_accuracy_off']:.1f}% | | | |",
-             f"| off | {100 * off:.1f}% | | | |"]
-  rows = [f"fact recall after {r['max_new_tokens']} tokens: off {100 * off:.1f}% (right after "
-          f"the prompt {100 * r['immediate_accuracy_off']:.1f}%, chance {100 * r['chance']:.0f}%)"]
-  for preset, paired in r["paired_vs_off"].items():
-    a = paired["accuracy"]
-    ci = [100 * c for c in a["ci95"]]
-    section.append(f"| {preset} | {100 * r['summary'][preset]['mean']:.1f}% | "
-                   f"{100 * a['mean_diff']:+.1f} | {ci_text(ci, '{:+.1f}')} | {a['p_value']:.3f} |")
-    rows.append(f"{preset}: recall {100 * a['mean_diff']:+.1f} points {ci_text(ci, '{:+.1f}')} "
-                f"({verdict(a['ci95'], a['p_value'])})")
-  section += ["", f"{r['n_items']} items x {r['seeds']} seeds, {r['max_new_tokens']} sampled "
-              f"tokens (temperature {r['sampling']['temperature']}, top-p {r['sampling']['top_p']}); "
-              "answers ranked by log-likelihood; CI resamples items. Command: "
-              "`python -m experiments.e3_fact_recall`.", ""]
-  return rows, section
-
-
 CHOICE_TABLE = ("| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | "
                 "95% CI | gate open |", "|---|---|---|---|---|---|---|---|")
 
@@ -100,9 +74,13 @@ def _gate_text(share) -> str:
 
 
 def _gate_note(r: dict, preset: str) -> str:
-  """'; gate open on N% of passes' for a preset with a recorded gate (generation
-  experiments), saying so when it never opened (then its verdict tests nothing)."""
-  share = r.get("gate_open", {}).get(preset)
+  """`_gate_phrase` of a preset in a file that records each preset's gate share."""
+  return _gate_phrase(r.get("gate_open", {}).get(preset))
+
+
+def _gate_phrase(share) -> str:
+  """'; gate open on N% of passes' for a recorded gate share, saying so when it never opened
+  (then the verdict beside it tests nothing); '' when none is recorded."""
   if share is None:
     return ""
   if share == 0.0:

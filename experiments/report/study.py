@@ -3,6 +3,7 @@ to the seed's four questions, every number read from those files."""
 
 from __future__ import annotations
 
+import collections
 import statistics
 
 from experiments.report.format import ci_text
@@ -74,12 +75,51 @@ def study_section(res: dict) -> list[str]:
     command = ("python -m experiments.dose_generation" if s["task"] == "generation" else
                f"python -m experiments.dose_response --task {s['task']}")
     lines += [f"### {s['task']} on {s['model']}", "",
-              f"`{command} --model {s['model']}`: {s['clusters']} clusters, git "
-              f"{s['git_commit'][:7]}, {s['machine']['cpus']} CPUs ({s['device']}). off: "
+              f"`{command} --model {s['model']}`: {s['clusters']} clusters, {_commits(s)}, "
+              f"{s['machine']['cpus']} CPUs ({s['device']}). off: "
               + ", ".join(f"{k} {v:.4f}" for k, v in off.items()) + f". {label}: {better}.", "",
               *table(s), "", f"![{stem}](results/{stem}"
               f"{'_seq_rep_4' if s['task'] == 'generation' else ''}.png)", ""]
   return lines
+
+
+def _commits(study: dict) -> str:
+  """The commit the arms ran at, or each commit with its number of arms when several did
+  (arms written before arms were stamped are counted apart)."""
+  stamped = collections.Counter(a["git_commit"][:7] for a in study["arms"].values()
+                                if "git_commit" in a)
+  unstamped = len(study["arms"]) - sum(stamped.values())
+  if not stamped:
+    return f"git {study['git_commit'][:7]} (the file's last run; its arms are not stamped)"
+  if len(stamped) == 1 and not unstamped:
+    return f"git {next(iter(stamped))}"
+  return ("arms at git " + ", ".join(f"{c} ({n})" for c, n in stamped.items())
+          + (f" and {unstamped} unstamped" if unstamped else ""))
+
+
+def recall_rows(res: dict) -> list[str]:
+  """E3's accuracy claim, from the study's generation files: fact recall with the memory the
+  continuation left, per model, and the attractor arms that moved it detectably."""
+  rows = []
+  for s in studies(res).values():
+    if s["task"] != "generation":
+      continue
+    arms = dict(_attractor_arms(s))
+    tests = {n: a["vs_off"]["carried_accuracy"] for n, a in arms.items()}
+    moved = [f"{n} {_cell(t, 100, '{:+.1f}')}" for n, t in tests.items() if _significant(t)]
+    mde = [100 * t["mde"] for t in tests.values()]
+    gates = sorted({f"{100 * a['activity']['gate_open']:.0f}" for n, a in arms.items()
+                    if n.startswith("gated/")}, key=float)
+    rows.append(
+        f"fact recall after {s['tokens']} generated tokens, the memory carried into the "
+        f"question ({s['model']}, {s['clusters']} prompts): off "
+        f"{100 * s['arms']['off']['summary']['carried_accuracy']:.1f}%; {len(moved)} of "
+        f"{len(arms)} attractor arms change it detectably (Holm)"
+        + (f": {', '.join(moved)}" if moved else
+           f" (MDE {min(mde):.1f} to {max(mde):.1f} points)")
+        + (f"; gated's gate open on {'-'.join(gates[::len(gates) - 1 or 1])}% of passes"
+           if gates else ""))
+  return rows
 
 
 PRESETS = ("seed", "gated", "multiscale")
