@@ -419,11 +419,11 @@ class Engine:
 
     def score(out, pos, _):
       target = tokens_RxL[:, jnp.minimum(pos + 1, L - 1)]
-      nll = token_nll(out.logits[:, -1], target)
+      logp_RxV = jax.nn.log_softmax(out.logits[:, -1].astype(jnp.float32), axis=-1)
+      nll = -jnp.take_along_axis(logp_RxV, target[:, None], axis=-1)[:, 0]
       finite = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
       ratio = jnp.zeros((R,)) if out.feedback_ratio is None else out.feedback_ratio
-      candidates = None if candidates_C is None else jax.nn.log_softmax(
-          out.logits[:, -1].astype(jnp.float32))[:, candidates_C]
+      candidates = None if candidates_C is None else logp_RxV[:, candidates_C]
       return None, (nll, out.info, ratio, finite, candidates)
 
     cache = init_cache(self.config, R, L, self.dtype)
