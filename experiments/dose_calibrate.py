@@ -45,6 +45,19 @@ def scored_nll(model, memory, rows) -> tuple[np.ndarray, float | None]:
   return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate
 
 
+def finished_rows(partial: pathlib.Path, design: dict, grid: list[tuple]) -> list[dict]:
+  """The search rows an interrupted run of the same design and grid left in `partial`."""
+  if not partial.exists():
+    return []
+  old = json.loads(partial.read_text())
+  rows = old.get("search", [])
+  settings = [(r["feedback_ratio"], r["theta_gate"], r["burn_in_steps"]) for r in rows]
+  if {k: old.get(k) for k in design} != design or settings != grid[:len(rows)]:
+    return []
+  print(f"resuming {partial}: {len(rows)} of {len(grid)} settings done")
+  return rows
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m")
@@ -57,9 +70,10 @@ def main(argv=None):
   evaluation, _ = dose.ppl_rows(model, args.per_novel, dose.EVAL_NOVELS)
   base, _ = scored_nll(model, None, calib)
   partial = out.with_suffix(".partial.json")  # finished search rows: a rerun skips them
-  search = json.loads(partial.read_text())["search"] if partial.exists() else []
-  for ratio, theta, burn_in in list(itertools.product(SEARCH_RATIOS, THETAS, BURN_INS))[
-      len(search):]:
+  grid = list(itertools.product(SEARCH_RATIOS, THETAS, BURN_INS))
+  design = {"model": args.model, "per_novel": args.per_novel}
+  search = finished_rows(partial, design, grid)
+  for ratio, theta, burn_in in grid[len(search):]:
     memory = dataclasses.replace(aj.presets["gated"], feedback_ratio=ratio, theta_gate=theta,
                                  burn_in_steps=burn_in)
     nll, gate = scored_nll(model, memory, calib)
@@ -67,7 +81,7 @@ def main(argv=None):
                    "gate_open": gate, **stats.cluster_comparison(nll - base)})
     print(ratio, theta, burn_in, f"{search[-1]['mean_diff']:+.5f}", f"gate {gate:.2f}",
           flush=True)
-    write_json_atomic(partial, {"model": args.model, "search": search})
+    write_json_atomic(partial, {**design, "search": search})
   best = min(search, key=lambda r: r["mean_diff"])
   memory = dataclasses.replace(aj.presets["gated"], feedback_ratio=best["feedback_ratio"],
                                theta_gate=best["theta_gate"], burn_in_steps=best["burn_in_steps"])

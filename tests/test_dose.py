@@ -168,3 +168,18 @@ def test_recommendation_keeps_tasks_that_moved_arms_or_showed_the_cache():
   assert "ppl 2 of 3 arms on m; kv 0 of 2 arms on m; generation 1 of 3 arms on m" in text
   assert "The minimal suite these figures support: ppl, kv (a task" in text
   assert text.endswith("; generation moved too few arms at its cluster count to add to it.")
+
+
+def test_calibration_resumes_only_rows_of_its_own_design_and_grid(tmp_path):
+  from experiments.dose_calibrate import finished_rows
+  from attractor_jax.writing import write_json_atomic
+  grid = [(0.01, 0.3, 0), (0.01, 0.3, 16), (0.01, 0.6, 0)]
+  row = lambda r, t, b: {"feedback_ratio": r, "theta_gate": t, "burn_in_steps": b}
+  partial, design = tmp_path / "cal.partial.json", {"model": "m", "per_novel": 12}
+  assert finished_rows(partial, design, grid) == []  # nothing yet
+  write_json_atomic(partial, {**design, "search": [row(*grid[0]), row(*grid[1])]})
+  assert len(finished_rows(partial, design, grid)) == 2
+  assert finished_rows(partial, {**design, "per_novel": 4}, grid) == []  # other windows
+  assert finished_rows(partial, design, grid[1:]) == []  # another grid
+  write_json_atomic(partial, {"model": "m", "search": [row(*grid[0])]})  # before the design
+  assert finished_rows(partial, design, grid) == []
