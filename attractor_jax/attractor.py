@@ -143,15 +143,6 @@ class UpdateInfo(Info):
   steering_cos: jax.Array  # []: cos(feedback, running mean of x): 1 is a plain steering vector
 
 
-GATE_OPEN = 0.5  # traces and reports count a gate above this as open
-
-
-def gate_open(gate):
-  """Where a gate counts as open (g > GATE_OPEN), elementwise, for NumPy and JAX arrays alike:
-  the share of passes with the gate open is this averaged over passes and banks."""
-  return gate > GATE_OPEN
-
-
 def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
                prompt_attn_TxD: jax.Array | None = None) -> AttractorState:
   """A fresh state. `init="noise"` draws N(0, sigma^2) with sigma the RMS of the prompt's

@@ -19,9 +19,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attractor_jax.attractor import gate_open
 from attractor_jax.config import ModelConfig
-from attractor_jax.memories.base import Memory, Observation, residual_norm
+from attractor_jax.memories.base import Memory, Observation, gate_open, residual_norm
 from attractor_jax.sampling import SamplingState, Trace, sample_token, sample_tokens, state_finite
 from attractor_jax.transformer import Decoder, KVCache, Taps, init_cache
 
@@ -56,10 +55,14 @@ class Pass(NamedTuple):
   hidden: jax.Array  # [B, T, D]: the final normed hidden states (the unembedding's input)
 
 
+def token_logp(logits_xV):
+  """Log-probabilities over the vocabulary (last axis), in float32."""
+  return jax.nn.log_softmax(logits_xV.astype(jnp.float32), axis=-1)
+
+
 def token_nll(logits_BxTxV, targets_BxT):
   """-log p(target) per position, in float32."""
-  logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
+  return -jnp.take_along_axis(token_logp(logits_BxTxV), targets_BxT[..., None], axis=-1)[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,8 +374,9 @@ class Engine:
 
     Each pass is one token, as in generation; the KV cache restarts at every window while the
     memory's state carries over (the persistent memory under test). Returns NLL sums [S, N],
-    given reference log-probs (the baseline's) KL(reference || memory) sums [S, N], and the
-    share of each window's passes whose gate was open [S, N] (NaN for memories without one).
+    KL(reference || memory) sums [S, N] (zeros without reference log-probs, the baseline's),
+    and the share of each window's W passes whose gate was open [S, N] (`gate_open`; NaN for
+    memories without a gate).
     """
     W = windows_NxW.shape[1]
 
@@ -419,7 +423,7 @@ class Engine:
 
     def score(out, pos, _):
       target = tokens_RxL[:, jnp.minimum(pos + 1, L - 1)]
-      logp_RxV = jax.nn.log_softmax(out.logits[:, -1].astype(jnp.float32), axis=-1)
+      logp_RxV = token_logp(out.logits[:, -1])
       nll = -jnp.take_along_axis(logp_RxV, target[:, None], axis=-1)[:, 0]
       finite = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
       ratio = jnp.zeros((R,)) if out.feedback_ratio is None else out.feedback_ratio
@@ -440,7 +444,7 @@ class Engine:
   def choice_scores(self, params, ctx_IxL, ch_IxCxJ, mask_IxCxJ, keys_S, *, segment: int):
     """Per seed, item and choice: the summed log-probability of the choice's tokens and
     whether each is the argmax, [S, I, C] each; per seed and item, the share of context
-    passes whose gate was open (mean over banks of g > 0.5; NaN for memories without a gate),
+    passes whose gate was open (`gate_open` over banks; NaN for memories without a gate),
     [S, I]. The context is read in `segment`-token passes from a fresh memory; each choice is
     then one more pass from that cache and state.
     """

@@ -136,4 +136,4 @@ def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | Non
       delta_pct_ci95=[float(100 * np.expm1(lo)), float(100 * np.expm1(hi))],
       p_value=float(stats.sign_flip_pvalue(diff_N)), per_seed_ppl=ppl_S.tolist(),
       window_nll_baseline=base_N.tolist(), window_nll=nll_SxN.mean(axis=0).tolist(),
-      gate_open=None if np.isnan(opened_SxN).all() else float(opened_SxN.mean()))
+      gate_open=None if np.isnan(opened_SxN).any() else float(opened_SxN.mean()))

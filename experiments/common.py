@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attractor_jax.attractor import gate_open
+from attractor_jax.memories.base import gate_open
 
 
 def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, ylabel: str,
@@ -25,7 +25,7 @@ def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, yla
 
 
 def gate_share(runs) -> float | None:
-  """The share of generation passes whose gate was open (mean over banks of g > 0.5): each
+  """The share of generation passes whose gate was open (`gate_open` over banks): each
   row's share over its generated tokens, averaged over every run's rows; None for no memory or
   one without a gate."""
   info = runs[0].trace.info

@@ -7,7 +7,7 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
 64-row sampling, 3 for the seed loop):
   - top-p sampling: a sort of the 49,152 logits (the old sampler, which also ran for greedy
     decoding) vs `sampling.sample_token` (greedy skips it; top-p by bisection);
-  - top-p sampling of 64 rows (E3 fact recall's batch): a vmap of the bisection and a Gumbel
+  - top-p sampling of 64 rows (8 prompts x 8 seeds): a vmap of the bisection and a Gumbel
     per token (`jax.random.categorical`) vs `sampling.sample_tokens` (row by row, inverse CDF);
   - the logits: the tied [V, D] table contracted on its second axis vs `load`'s [D, V] copy;
   - the 30 layers' projections: q, k, v, gate, up as five matrices vs the fused "qkv" and

@@ -24,7 +24,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.attractor import gate_open
+from attractor_jax.memories.base import gate_open
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 from experiments import dose_response as dose
@@ -53,6 +53,7 @@ def finished_rows(partial: pathlib.Path, design: dict, grid: list[tuple]) -> lis
   rows = old.get("search", [])
   settings = [(r["feedback_ratio"], r["theta_gate"], r["burn_in_steps"]) for r in rows]
   if {k: old.get(k) for k in design} != design or settings != grid[:len(rows)]:
+    print(f"{partial}: another design or grid; the search starts again")
     return []
   print(f"resuming {partial}: {len(rows)} of {len(grid)} settings done")
   return rows

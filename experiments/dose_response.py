@@ -24,7 +24,7 @@ Tasks (clusters are independent; each is scored once per arm, seed = its index):
 Every arm's difference from `off` over clusters: mean, t and BCa intervals, p-value, Holm over
 the task's table, minimum detectable effect at 80% power; and what the memory did: realised
 |feedback| / residual norm (mean, 95th percentile), gate openness (share of passes with
-g > 0.5), max similarity quantiles, the winner's share of strength, cos(feedback, mean x).
+the gate open: `memories.base.gate_open`), max similarity quantiles, the winner's share of strength, cos(feedback, mean x).
 Resumable: finished arms are kept in the JSON (written after each arm) and skipped on rerun.
 """
 
@@ -43,9 +43,10 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.attractor import gate_open, winner_share
+from attractor_jax.attractor import winner_share
 from attractor_jax.data import load_text
 from attractor_jax.evals.tasks import kv_recall_items
+from attractor_jax.memories.base import gate_open
 from attractor_jax.prompts import bos, prompt_ids, text_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seeds import stacked_keys

@@ -9,7 +9,7 @@ the argmax) and the word's log-likelihood. Key-value recall: "The key for the <k
 <value>." pairs, then `distance` filler sentences of *Pride and Prejudice*, then a question
 whose four values (distractors from the same context) are ranked by log-likelihood; swept
 over the number of pairs (2, 8, 16) and the distance (0, 8 sentences). Contexts are read in
-16-token passes, as in E4. Sizes (64 cloze passages, 16 items per key-value cell) keep the
+16-token passes (docs/method.md segment mode). Sizes (64 cloze passages, 16 items per key-value cell) keep the
 run near 20 minutes on 2 cores: every seed re-reads every context, about 780 tokens/s.
 An item's score under a preset is its mean over seeds; paired with off over items (cloze
 clustered by chapter).

@@ -50,6 +50,15 @@ class Info(flax.struct.PyTreeNode):
   feedback_norm: jax.Array  # []: norm of the feedback the next pass receives (0 if none)
 
 
+GATE_OPEN = 0.5  # traces and reports count a gate (an Info's `gate`, [N]) above this as open
+
+
+def gate_open(gate):
+  """Where a gate counts as open (g > GATE_OPEN), elementwise, for NumPy and JAX arrays alike:
+  the share of passes with the gate open is this averaged over passes and banks."""
+  return gate > GATE_OPEN
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Memory:
   """Base of every memory config: the host layer, validation, and the default read-outs.

@@ -118,11 +118,15 @@ def e4_section(res: dict) -> tuple[list[str], list[str]]:
   rows = [f"off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%)"]
   _choice_rows(r, section, rows)
   section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
-              f"contexts read in {r['segment']}-token passes; CIs resample stories. Gate open: "
+              f"contexts read {_passes(r['segment'])}; CIs resample stories. Gate open: "
               "the share of context passes whose gate was open (burn-in counts tokens; "
               f"docs/method.md). Command: `python -m experiments.e4_comprehension` (git "
               f"{r['git_commit'][:7]}).", ""]
   return rows, section
+
+
+def _passes(segment: int) -> str:
+  return "token by token" if segment == 1 else f"in {segment}-token passes"
 
 
 def suite_section(res: dict) -> tuple[list[str], list[str]]:
@@ -148,7 +152,7 @@ def suite_section(res: dict) -> tuple[list[str], list[str]]:
   for preset, cells in kv["accuracy_by_cell"].items():
     section.append(f"| {preset} | " + " | ".join(f"{100 * v:.0f}%" for v in cells.values()) + " |")
   section += ["", "![key-value recall](results/suite_recall_kv.png)", "",
-              f"{r['seeds']} seeds, contexts read in {r['segment']}-token passes. Command: "
+              f"{r['seeds']} seeds, contexts read {_passes(r['segment'])}. Command: "
               f"`python -m experiments.suite_recall` (git {r['git_commit'][:7]}).", ""]
   return rows, section
 

@@ -105,11 +105,15 @@ def recall_rows(res: dict) -> list[str]:
     if s["task"] != "generation":
       continue
     arms = dict(_attractor_arms(s))
+    if not arms:
+      continue
     tests = {n: a["vs_off"]["carried_accuracy"] for n, a in arms.items()}
     moved = [f"{n} {_cell(t, 100, '{:+.1f}')}" for n, t in tests.items() if _significant(t)]
     mde = [100 * t["mde"] for t in tests.values()]
     gates = sorted({f"{100 * a['activity']['gate_open']:.0f}" for n, a in arms.items()
-                    if n.startswith("gated/")}, key=float)
+                    if "gate_open" in a.get("activity", {}) and n.startswith("gated/")},
+                   key=float)
+    gate_range = gates[0] if len(gates) == 1 else "-".join(gates[::len(gates) - 1])
     rows.append(
         f"fact recall after {s['tokens']} generated tokens, the memory carried into the "
         f"question ({s['model']}, {s['clusters']} prompts): off "
@@ -117,8 +121,7 @@ def recall_rows(res: dict) -> list[str]:
         f"{len(arms)} attractor arms change it detectably (Holm)"
         + (f": {', '.join(moved)}" if moved else
            f" (MDE {min(mde):.1f} to {max(mde):.1f} points)")
-        + (f"; gated's gate open on {'-'.join(gates[::len(gates) - 1 or 1])}% of passes"
-           if gates else ""))
+        + (f"; gated's gate open on {gate_range}% of passes" if gates else ""))
   return rows
 
 
@@ -214,8 +217,8 @@ def _headroom(study: dict) -> str:
                   key=lambda n: (float(n.rsplit("/", 1)[1]), n))
   return (f"; off {100 * study['arms']['off']['summary']['accuracy']:.1f}% correct, accuracy "
           f"MDE {min(mdes):.1f} to {max(mdes):.1f} points (median {statistics.median(mdes):.1f}) "
-          f"over the arms that changed any answer; the seed's +{SEED_GAIN} points lie within "
-          f"the MDE of {len(within)} of {len(attractor)} attractor arms"
+          f"over the arms that changed any answer; the accuracy MDE of {len(within)} of "
+          f"{len(attractor)} attractor arms is at most the seed's +{SEED_GAIN} points"
           + (f" ({', '.join(within)})" if within else ""))
 
 
@@ -223,37 +226,46 @@ def _recommendation(found: list[dict], res: dict) -> str:
   """The minimal suite these files support: the tasks where the tuned cache's gain was
   detectable or where at least half the arms changed detectably, with the share of arms each
   task moved, per model."""
-  moved, positive = {}, set()
+  moved = {}
   for s in found:
     metric = TASKS[s["task"]][0]
-    tested = [a["vs_off"][metric] for n, a in s["arms"].items() if n != "off"]
+    tested = [a["vs_off"][metric] for _, a in _attractor_arms(s)]
     moved.setdefault(s["task"], []).append(
         (s["model"], sum(map(_significant, tested)), len(tested)))
-  for stem, p in res.items():
-    if stem.startswith("dose_positive_") and "git_commit" in p:
-      positive |= {task for task, t in p["tasks"].items()
-                   if any(_significant(x) and _side(x, _better_sign(task))
-                          for x in t["evaluation"].values())}
+  positive = {gain.split()[0] for stem, p in res.items()
+              if stem.startswith("dose_positive_") and "git_commit" in p
+              for gain in _tuned_gains(p)}
   keep = [task for task, counts in moved.items()
-          if task in positive or any(2 * k >= n for _, k, n in counts)]
-  shares = "; ".join(f"{task} " + ", ".join(f"{k} of {n} arms on {m}" for m, k, n in counts)
+          if task in positive or any(n and 2 * k >= n for _, k, n in counts)]
+  shares = "; ".join(f"{task} " + ", ".join(f"{k} of {n} on {m}" for m, k, n in counts)
                      for task, counts in moved.items())
-  return (f"Arms that changed the main metric detectably (Holm): {shares}. The minimal suite "
-          f"these figures support: {', '.join(keep) if keep else 'none of these tasks'} (a task "
-          "where the tuned cache gained detectably, or that moved at least half its arms), read "
-          "token by token over >= 24 clusters, paired with off, beside the equal-norm moving "
-          "average of x (which separates an attractor from a steering vector) and the tuned "
-          "cache (which shows the task can see a working memory)" + (
+  return (f"Attractor arms that changed the main metric detectably (Holm): {shares}. The "
+          f"minimal suite these figures support: {', '.join(keep) if keep else 'none of these'} "
+          "(a task where the tuned cache gained detectably, or that moved at least half its "
+          f"attractor arms), read token by token over >= {min(s['clusters'] for s in found)} "
+          "clusters, paired with off, beside the equal-norm moving average of x (which "
+          "separates an attractor from a steering vector) and the tuned cache (which shows the "
+          "task can see a working memory)" + (
               f"; {', '.join(sorted(set(moved) - set(keep)))} moved too few arms at its "
               "cluster count to add to it"
               if set(moved) - set(keep) else "") + ".")
 
 
+GAIN_SIGN = {"nll": -1.0, "seq_rep_4": -1.0}  # lower is better; every other metric: higher
+
+
+def _tuned_gains(result: dict) -> list[str]:
+  """'<task> <metric>' for each evaluation metric the tuned cache improved detectably."""
+  return [f"{task} {m}" for task, t in result["tasks"].items()
+          for m, test in t["evaluation"].items()
+          if _significant(test) and _side(test, GAIN_SIGN.get(m, 1.0))]
+
+
 def positive_control(result: dict) -> str:
   """The cache tuned on the calibration split and tested on the evaluation split, per task."""
-  pieces, gains = [], []
+  pieces, gains = [], _tuned_gains(result)
   for task, t in result["tasks"].items():
-    metric, sign = TASKS[task][0], _better_sign(task)
+    metric = TASKS[task][0]
     best, ev = t["best"], t["evaluation"]
     extra = (f", accuracy {_cell(ev['accuracy'], 100, '{:+.1f}')} points (MDE "
              f"{100 * ev['accuracy']['mde']:.1f})" if "accuracy" in ev else "")
@@ -263,7 +275,6 @@ def positive_control(result: dict) -> str:
         f"{best[metric]['mean_diff']:+.4f} on calibration, {_cell(ev[metric])} on evaluation "
         f"(Holm p {ev[metric]['p_holm']:.3g}, MDE {ev[metric]['mde']:.4f}){extra}; the preset "
         f"cache there {_cell(t['preset_on_evaluation'][metric])}")
-    gains += [f"{task} {m}" for m, test in ev.items() if _significant(test) and _side(test, sign)]
   verdict = (f"The suite sees a working memory: a detectable gain in {', '.join(gains)}."
              if gains else "Even tuned, the cache shows no detectable gain: the suite has not "
              "shown that it can see a working memory.")
