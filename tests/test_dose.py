@@ -170,6 +170,11 @@ def test_recommendation_keeps_tasks_that_moved_arms_or_showed_the_cache():
   assert "The minimal suite these figures support: ppl, kv (a task" in text
   assert "read token by token over >= 32 clusters" in text
   assert text.endswith("; generation moved too few arms at its cluster count to add to it.")
+  recall = {"seq_rep_4": flat, "carried_accuracy": moved}  # repetition flat, recall moved
+  found[2]["arms"].update({"seed/closed/0": {"vs_off": recall},
+                           "gated/closed/0": {"vs_off": recall}})
+  text = study._recommendation(found, {})
+  assert "generation 3 of 5 on m" in text and "support: ppl, generation (a task" in text
 
 
 def test_calibration_resumes_only_rows_of_its_own_design_and_grid(tmp_path):

@@ -59,6 +59,7 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
   claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))
   assert "gated: not a test: its gate never opened (0% of context passes)" in claims
   assert "seed: +1.00 points [+0.20, +2.00] (higher than off" in claims
+  assert "; gate open on 100% of context passes" in claims  # an open gate is named too
   rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
   assert rows["| gated"].endswith("| 0% |") and rows["| seed"].endswith("| 100% |")
   (tmp_path / "e4_comprehension.json").write_text(

@@ -104,8 +104,9 @@ def _choice_rows(r: dict, section: list[str], rows: list[str]):
       continue
     rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
                 f"({verdict(a['ci95'], a['p_value'])})")
-    if isinstance(share, float) and share < RARELY_OPEN:
-      rows[-1] += f"; its gate opened on only {_gate_text(share)} of context passes"
+    if isinstance(share, float):
+      rows[-1] += (f"; its gate opened on only {_gate_text(share)}" if share < RARELY_OPEN
+                   else f"; gate open on {_gate_text(share)}") + " of context passes"
 
 
 def e4_section(res: dict) -> tuple[list[str], list[str]]:

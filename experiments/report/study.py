@@ -224,14 +224,14 @@ def _headroom(study: dict) -> str:
 
 def _recommendation(found: list[dict], res: dict) -> str:
   """The minimal suite these files support: the tasks where the tuned cache's gain was
-  detectable or where at least half the arms changed detectably, with the share of arms each
-  task moved, per model."""
+  detectable or where at least half the attractor arms changed one of the task's metrics
+  detectably, with the number of arms each task moved, per model."""
   moved = {}
   for s in found:
-    metric = TASKS[s["task"]][0]
-    tested = [a["vs_off"][metric] for _, a in _attractor_arms(s)]
-    moved.setdefault(s["task"], []).append(
-        (s["model"], sum(map(_significant, tested)), len(tested)))
+    metrics = (TASKS[s["task"]][0], *EXTRA.get(s["task"], ()))
+    arms = [a["vs_off"] for _, a in _attractor_arms(s)]
+    hit = sum(any(_significant(t[m]) for m in metrics if m in t) for t in arms)
+    moved.setdefault(s["task"], []).append((s["model"], hit, len(arms)))
   positive = {gain.split()[0] for stem, p in res.items()
               if stem.startswith("dose_positive_") and "git_commit" in p
               for gain in _tuned_gains(p)}
@@ -239,10 +239,10 @@ def _recommendation(found: list[dict], res: dict) -> str:
           if task in positive or any(n and 2 * k >= n for _, k, n in counts)]
   shares = "; ".join(f"{task} " + ", ".join(f"{k} of {n} on {m}" for m, k, n in counts)
                      for task, counts in moved.items())
-  return (f"Attractor arms that changed the main metric detectably (Holm): {shares}. The "
+  return (f"Attractor arms that changed any of the task's metrics detectably (Holm): {shares}. The "
           f"minimal suite these figures support: {', '.join(keep) if keep else 'none of these'} "
-          "(a task where the tuned cache gained detectably, or that moved at least half its "
-          f"attractor arms), read token by token over >= {min(s['clusters'] for s in found)} "
+          "(a task where the tuned cache gained detectably, or where at least half its "
+          f"attractor arms moved a metric), read token by token over >= {min(s['clusters'] for s in found)} "
           "clusters, paired with off, beside the equal-norm moving average of x (which "
           "separates an attractor from a steering vector) and the tuned cache (which shows the "
           "task can see a working memory)" + (
@@ -329,14 +329,12 @@ def answers(res: dict) -> list[str]:
     text += ("Open loop under teacher forcing, the attractor's state does not depend on its "
              "feedback: its max-similarity quantiles are identical at every ratio for "
              + ", ".join(pieces) + ". ")
-  harms = []
   for s in found:
-    metric = TASKS[s["task"]][0]
-    for family, ratio in s["first_detectable_harm"].get(metric, {}).items():
-      harms.append(f"{family} {'never' if ratio is None else f'from {ratio}'}")
-    text += (f"Harm to {metric} ({_where(s)}) first detectable (Holm): " + ", ".join(harms)
-             + ". ")
-    harms = []
+    for metric, first in s["first_detectable_harm"].items():  # the task's main metric first
+      harms = [f"{family} {'never' if ratio is None else f'from {ratio}'}"
+               for family, ratio in first.items()]
+      text += (f"Harm to {metric} ({_where(s)}) first detectable (Holm): " + ", ".join(harms)
+               + ". ")
   for s in found:
     if s["task"] != "ppl":
       continue
