@@ -55,6 +55,13 @@ class Pass(NamedTuple):
   hidden: jax.Array  # [B, T, D]: the final normed hidden states (the unembedding's input)
 
 
+def open_share(info):
+  """The first row's share of banks with the gate open in one pass (`gate_open`); NaN for a
+  memory without a gate."""
+  gate = getattr(info, "gate", None)
+  return jnp.float32(jnp.nan) if gate is None else jnp.mean(gate_open(gate[0]))
+
+
 def token_logp(logits_xV):
   """Log-probabilities over the vocabulary (last axis), in float32."""
   return jax.nn.log_softmax(logits_xV.astype(jnp.float32), axis=-1)
@@ -387,8 +394,7 @@ class Engine:
         target = window_W[jnp.minimum(pos + 1, W - 1)]
         scored = pos < W - 1
         nll = jnp.where(scored, token_nll(out.logits[:, -1], target[None])[0], 0.0)
-        gate = getattr(out.info, "gate", None)
-        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate_open(gate[0]))
+        opened = open_share(out.info)
         if ref_WxV is None:
           return None, (nll, 0.0, opened)
         logp_V = jax.nn.log_softmax(out.logits[0, -1])
@@ -461,8 +467,7 @@ class Engine:
         toks = jax.lax.dynamic_slice(ctx_L, (start,), (segment,))[None]
         out = self.step(params, toks, (start + jnp.arange(segment))[None], cache, state,
                         last_logits_only=True)
-        gate = getattr(out.info, "gate", None)
-        opened = jnp.float32(jnp.nan) if gate is None else jnp.mean(gate_open(gate[0]))
+        opened = open_share(out.info)
         return (out.cache, out.state, out.logits[0, -1]), opened
 
       (cache, state, last_V), opened_P = jax.lax.scan(

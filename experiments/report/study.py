@@ -242,7 +242,8 @@ def _recommendation(found: list[dict], res: dict) -> str:
   return (f"Attractor arms that changed any of the task's metrics detectably (Holm): {shares}. The "
           f"minimal suite these figures support: {', '.join(keep) if keep else 'none of these'} "
           "(a task where the tuned cache gained detectably, or where at least half its "
-          f"attractor arms moved a metric), read token by token over >= {min(s['clusters'] for s in found)} "
+          "attractor arms moved a metric), read token by token over >= "
+          f"{min(s['clusters'] for s in found)} "
           "clusters, paired with off, beside the equal-norm moving average of x (which "
           "separates an attractor from a steering vector) and the tuned cache (which shows the "
           "task can see a working memory)" + (
