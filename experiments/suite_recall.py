@@ -27,39 +27,14 @@ import numpy as np
 from tqdm import tqdm
 
 import attractor_jax as aj
-from attractor_jax import stats
-from attractor_jax.evals.choice import choice_scores
 from attractor_jax.evals.tasks import cloze_items, kv_recall_items
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
+from experiments.choice_task import compare_with_off, preset_scores
 from experiments.common import plot_lines
 
 SEGMENT = 16
 CLOZE_NOVEL = "persuasion"
-
-
-def _scores(model, contexts, choices, answers, preset: str, seeds: int):
-  """Per item, mean over seeds: accuracy and the gold answer's log-likelihood (accuracy is
-  "ranked first" with several choices, "every token the argmax" (greedy) with one); and the
-  share of context passes with the gate open (None: no gate)."""
-  answers_I = np.asarray(answers)
-  scored = choice_scores(model, contexts, choices, memory=aj.presets[preset],
-                         seeds=1 if preset == "off" else seeds, segment=SEGMENT)
-  lp_SxIxC, greedy_SxIxC = scored.logprob, scored.greedy
-  gold_SxI = np.take_along_axis(lp_SxIxC, answers_I[None, :, None], 2)[..., 0]
-  correct_SxI = (greedy_SxIxC[..., 0] if lp_SxIxC.shape[2] == 1
-                 else lp_SxIxC.argmax(-1) == answers_I[None])
-  return {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0)}, scored.gate_share()
-
-
-def _compare(scores: dict, gate_open: dict, presets: list[str], clusters=None) -> dict:
-  return {
-      "gate_open": gate_open,
-      "summary": {p: {m: stats.summarize(v, clusters=clusters) for m, v in s.items()}
-                  for p, s in scores.items()},
-      "paired_vs_off": {p: {m: stats.paired(scores[p][m], scores["off"][m], clusters=clusters)
-                            for m in scores[p]} for p in presets},
-  }
 
 
 def main(argv=None):
@@ -82,12 +57,12 @@ def main(argv=None):
   kv = [it for p, d in cells for it in kv_recall_items(p, d, n_kv, seed=0)]
   cloze_scores, kv_scores, cloze_gate, kv_gate = {}, {}, {}, {}
   for preset in tqdm(["off", *presets], desc="suite recall presets", file=sys.stderr):
-    cloze_scores[preset], cloze_gate[preset] = _scores(
+    cloze_scores[preset], cloze_gate[preset] = preset_scores(
         model, [it.context for it in cloze], [(it.target,) for it in cloze], [0] * len(cloze),
-        preset, seeds)
-    kv_scores[preset], kv_gate[preset] = _scores(
+        preset, seeds, SEGMENT)
+    kv_scores[preset], kv_gate[preset] = preset_scores(
         model, [it.prompt for it in kv], [it.choices for it in kv], [it.answer for it in kv],
-        preset, seeds)
+        preset, seeds, SEGMENT)
   cell_index = np.repeat(np.arange(len(cells)), n_kv)
   by_cell = {p: {f"pairs={a},distance={b}": float(s["accuracy"][cell_index == c].mean())
                  for c, (a, b) in enumerate(cells)} for p, s in kv_scores.items()}
@@ -102,12 +77,12 @@ def main(argv=None):
       "presets": presets,
       "cloze": {"data": f"cloze_items({CLOZE_NOVEL!r}, seed 0)", "n_items": n_cloze,
                 "n_chapters": len({it.cluster for it in cloze}),
-                **_compare(cloze_scores, cloze_gate, presets,
+                **compare_with_off(cloze_scores, cloze_gate, presets,
                            clusters=[it.cluster for it in cloze])},
       "kv_recall": {"data": "kv_recall_items(seed 0), filler from prideprejudice",
                     "n_items": len(kv), "items_per_cell": n_kv, "pairs": list(pairs),
                     "distances": list(distances), "chance": 1 / len(kv[0].choices),
-                    "accuracy_by_cell": by_cell, **_compare(kv_scores, kv_gate, presets)},
+                    "accuracy_by_cell": by_cell, **compare_with_off(kv_scores, kv_gate, presets)},
       "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
       "quick": args.quick})
 

@@ -39,20 +39,31 @@ def test_comprehension_defaults_give_balanced_valid_items(comprehension):
   assert kinds == {"Where": 80, "Who": 80, "What": 80}
   for item in comprehension:
     assert 3 <= item.context.count(".") <= 6
-    for choice in item.choices:  # distractors come from the story itself
+    for k, choice in enumerate(item.choices):  # only the answer is in the story
+      in_story = re.search(rf"\b{choice.split()[-1]}\b", item.context) is not None
+      assert in_story == (k == item.answer)
+
+
+def test_comprehension_story_distractors_come_from_the_story():
+  items = tasks.comprehension_items(n=90, distractors="story")
+  _check_choices(items, 90)
+  for item in items:
+    for choice in item.choices:
       assert re.search(rf"\b{choice.split()[-1]}\b", item.context)
+  unseen = tasks.comprehension_items(n=90)
+  assert [i.question for i in items] != [i.question for i in unseen]
+  with pytest.raises(InputError, match="distractors='stories'"):
+    tasks.comprehension_items(distractors="stories")
 
 
-def test_comprehension_clusters_are_stories(comprehension):
-  by_cluster = collections.defaultdict(set)
-  for item in comprehension:
-    by_cluster[item.cluster].add(item.context)
-  assert all(len(contexts) == 1 for contexts in by_cluster.values())
-  assert len({next(iter(c)) for c in by_cluster.values()}) == len(by_cluster)
+def test_comprehension_asks_one_question_per_story(comprehension):
+  assert sorted(item.cluster for item in comprehension) == list(range(len(comprehension)))
+  assert len({item.context for item in comprehension}) == len(comprehension)
 
 
-def test_comprehension_answers_follow_the_story():
-  for item in tasks.comprehension_items(n=90, seed=3):
+@pytest.mark.parametrize("distractors", tasks.DISTRACTORS)
+def test_comprehension_answers_follow_the_story(distractors):
+  for item in tasks.comprehension_items(n=90, seed=3, distractors=distractors):
     answer = item.choices[item.answer].strip()
     words = item.question.rstrip("?").split()
     if words[0] == "Where":  # the object's last mention names where it is

@@ -103,8 +103,9 @@ _OBJECTS = (
     "map", "candle", "saddle", "shovel", "teapot", "drum", "mirror")
 
 
-def _story(rng: random.Random) -> tuple[str, list[tuple[str, str, str, list[str]]]]:
-  """A 3-6 sentence story and its questions as (question, answer, category, choosable names)."""
+def _story(rng: random.Random) -> tuple[str, list[tuple[str, str, str]], dict[str, list[str]]]:
+  """A 3-6 sentence story, its questions as (question, answer, category), and the people,
+  places and objects it mentions."""
   people = rng.sample(_NAMES, 4)
   places = rng.sample(_PLACES, 5)
   unused = rng.sample(_OBJECTS, 4)
@@ -159,40 +160,51 @@ def _story(rng: random.Random) -> tuple[str, list[tuple[str, str, str, list[str]
   if unique_puts:
     p, o, where = rng.choice(unique_puts)
     questions.append((f"What did {p} put in the {where}?", o, "object"))
-  return " ".join(sentences), [
-      (q, a, c, mentioned[c]) for q, a, c in questions if len(mentioned[c]) >= N_CHOICES]
+  return " ".join(sentences), questions, mentioned
 
 
 def _phrase(name: str, category: str) -> str:
   return f" {name}" if category == "person" else f" the {name}"
 
 
-def comprehension_items(n: int = 240, seed: int = 0, split: str = "test") -> list[ChoiceItem]:
-  """Multiple-choice questions on short generated stories; cluster = story id.
+_POOLS = {"person": _NAMES, "place": _PLACES, "object": _OBJECTS}
+DISTRACTORS = ("unseen", "story")
+
+
+def comprehension_items(n: int = 240, seed: int = 0, split: str = "test",
+                        distractors: str = "unseen") -> list[ChoiceItem]:
+  """Multiple-choice questions on short generated stories, one per story (cluster = story).
 
   The splits are disjoint: a story belongs to "calibration" or "test" by a hash of its text.
   A third of the questions each ask where an object is, who moved it, and what someone put
-  somewhere; distractors are same-kind entities (places, people, objects) from the story.
+  somewhere. Distractors are same-kind entities (places, people, objects) that the story never
+  mentions ("unseen": answerable by recalling what the story said, within a small model's
+  reach) or that it does mention ("story": needs tracking who did what, at chance for
+  SmolLM2-135M).
   """
   _check_count(n=n)
   if split not in SPLITS:
     raise InputError(f"split={split!r} must be one of {SPLITS}")
+  if distractors not in DISTRACTORS:
+    raise InputError(f"distractors={distractors!r} must be one of {DISTRACTORS}")
   rng = random.Random(f"comprehension/{split}/{seed}")
   positions = _positions(n, rng)
   quota = {c: n // 3 + (k < n % 3) for k, c in enumerate(("place", "person", "object"))}
   items: list[ChoiceItem] = []
   seen: set[str] = set()
   while len(items) < n:
-    story, questions = _story(rng)
-    questions = [q for q in questions if quota[q[2]] > 0]
+    story, questions, mentioned = _story(rng)
+    names = mentioned if distractors == "story" else {
+        c: [x for x in pool if x not in mentioned[c]] for c, pool in _POOLS.items()}
+    questions = [q for q in questions if quota[q[2]] > 0 and len(names[q[2]]) >= N_CHOICES]
     if not questions or story in seen or zlib.crc32(story.encode()) % 2 != SPLITS.index(split):
       continue
     seen.add(story)
-    for question, answer, category, names in questions:
-      quota[category] -= 1
-      others = [_phrase(x, category) for x in names if x != answer]
-      choices = _choices(_phrase(answer, category), others, positions[len(items)], rng)
-      items.append(ChoiceItem(story, question, choices, positions[len(items)], len(seen) - 1))
+    question, answer, category = rng.choice(questions)
+    quota[category] -= 1
+    others = [_phrase(x, category) for x in names[category] if x != answer]
+    choices = _choices(_phrase(answer, category), others, positions[len(items)], rng)
+    items.append(ChoiceItem(story, question, choices, positions[len(items)], len(seen) - 1))
   return items
 
 
