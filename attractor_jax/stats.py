@@ -174,6 +174,16 @@ def paired(
   return out
 
 
+def cluster_means(values: Any, clusters: Any) -> np.ndarray:
+  """[G] the mean of `values` [N] within each cluster, clusters in order of first appearance."""
+  x_N = _as_1d("values", values)
+  _, first, index_N = np.unique(np.asarray(clusters), return_index=True, return_inverse=True)
+  if index_N.size != x_N.size:
+    raise InputError(f"clusters has length {index_N.size} but values has length {x_N.size}")
+  means_G = np.bincount(index_N, weights=x_N) / np.bincount(index_N)
+  return means_G[np.argsort(np.argsort(first))]
+
+
 def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
                        seed: int = 0) -> dict[str, Any]:
   """A paired comparison over G independent clusters, one mean difference per cluster.

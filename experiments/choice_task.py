@@ -24,13 +24,6 @@ def preset_scores(model, contexts, choices, answers, preset: str, seeds: int, se
   return {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0)}, scored.gate_share()
 
 
-def cluster_means(values_N: np.ndarray, clusters_N) -> np.ndarray:
-  """The mean of `values_N` within each cluster, in order of first appearance."""
-  _, first, index_N = np.unique(np.asarray(clusters_N), return_index=True, return_inverse=True)
-  means = np.bincount(index_N, weights=values_N) / np.bincount(index_N)
-  return means[np.argsort(np.argsort(first))]
-
-
 def compare_with_off(scores: dict, gate_open: dict, presets: list[str], clusters=None) -> dict:
   """Summaries, and each preset paired with off per metric: the cluster bootstrap CI and
   sign-flip p (`stats.paired`), the minimum detectable effect at 80% power over cluster means
@@ -40,7 +33,7 @@ def compare_with_off(scores: dict, gate_open: dict, presets: list[str], clusters
   for metric in scores["off"]:
     for p in presets:
       test = stats.paired(scores[p][metric], scores["off"][metric], clusters=clusters)
-      diffs_G = cluster_means(scores[p][metric] - scores["off"][metric],
+      diffs_G = stats.cluster_means(scores[p][metric] - scores["off"][metric],
                               items if clusters is None else clusters)
       paired[p][metric] = test | {"clusters": len(diffs_G),
                                   "mde": stats.cluster_comparison(diffs_G)["mde"]}

@@ -2,9 +2,11 @@
 
     python -m experiments.e6_topics [--quick] [--presets a,b]  ->  results/e6_topics.json
 
-Prompts: passage A (one topic) then passage B (another), each cut to 48 tokens. The share
-of 50-token continuation windows whose mean hidden state is closer to A's than to B's is
-"snap-back" (0 = stays on B). Paired with off over (prompt, seed) items, clusters = prompts.
+Prompts: passage A (one topic) then passage B (another), each cut to 48 tokens; every ordered
+pair of the 6 topics (30 prompts). The share of 50-token continuation windows whose mean hidden
+state is closer to A's than to B's is "snap-back" (0 = stays on B). Paired with off over
+(prompt, seed) items, clusters = prompts; each preset's minimum detectable effect (80% power,
+over prompt means) and Holm-adjusted p over the presets beside its CI.
 Also: the share of dead attractors at the end, and each attractor read out through the
 final norm and the unembedding (top tokens), for seed 0 of every prompt (attractor presets).
 """
@@ -54,7 +56,7 @@ def main(argv=None):
   parser.add_argument("--presets", default=",".join(PRESETS))
   parser.add_argument("--out", default="results/e6_topics.json")
   args = parser.parse_args(argv)
-  n_prompts, seeds, tokens = (1, 2, 100) if args.quick else (3, 8, 150)
+  n_prompts, seeds, tokens = (1, 2, 100) if args.quick else (30, 2, 150)
   presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
@@ -91,14 +93,19 @@ def main(argv=None):
   # A continuation that stops (EOS) before one 50-token window has no share: its item is left
   # out of that preset's summary and of its pairing with off (the count is reported).
   kept = lambda *ps: np.all([np.isfinite(col(p)) for p in ps], axis=0)
+  paired = {p: stats.paired(col(p)[kept(p, "off")], col("off")[kept(p, "off")],
+                            clusters=clusters[kept(p, "off")]) for p in presets}
+  for p, p_holm in zip(presets, stats.holm([paired[p]["p_value"] for p in presets])):
+    diffs_G = stats.cluster_means((col(p) - col("off"))[kept(p, "off")], clusters[kept(p, "off")])
+    paired[p] |= {"clusters": len(diffs_G), "p_holm": p_holm,
+                  "mde": stats.cluster_comparison(diffs_G)["mde"] if len(diffs_G) >= 3 else None}
   write_json_atomic(args.out, {
       "experiment": "E6", "claim": "snap-back to earlier topics; stable concept attractors; "
                                    "dead ones become noise",
       "model": model.spec, "data": [f"{t.topic_a} -> {t.topic_b}" for t in prompts],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
       "summary": {p: stats.summarize(col(p)[kept(p)], clusters=clusters[kept(p)]) for p in rows},
-      "paired_vs_off": {p: stats.paired(col(p)[kept(p, "off")], col("off")[kept(p, "off")],
-                                        clusters=clusters[kept(p, "off")]) for p in presets},
+      "paired_vs_off": paired,
       "items_without_a_window": {p: int((~kept(p)).sum()) for p in rows},
       "dead_share": {p: stats.summarize(v) for p, v in dead.items()}, "gate_open": gate_open,
       "attractor_readout_top5": readouts, "git_commit": git_commit(), "machine": machine_info(),

@@ -50,15 +50,18 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
   statement that it was not tested, while an opened one keeps its CI."""
   both = {"accuracy": _paired(0.0, 0.0, 0.0), "gold_logprob": _paired(0.0, -1e-6, 1e-6)}
   summary = {p: {"accuracy": {"mean": 0.3}} for p in ("off", "seed", "gated")}
+  seed = _paired(0.01, 0.002, 0.02) | {"p_holm": 0.04, "mde": 0.021}
   _write(tmp_path, "e4_comprehension", {
-      "chance": 0.25, "n_items": 200, "n_stories": 157, "seeds": 8, "segment": 16,
-      "git_commit": "abc1234", "summary": summary,
+      "model": "smollm2-135m", "data": "stories", "chance": 0.25, "n_items": 200,
+      "n_stories": 157, "seeds": 8, "segment": 16, "git_commit": "abc1234", "summary": summary,
       "gate_open": {"off": None, "seed": 1.0, "gated": 0.0},
-      "paired_vs_off": {"seed": {**both, "accuracy": _paired(0.01, 0.002, 0.02)}, "gated": both}})
+      "paired_vs_off": {"seed": {**both, "accuracy": seed}, "gated": both}})
   text = report.build(tmp_path)
   claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))
   assert "gated: not a test: its gate never opened (0% of context passes)" in claims
   assert "seed: +1.00 points [+0.20, +2.00] (higher than off" in claims
+  assert ", MDE 2.10 points)" in claims  # the minimum detectable effect beside the CI
+  assert "| seed | 30.0% | +1.00 | [+0.20, +2.00] | " in text and " | 0.040 | 2.10 | " in text
   assert "; gate open on 100% of context passes" in claims  # an open gate is named too
   rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
   assert rows["| gated"].endswith("| 0% |") and rows["| seed"].endswith("| 100% |")
@@ -66,6 +69,12 @@ def test_a_preset_whose_gate_never_opened_is_reported_as_not_tested(tmp_path):
       (tmp_path / "e4_comprehension.json").read_text().replace('"gated": 0.0', '"gated": 0.00016'))
   claims = next(line for line in report.build(tmp_path).splitlines() if line.startswith("| E4 |"))
   assert "its gate opened on only 0.016% of context passes" in claims  # rarely open: said so
+  gemma = json.loads((tmp_path / "e4_comprehension.json").read_text()) | {"model": "gemma3-270m"}
+  _write(tmp_path, "e4_comprehension_gemma3-270m", gemma)  # a second model: its own table
+  text = report.build(tmp_path)
+  claims = next(line for line in text.splitlines() if line.startswith("| E4 |"))
+  assert "smollm2-135m: off accuracy 30.0%" in claims and "gemma3-270m: off accuracy" in claims
+  assert "`python -m experiments.e4_comprehension --model gemma3-270m`" in text
 
 
 def test_first_round_files_without_a_gate_record_are_named(tmp_path):

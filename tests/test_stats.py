@@ -119,3 +119,10 @@ def test_ci_lies_within_the_data_and_p_is_a_probability(xs):
   slack = 1e-9 * (1 + max(abs(x) for x in xs))
   assert min(xs) - slack <= lo <= hi <= max(xs) + slack
   assert 0.0 < stats.sign_flip_pvalue(xs, n_perm=100) <= 1.0
+
+
+def test_cluster_means_average_within_clusters_in_first_seen_order():
+  means = stats.cluster_means([1.0, 2.0, 3.0, 4.0, 5.0], [7, 3, 7, 3, 9])
+  np.testing.assert_allclose(means, [2.0, 3.0, 5.0])
+  with pytest.raises(stats.InputError, match="clusters has length 2"):
+    stats.cluster_means([1.0, 2.0, 3.0], [0, 1])

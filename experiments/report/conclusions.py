@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from experiments.report.experiments import e4_files
 from experiments.report.format import ci_text, direction
 from experiments.report.memories import (ATTRACTOR_ROWS, MEMORIES, memory_answer,
                                            memory_table)
+from experiments.report.study import SEED_GAIN
+
+
+def _mde_words(test: dict) -> str:
+  """' (MDE x points, within/beyond the seed's +3.3)' for an accuracy test with an MDE."""
+  if test.get("mde") is None:
+    return ""
+  mde = 100 * test["mde"]
+  return (f" (MDE {mde:.1f} points, "
+          f"{'small enough' if mde <= SEED_GAIN else 'too large'} to see the seed's +{SEED_GAIN})")
 
 
 def conclude(res: dict) -> list[str]:
@@ -32,15 +43,15 @@ def conclude(res: dict) -> list[str]:
                                           else "")
                + f" With {n_prompts} prompts as clusters no sign-flip p-value can fall below "
                f"{2 / 2 ** n_prompts:.3f}: a CI that excludes 0 here is weak evidence.")
-  e4 = res.get("e4_comprehension")
-  if e4:
+  for model, e4 in e4_files(res).items():
     off = e4["summary"]["off"]["accuracy"]["mean"]
-    out.append(f"Comprehension: off answers {100 * off:.0f}% correctly against a chance level of "
-               f"{100 * e4['chance']:.0f}%. "
+    out.append(f"Comprehension ({model}): off answers {100 * off:.0f}% correctly against a "
+               f"chance level of {100 * e4['chance']:.0f}%. "
                + ("With the model at chance, the seed's +3.3% cannot be tested with it; "
                   if off < e4["chance"] + 0.05 else "")
                + "; ".join(f"{p}: {direction(v['accuracy']['ci95'], 'higher', 'lower')}"
-                           for p, v in e4["paired_vs_off"].items()) + ".")
+                           + _mde_words(v["accuracy"]) for p, v in e4["paired_vs_off"].items())
+               + ".")
   suite = res.get("suite_recall")
   if suite:
     for task, name in (("cloze", "Last-word cloze"), ("kv_recall", "Key-value recall")):

@@ -59,8 +59,19 @@ def e3_section(res: dict) -> tuple[list[str], list[str]]:
   return rows, section
 
 
-CHOICE_TABLE = ("| preset | accuracy | diff vs off (points) | 95% CI | p | gold log-prob diff | "
-                "95% CI | gate open |", "|---|---|---|---|---|---|---|---|")
+CHOICE_TABLE = ("| preset | accuracy | diff vs off (points) | 95% CI | p | Holm p | MDE (points) | "
+                "gold log-prob diff | 95% CI | gate open |", "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _holm_mde(test: dict, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+  """The Holm p and minimum detectable effect cells of a test ('-' where not recorded)."""
+  p_holm = f"{test['p_holm']:.3f}" if "p_holm" in test else "-"
+  mde = fmt.format(scale * test["mde"]) if test.get("mde") is not None else "-"
+  return f"{p_holm} | {mde}"
+
+
+def _mde_phrase(test: dict, scale: float = 1.0, unit: str = "") -> str:
+  return f", MDE {scale * test['mde']:.2f}{unit}" if test.get("mde") is not None else ""
 
 
 RARELY_OPEN = 0.1  # a gate open on fewer context passes is named beside the preset's verdict
@@ -97,32 +108,44 @@ def _choice_rows(r: dict, section: list[str], rows: list[str]):
     share = r.get("gate_open", {}).get(preset, "absent")
     section.append(f"| {preset} | {100 * r['summary'][preset]['accuracy']['mean']:.1f}% | "
                    f"{100 * a['mean_diff']:+.2f} | {ci_text(ci)} | {a['p_value']:.3f} | "
-                   f"{g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} | "
+                   f"{_holm_mde(a, 100)} | {g['mean_diff']:+.4f} | {ci_text(g['ci95'], '{:+.4f}')} | "
                    f"{_gate_text(share)} |")
     if share == 0.0:
       rows.append(f"{preset}: not a test: its gate never opened (0% of context passes)")
       continue
     rows.append(f"{preset}: {100 * a['mean_diff']:+.2f} points {ci_text(ci)} "
-                f"({verdict(a['ci95'], a['p_value'])})")
+                f"({verdict(a['ci95'], a['p_value'])}{_mde_phrase(a, 100, ' points')})")
     if isinstance(share, float):
       rows[-1] += (f"; its gate opened on only {_gate_text(share)}" if share < RARELY_OPEN
                    else f"; gate open on {_gate_text(share)}") + " of context passes"
 
 
+def e4_files(res: dict) -> dict[str, dict]:
+  """E4's result files by model name (results/e4_comprehension[_<model>].json)."""
+  return {r["model"]: r for k, r in res.items()
+          if k == "e4_comprehension" or k.startswith("e4_comprehension_")}
+
+
 def e4_section(res: dict) -> tuple[list[str], list[str]]:
-  r = res.get("e4_comprehension")
-  if not r:
+  files = e4_files(res)
+  if not files:
     return [], []
-  section = ["## E4: multiple-choice comprehension, paired with off", "", *CHOICE_TABLE]
-  off = r["summary"]["off"]["accuracy"]["mean"]
-  section.append(f"| off | {100 * off:.1f}% | | | | | | |")
-  rows = [f"off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%)"]
-  _choice_rows(r, section, rows)
-  section += ["", f"{r['n_items']} items from {r['n_stories']} generated stories, {r['seeds']} seeds, "
-              f"contexts read {_passes(r['segment'])}; CIs resample stories. Gate open: "
-              "the share of context passes whose gate was open (burn-in counts tokens; "
-              f"docs/method.md). Command: `python -m experiments.e4_comprehension` (git "
-              f"{r['git_commit'][:7]}).", ""]
+  rows, section = [], ["## E4: multiple-choice comprehension, paired with off", ""]
+  for model, r in files.items():
+    off = r["summary"]["off"]["accuracy"]["mean"]
+    section += [f"**{model}**: {r['n_items']} items ({r['data']}), off {100 * off:.1f}% "
+                f"(chance {100 * r['chance']:.0f}%).", "", *CHOICE_TABLE,
+                f"| off | {100 * off:.1f}% | | | | | | | | |"]
+    rows.append(f"{model}: off accuracy {100 * off:.1f}% (chance {100 * r['chance']:.0f}%, "
+                f"{r['n_stories']} stories)")
+    _choice_rows(r, section, rows)
+    flag = "" if model == "smollm2-135m" else f" --model {model}"
+    section += ["", f"{r['n_items']} questions on {r['n_stories']} generated stories, {r['seeds']} seeds, "
+                f"contexts read {_passes(r['segment'])}; CIs resample stories; Holm over the "
+                "presets; MDE: the minimum detectable effect at 80% power. Gate open: the share "
+                "of context passes whose gate was open (burn-in counts tokens; docs/method.md). "
+                f"Command: `python -m experiments.e4_comprehension{flag}` (git "
+                f"{r['git_commit'][:7]}).", ""]
   return rows, section
 
 
@@ -186,15 +209,16 @@ def e6_section(res: dict) -> tuple[list[str], list[str]]:
     return [], []
   off = r["summary"]["off"]["mean"]
   section = ["## E6: topic switch (snap-back), dead attractors, read-out", "",
-             "| preset | snap-back share | diff vs off | 95% CI | p | dead share at end |",
-             "|---|---|---|---|---|---|", f"| off | {off:.3f} | | | | |"]
+             "| preset | snap-back share | diff vs off | 95% CI | p | Holm p | MDE | dead share at end |",
+             "|---|---|---|---|---|---|---|---|", f"| off | {off:.3f} | | | | | | |"]
   rows = [f"off snap-back share {off:.3f}"]
   for preset, p in r["paired_vs_off"].items():
     d = r["dead_share"][preset]["mean"]
     section.append(f"| {preset} | {r['summary'][preset]['mean']:.3f} | {p['mean_diff']:+.3f} | "
-                   f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | {d:.2f} |")
+                   f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | "
+                   f"{_holm_mde(p, fmt='{:.3f}')} | {d:.2f} |")
     rows.append(f"{preset}: snap-back {p['mean_diff']:+.3f} {ci_text(p['ci95'], '{:+.3f}')} "
-                f"({verdict(p['ci95'], p['p_value'])}); dead {100 * d:.0f}%"
+                f"({verdict(p['ci95'], p['p_value'])}{_mde_phrase(p)}); dead {100 * d:.0f}%"
                 + _gate_note(r, preset))
   first = next(iter(r["attractor_readout_top5"].items()), None)
   section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "

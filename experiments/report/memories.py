@@ -21,8 +21,12 @@ ATTRACTOR_ROWS = ("seed", "tuned")  # the attractor layer's rows beside the memo
 
 def memory_table(res: dict) -> list[dict[str, dict | None]]:
   """One row per attractor preset and memory: each suite metric paired vs off, looked up in
-  E7's files first, then in the E1/E4/E6 files (the same settings) for the attractor rows."""
-  def pick(name, metric, *files):
+  E7's files first, then in the E1/E4/E6 files (the same settings) for the attractor rows,
+  where they read the same items as E7's file."""
+  def pick(name, metric, e7_file, fallback=None):
+    files = [e7_file, f"{e7_file}_tuned"]
+    if fallback in res and res[fallback]["data"] == (res.get(e7_file) or {}).get("data"):
+      files.append(fallback)
     for f in files:
       found = (res.get(f) or {}).get("paired_vs_off", {}).get(name)
       if found is not None:
@@ -37,8 +41,7 @@ def memory_table(res: dict) -> list[dict[str, dict | None]]:
         **{label: pick(name, m, "e7_generation") for label, m in (
             ("seq-rep-4", "seq_rep_4"), ("rep/128", "rep_128"), ("distinct-2", "distinct_2"),
             ("drift cos", "drift_last_cos"))},
-        "accuracy (points)": pick(name, "accuracy", "e7_comprehension", "e7_comprehension_tuned",
-                                  "e4_comprehension"),
+        "accuracy (points)": pick(name, "accuracy", "e7_comprehension", "e4_comprehension"),
         "snap-back": pick(name, None, "e7_topics", "e6_topics")})
   return rows
 
@@ -67,8 +70,11 @@ def memories_section(res: dict) -> tuple[list[str], list[str]]:
     notes.append(f"generation: {gen['n_items']} items ({len(gen['data'])} prompts x "
                  f"{gen['seeds']} seeds), {gen['max_new_tokens']} tokens, sampled; CIs resample prompts")
   if comp:
+    e4 = res.get("e4_comprehension") or {}
+    seeds = (f"{e4['seeds']} for the attractor rows (E4's file)" if e4.get("data") == comp["data"]
+             else "no attractor row (E4's file read other items)")
     notes.append(f"accuracy: {comp['n_items']} comprehension items (E4's), {comp['seeds']} seed "
-                 "for the memories, 8 for the attractor rows, off at "
+                 f"for the memories, {seeds}, off at "
                  f"{100 * comp['summary']['off']['accuracy']['mean']:.1f}% (chance "
                  f"{100 * comp['chance']:.0f}%)")
   if top:
