@@ -8,6 +8,7 @@ import numpy as np
 import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.evals.choice import choice_scores
+from experiments.common import add_mde_and_holm
 
 
 def preset_scores(model, contexts, choices, answers, preset: str, seeds: int, segment: int):
@@ -28,18 +29,11 @@ def compare_with_off(scores: dict, gate_open: dict, presets: list[str], clusters
   """Summaries, and each preset paired with off per metric: the cluster bootstrap CI and
   sign-flip p (`stats.paired`), the minimum detectable effect at 80% power over cluster means
   (`stats.cluster_comparison`), and Holm-adjusted p over the presets."""
-  items = np.arange(len(scores["off"]["accuracy"]))
-  paired = {p: {} for p in presets}
-  for metric in scores["off"]:
-    for p in presets:
-      test = stats.paired(scores[p][metric], scores["off"][metric], clusters=clusters)
-      diffs_G = stats.cluster_means(scores[p][metric] - scores["off"][metric],
-                              items if clusters is None else clusters)
-      paired[p][metric] = test | {"clusters": len(diffs_G),
-                                  "mde": stats.cluster_comparison(diffs_G)["mde"]}
-    adjusted = stats.holm([paired[p][metric]["p_value"] for p in presets])
-    for p, p_holm in zip(presets, adjusted):
-      paired[p][metric]["p_holm"] = p_holm
+  paired = {p: {m: stats.paired(v, scores["off"][m], clusters=clusters)
+              for m, v in scores[p].items()} for p in presets}
+  add_mde_and_holm(paired, {p: {m: v - scores["off"][m] for m, v in scores[p].items()}
+                            for p in presets},
+                   np.arange(len(scores["off"]["accuracy"])) if clusters is None else clusters)
   return {
       "gate_open": gate_open,
       "summary": {p: {m: stats.summarize(v, clusters=clusters) for m, v in s.items()}

@@ -3,8 +3,10 @@
     python -m experiments.e3_generation [--quick] [--presets a,b] [--tokens N]
         ->  results/e3_generation.json, .png
 
-Prompts are the openings of four Austen novels; every (prompt, seed) pair is one item, and
-the bootstrap resamples prompts (clusters). Sampling: temperature 0.8, top-p 0.95, so the
+Prompts are the openings of chapters 1-8 of four Austen novels (32 prompts, the clusters);
+every (prompt, seed) pair is one item, and the bootstrap resamples prompts; each preset's
+minimum detectable effect (80% power, over prompt means) and Holm-adjusted p over the presets
+stand beside its CI. Sampling: temperature 0.8, top-p 0.95, so the
 seeds vary both the attractor init and the sampling; `off` gets the same sampling keys.
 """
 
@@ -20,16 +22,17 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.data import load_text
 from attractor_jax.evals.metrics import (distinct_n, rep_l, repetition_by_position, seq_rep_n,
                                          window_drift)
+from attractor_jax.evals.tasks import chapter_text
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 from experiments import trajectories
-from experiments.common import gate_share, plot_lines
+from experiments.common import add_mde_and_holm, gate_share, plot_lines
 
 NOVELS = ("emma", "persuasion", "northangerabbey", "sensesensibility")
+CHAPTERS = 8  # openings per novel
 PRESETS = ("seed", "gated", "multiscale")
 
 
@@ -37,14 +40,14 @@ PROMPT_TOKENS = 64  # one prompt shape: one compilation per preset
 SAMPLING = {"temperature": 0.8, "top_p": 0.95}
 
 
-def describe_opening(novel: str) -> str:
+def describe_opening(novel: str, chapter: int) -> str:
   """The data field of a prompt made by `opening_ids`."""
-  return f"first {PROMPT_TOKENS} tokens of {novel}, chapter 1"
+  return f"first {PROMPT_TOKENS} tokens of {novel}, chapter {chapter + 1}"
 
 
-def opening_ids(model, novel: str) -> list[int]:
-  """The first 64 tokens of the novel's first chapter."""
-  body = " ".join(load_text(novel).split("Chapter 1", 1)[-1].split()[:120])
+def opening_ids(model, novel: str, chapter: int) -> list[int]:
+  """The first 64 tokens of one chapter (0-based) of the novel."""
+  body = " ".join(chapter_text(novel, chapter).split()[:120])
   return prompt_ids(model, body)[:PROMPT_TOKENS].tolist()
 
 
@@ -78,13 +81,14 @@ def main(argv=None):
                       help="also write the first prompt's strength and drift curves here "
                            "(experiments.trajectories)")
   args = parser.parse_args(argv)
-  seeds, tokens, novels = (2, 60, NOVELS[:1]) if args.quick else (8, args.tokens, NOVELS)
+  seeds, tokens, openings = ((2, 60, [(NOVELS[0], 0)]) if args.quick else
+                             (2, args.tokens, [(n, c) for n in NOVELS for c in range(CHAPTERS)]))
   presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load()
   rows, curves, drifts, first_prompt = {p: [] for p in ("off", *presets)}, {}, {}, {}
   gate_open = {}
-  prompts = [opening_ids(model, novel) for novel in novels]  # one length: one call per preset
+  prompts = [opening_ids(model, *o) for o in openings]  # one length: one call per preset
   prompt_vectors = [prompt_vector(model, ids) for ids in prompts]
   bar = tqdm(total=1 + len(presets), desc="E3 generations (all novels x seeds per call)",
              file=sys.stderr)
@@ -106,6 +110,8 @@ def main(argv=None):
   col = lambda p, m: np.array([r[m] for r in rows[p]])
   paired = {p: {m: stats.paired(col(p, m), col("off", m), clusters=clusters) for m in metrics}
             for p in presets}
+  add_mde_and_holm(paired, {p: {m: col(p, m) - col("off", m) for m in metrics} for p in presets},
+                   clusters)
   summary = {p: {m: stats.summarize(col(p, m), clusters=clusters) for m in metrics}
              for p in ("off", *presets)}
   mean_curves, mean_drifts = _window_means(curves), _window_means(drifts)
@@ -121,7 +127,7 @@ def main(argv=None):
              title=f"{name}: drift from the prompt (mean over prompts x seeds)")
   write_json_atomic(args.out, {
       "experiment": "E3", "claim": "~80% accuracy drop on ~500-token generation (seed)",
-      "model": model.spec, "data": [describe_opening(n) for n in novels],
+      "model": model.spec, "data": [describe_opening(*o) for o in openings],
       "n_items": len(rows["off"]), "seeds": seeds, "max_new_tokens": tokens,
       "sampling": SAMPLING, "presets": list(presets), "gate_open": gate_open,
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
@@ -131,7 +137,7 @@ def main(argv=None):
   if args.trajectories:
     first_drifts = _window_means({p: d[:seeds] for p, d in drifts.items()})  # rows: prompt-major
     trajectories.write(args.trajectories, first_drifts, first_prompt, model_spec=model.spec,
-                       data=describe_opening(novels[0]), seeds=seeds, tokens=tokens,
+                       data=describe_opening(*openings[0]), seeds=seeds, tokens=tokens,
                        sampling=SAMPLING, quick=args.quick)
 
 

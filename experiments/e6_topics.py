@@ -29,7 +29,7 @@ from attractor_jax.evals.tasks import topic_switch_prompts
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
-from experiments.common import gate_share
+from experiments.common import add_mde_and_holm, gate_share
 
 PRESETS = ("seed", "gated", "multiscale")
 PART_TOKENS = 48
@@ -95,10 +95,8 @@ def main(argv=None):
   kept = lambda *ps: np.all([np.isfinite(col(p)) for p in ps], axis=0)
   paired = {p: stats.paired(col(p)[kept(p, "off")], col("off")[kept(p, "off")],
                             clusters=clusters[kept(p, "off")]) for p in presets}
-  for p, p_holm in zip(presets, stats.holm([paired[p]["p_value"] for p in presets])):
-    diffs_G = stats.cluster_means((col(p) - col("off"))[kept(p, "off")], clusters[kept(p, "off")])
-    paired[p] |= {"clusters": len(diffs_G), "p_holm": p_holm,
-                  "mde": stats.cluster_comparison(diffs_G)["mde"] if len(diffs_G) >= 3 else None}
+  add_mde_and_holm({p: {"snap_back": paired[p]} for p in presets},
+                   {p: {"snap_back": col(p) - col("off")} for p in presets}, clusters)
   write_json_atomic(args.out, {
       "experiment": "E6", "claim": "snap-back to earlier topics; stable concept attractors; "
                                    "dead ones become noise",

@@ -231,6 +231,14 @@ def _chapters(novel: str) -> tuple[tuple[str, ...], ...]:
   return tuple(tuple(ch) for ch in chapters if ch)
 
 
+def chapter_text(novel: str, index: int) -> str:
+  """Chapter `index` (0-based, headings dropped) of a novel as one whitespace-normalized text."""
+  chapters = _chapters(novel)
+  if not 0 <= index < len(chapters):
+    raise InputError(f"index={index}: {novel} has chapters 0..{len(chapters) - 1}")
+  return " ".join(_chapters(novel)[index])
+
+
 def _sentences(paragraph: str) -> list[str]:
   pieces = re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph)
   merged: list[str] = []

@@ -41,8 +41,12 @@ def conclude(res: dict) -> list[str]:
                + "; ".join(parts) + "." + (" Every detectable change is more repetition, the "
                                           "failure the seed reported." if detected == {"more"}
                                           else "")
-               + f" With {n_prompts} prompts as clusters no sign-flip p-value can fall below "
-               f"{2 / 2 ** n_prompts:.3f}: a CI that excludes 0 here is weak evidence.")
+               + (f" With {n_prompts} prompts as clusters no sign-flip p-value can fall below "
+                  f"{2 / 2 ** n_prompts:.3f}: a CI that excludes 0 here is weak evidence."
+                  if 2 / 2 ** n_prompts > 0.01 else
+                  f" ({n_prompts} prompts as clusters; MDE of seq-rep-4: " + ", ".join(
+                      f"{p} {v['seq_rep_4']['mde']:.3f}" for p, v in e3["paired_vs_off"].items()
+                      if v["seq_rep_4"].get("mde") is not None) + ".)"))
   for model, e4 in e4_files(res).items():
     off = e4["summary"]["off"]["accuracy"]["mean"]
     out.append(f"Comprehension ({model}): off answers {100 * off:.0f}% correctly against a "

@@ -38,20 +38,23 @@ def e3_section(res: dict) -> tuple[list[str], list[str]]:
     return [], []
   metrics = list(next(iter(r["paired_vs_off"].values())))
   section = ["## E3: long generations: repetition and drift, paired with off", "",
-             "| preset | metric | off mean | preset mean | diff | 95% CI | p |", "|---|---|---|---|---|---|---|"]
+             "| preset | metric | off mean | preset mean | diff | 95% CI | p | Holm p | MDE |",
+             "|---|---|---|---|---|---|---|---|---|"]
   rows = []
   for preset, paired in r["paired_vs_off"].items():
     for m in metrics:
       p = paired[m]
       section.append(f"| {preset} | {m} | {r['summary']['off'][m]['mean']:.3f} | "
                      f"{r['summary'][preset][m]['mean']:.3f} | {p['mean_diff']:+.3f} | "
-                     f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} |")
+                     f"{ci_text(p['ci95'], '{:+.3f}')} | {p['p_value']:.3f} | "
+                     f"{_holm_mde(p, fmt='{:.3f}')} |")
     s = paired["seq_rep_4"]
     rows.append(f"{preset}: seq-rep-4 {s['mean_diff']:+.3f} {ci_text(s['ci95'], '{:+.3f}')} vs off "
-                f"({verdict(s['ci95'], s['p_value'])}){_gate_note(r, preset)}")
+                f"({verdict(s['ci95'], s['p_value'])}{_mde_phrase(s)}){_gate_note(r, preset)}")
   section += ["", f"{r['n_items']} items ({len(r['data'])} prompts x {r['seeds']} seeds), "
               f"{r['max_new_tokens']} tokens, temperature {r['sampling']['temperature']}, "
-              f"top-p {r['sampling']['top_p']}; CIs resample prompts. Command: "
+              f"top-p {r['sampling']['top_p']}; CIs resample prompts; Holm over the presets "
+              "per metric; MDE at 80% power over prompt means. Command: "
               "`python -m experiments.e3_generation`.", "",
               f"![repetition vs position](results/{pathlib.Path(r['plot']).name})", ""]
   if r.get("drift_plot"):
