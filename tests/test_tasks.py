@@ -168,3 +168,11 @@ def test_topic_switch_prompts():
     assert sum(s in item.text_b for s in tasks._TOPICS[item.topic_b]) == 5
   with pytest.raises(InputError):
     tasks.topic_switch_prompts(n=31)
+
+
+def test_chapter_text_is_one_chapter_without_its_heading():
+  assert tasks.chapter_text("emma", 0).startswith("Emma Woodhouse, handsome, clever, and rich")
+  first, second = (tasks.chapter_text("persuasion", k) for k in (0, 1))
+  assert first.startswith("Sir Walter Elliot") and not second.startswith("Sir Walter Elliot")
+  with pytest.raises(InputError, match="index=24: persuasion has chapters 0..23"):
+    tasks.chapter_text("persuasion", 24)
