@@ -37,6 +37,8 @@ CLAIMS = {
 }
 
 
+MIN_CLUSTERS = 24  # the issue's floor for a comparison's independent clusters
+
 # first-round result files with a `gated` row (each records its gate since this round)
 FIRST_ROUND_WITH_GATED = ("e1_ppl_gated", "e3_generation", "e6_topics", "e4_comprehension",
                           "suite_recall")
@@ -49,17 +51,28 @@ def first_round_note(res: dict) -> list[str]:
   if not found:
     return []
   clusters = sorted(s["clusters"] for s in found.values())
-  text = (f"These rows are the first round's suite as it ran. The dose-response study below "
-          f"({len(found)} result files on {len({s['model'] for s in found.values()})} models, "
-          f"{clusters[0]} to {clusters[-1]} clusters per comparison, feedback sized against the "
-          "residual stream, open and closed loop, gates recorded) supersedes them for E1, E3, E4 "
-          "and E7; its answers to the seed's questions come first.")
+  text = (f"These rows are the seed's presets as specified, each experiment's own design. The "
+          f"dose-response study below ({len(found)} result files on "
+          f"{len({s['model'] for s in found.values()})} models, {clusters[0]} to {clusters[-1]} "
+          "clusters per comparison, feedback sized against the residual stream, open and closed "
+          f"loop, gates recorded) supersedes {_thin_rows(res)}; its answers to the seed's "
+          "questions come first.")
   unrecorded = [k for k in FIRST_ROUND_WITH_GATED if k in res and not _records_gate(res[k])]
   if unrecorded:
     text += (" Whether `gated`'s gate opened is not recorded in " + ", ".join(
         f"`{k}`" for k in unrecorded) + ": their gated rows are not evidence that it acted; "
         "where it is recorded it stands beside the figures.")
   return [text, ""]
+
+
+def _thin_rows(res: dict) -> str:
+  """The first-round rows with fewer than MIN_CLUSTERS clusters (E1's windows, E7's prompts)."""
+  e1, e7 = res.get("e1_ppl_seed"), res.get("e7_generation")
+  windows = e1["tokens"] // e1["window"] if e1 else MIN_CLUSTERS
+  parts = ([f"E1 ({windows} windows)"] if windows < MIN_CLUSTERS else []) + (
+      [f"E7's perplexity and generation columns ({len(e7['data'])} prompts)"]
+      if e7 and len(e7["data"]) < MIN_CLUSTERS else [])
+  return " and ".join(parts) or "none of them"
 
 
 def _records_gate(result: dict) -> bool:
