@@ -34,6 +34,7 @@ from experiments.choice_task import compare_with_off, preset_scores
 from experiments.common import plot_lines
 
 SEGMENT = 1
+QUICK_SEGMENT = 16  # the smoke run reads in 16-token passes: it checks plumbing, not the gate
 CLOZE_NOVEL = "mansfieldpark"
 
 
@@ -46,10 +47,10 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.quick:
     n_cloze, n_kv, pairs, distances, seeds = 8, 2, (2, 4), (0, 2), 2  # two length buckets
-    presets = args.presets.split(",")[:1]
+    presets, segment = args.presets.split(",")[:1], QUICK_SEGMENT
   else:
     n_cloze, n_kv, pairs, distances, seeds = 64, 16, (2, 8, 16), (0, 8), args.seeds
-    presets = args.presets.split(",")
+    presets, segment = args.presets.split(","), SEGMENT
   t0 = time.time()
   model = aj.load()
   cloze = cloze_items(CLOZE_NOVEL, n_cloze, seed=0)
@@ -59,10 +60,10 @@ def main(argv=None):
   for preset in tqdm(["off", *presets], desc="suite recall presets", file=sys.stderr):
     cloze_scores[preset], cloze_gate[preset] = preset_scores(
         model, [it.context for it in cloze], [(it.target,) for it in cloze], [0] * len(cloze),
-        preset, seeds, SEGMENT)
+        preset, seeds, segment)
     kv_scores[preset], kv_gate[preset] = preset_scores(
         model, [it.prompt for it in kv], [it.choices for it in kv], [it.answer for it in kv],
-        preset, seeds, SEGMENT)
+        preset, seeds, segment)
   cell_index = np.repeat(np.arange(len(cells)), n_kv)
   by_cell = {p: {f"pairs={a},distance={b}": float(s["accuracy"][cell_index == c].mean())
                  for c, (a, b) in enumerate(cells)} for p, s in kv_scores.items()}
@@ -73,7 +74,7 @@ def main(argv=None):
              x=list(distances), xlabel="filler sentences between the pairs and the question",
              ylabel="accuracy (mean over pair counts)", title="Key-value recall (MQAR-like)")
   write_json_atomic(out, {
-      "experiment": "suite-recall", "model": model.spec, "seeds": seeds, "segment": SEGMENT,
+      "experiment": "suite-recall", "model": model.spec, "seeds": seeds, "segment": segment,
       "presets": presets,
       "cloze": {"data": f"cloze_items({CLOZE_NOVEL!r}, seed 0)", "n_items": n_cloze,
                 "n_chapters": len({it.cluster for it in cloze}),

@@ -37,23 +37,29 @@ def test_comprehension_defaults_give_balanced_valid_items(comprehension):
   _check_choices(comprehension, 240)
   kinds = collections.Counter(item.question.split()[0] for item in comprehension)
   assert kinds == {"Where": 80, "Who": 80, "What": 80}
-  for item in comprehension:
+  for k, item in enumerate(comprehension):
     assert 3 <= item.context.count(".") <= 6
-    for k, choice in enumerate(item.choices):  # only the answer is in the story
-      in_story = re.search(rf"\b{choice.split()[-1]}\b", item.context) is not None
-      assert in_story == (k == item.answer)
+    assert _in_story(item)[item.answer] and sum(_in_story(item)) == 1 + k % 2  # (0, 1) cycle
 
 
-def test_comprehension_story_distractors_come_from_the_story():
-  items = tasks.comprehension_items(n=90, distractors="story")
+def _in_story(item) -> list[bool]:
+  """Per choice: does the story mention its entity?"""
+  return [re.search(rf"\b{c.split()[-1]}\b", item.context) is not None for c in item.choices]
+
+
+@pytest.mark.parametrize("story_distractors", [(3,), (0,), (2, 0, 1)])
+def test_comprehension_draws_the_asked_number_of_distractors_from_the_story(story_distractors):
+  items = tasks.comprehension_items(n=90, story_distractors=story_distractors)
   _check_choices(items, 90)
-  for item in items:
-    for choice in item.choices:
-      assert re.search(rf"\b{choice.split()[-1]}\b", item.context)
-  unseen = tasks.comprehension_items(n=90)
-  assert [i.question for i in items] != [i.question for i in unseen]
-  with pytest.raises(InputError, match="distractors='stories'"):
-    tasks.comprehension_items(distractors="stories")
+  for k, item in enumerate(items):
+    assert _in_story(item)[item.answer]
+    assert sum(_in_story(item)) == 1 + story_distractors[k % len(story_distractors)]
+
+
+@pytest.mark.parametrize("bad", [(), (4,), (0, -1)])
+def test_comprehension_rejects_impossible_story_distractor_counts(bad):
+  with pytest.raises(InputError, match=r"story_distractors=.* must be counts in 0..3"):
+    tasks.comprehension_items(story_distractors=bad)
 
 
 def test_comprehension_asks_one_question_per_story(comprehension):
@@ -61,9 +67,9 @@ def test_comprehension_asks_one_question_per_story(comprehension):
   assert len({item.context for item in comprehension}) == len(comprehension)
 
 
-@pytest.mark.parametrize("distractors", tasks.DISTRACTORS)
-def test_comprehension_answers_follow_the_story(distractors):
-  for item in tasks.comprehension_items(n=90, seed=3, distractors=distractors):
+@pytest.mark.parametrize("story_distractors", [(0, 1), (3,)])
+def test_comprehension_answers_follow_the_story(story_distractors):
+  for item in tasks.comprehension_items(n=90, seed=3, story_distractors=story_distractors):
     answer = item.choices[item.answer].strip()
     words = item.question.rstrip("?").split()
     if words[0] == "Where":  # the object's last mention names where it is
