@@ -224,8 +224,16 @@ def e6_section(res: dict) -> tuple[list[str], list[str]]:
                 f"({verdict(p['ci95'], p['p_value'])}{_mde_phrase(p)}); dead {100 * d:.0f}%"
                 + _gate_note(r, preset))
   first = next(iter(r["attractor_readout_top5"].items()), None)
+  dropped = {k: v for k, v in r.get("items_without_a_window", {}).items() if v}
+  clusters = {p.get("clusters") for p in r["paired_vs_off"].values()} - {None}
   section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "
-              f"{r['max_new_tokens']} tokens. Command: `python -m experiments.e6_topics`.", ""]
+              f"{r['max_new_tokens']} tokens; CIs resample topic pairs; Holm over the presets"
+              + (f"; items whose continuation ended before one 50-token window are left out ("
+                 + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "), leaving "
+                 + "-".join(str(c) for c in sorted(clusters)) + " topic pairs per comparison"
+                 if dropped and clusters else "")
+              + ". Command: `python -m experiments.e6_topics` (git "
+              f"{r.get('git_commit', '?')[:7]}).", ""]
   if first:
     section += [f"Attractor read-out (top 5 tokens of each attractor through the unembedding), "
                 f"{first[0]}, seed 0:", ""]
