@@ -79,8 +79,10 @@ def memories_section(res: dict) -> tuple[list[str], list[str]]:
                  f"{100 * comp['chance']:.0f}%)")
   if top:
     dropped = {k: v for k, v in top.get("items_without_a_window", {}).items() if v}
+    same = (res.get("e6_topics") or {}).get("data") == top["data"]
     notes.append(f"snap-back: {top['n_items']} items ({len(top['data'])} topic pairs x "
-                 f"{top['seeds']} seeds; seed's row from E6)" + (
+                 f"{top['seeds']} seeds; " + ("seed's row from E6" if same else
+                                              "no seed row: E6's file read other pairs") + ")" + (
                      ", items whose continuation stopped before one 50-token window left out: "
                      + ", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else ""))
   section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
