@@ -111,3 +111,16 @@ def test_e1_rows_carry_the_gate_share_the_sweep_recorded(tmp_path):
   assert claims.endswith("<br>seed: -0.10% [-0.30, +0.00] (8 seeds, 2048 tokens) |")
   rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
   assert rows["| gated"].endswith("| 93.1% |") and rows["| seed"].endswith("| not recorded |")
+
+
+def test_answer_iv_reads_e4_against_the_seeds_gain():
+  from experiments.report.study import _comprehension
+  test = lambda mde, p: {"mean_diff": 0.0, "ci95": [0, 0], "p_value": p, "p_holm": p, "mde": mde}
+  res = {"e4_comprehension": {
+      "model": "m", "n_stories": 240, "summary": {"off": {"accuracy": {"mean": 0.758}}},
+      "paired_vs_off": {"seed": {"accuracy": test(0.020, 0.9), "gold_logprob": test(0.01, 0.001)},
+                        "gated": {"accuracy": test(0.026, 0.01), "gold_logprob": test(0.01, 0.2)}}}}
+  text = _comprehension(res)
+  assert "m: off 75.8% over 240 stories, accuracy MDE 2.0 to 2.6 points (at most the seed's +3.3)" in text
+  assert "accuracy moved (Holm) in gated, the right answer's log-likelihood in seed" in text
+  assert _comprehension({}) == ""

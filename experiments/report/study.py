@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import statistics
 
+from experiments.report.experiments import e4_files
 from experiments.report.format import ci_text
 
 TASKS = {"ppl": ("nll", "NLL per scored token (nats)", "lower is better"),
@@ -222,6 +223,28 @@ def _headroom(study: dict) -> str:
           + (f" ({', '.join(within)})" if within else ""))
 
 
+def _comprehension(res: dict) -> str:
+  """E4 on each model, the seed's presets as specified: off's accuracy, the presets' accuracy
+  MDEs against the seed's +3.3 points, and which presets moved accuracy or the gold log-prob."""
+  parts = []
+  for model, r in e4_files(res).items():
+    tests = r["paired_vs_off"]
+    mdes = [100 * t["accuracy"]["mde"] for t in tests.values() if t["accuracy"].get("mde")]
+    if not mdes:
+      continue
+    moved = lambda m: [p for p, t in tests.items() if t[m].get("p_holm", 1.0) < 0.05]
+    parts.append(f"{model}: off {100 * r['summary']['off']['accuracy']['mean']:.1f}% over "
+                 f"{r['n_stories']} stories, accuracy MDE {min(mdes):.1f} to {max(mdes):.1f} "
+                 f"points ({'at most' if max(mdes) <= SEED_GAIN else 'not all within'} the "
+                 f"seed's +{SEED_GAIN}); accuracy moved (Holm) in "
+                 f"{', '.join(moved('accuracy')) or 'no preset'}, the right answer's "
+                 f"log-likelihood in {', '.join(moved('gold_logprob')) or 'no preset'}")
+  if not parts:
+    return ""
+  return ("Comprehension with headroom (E4, the seed's presets as specified, stories read token "
+          "by token): " + "; ".join(parts) + ". ")
+
+
 def _recommendation(found: list[dict], res: dict) -> str:
   """The minimal suite these files support: the tasks where the tuned cache's gain was
   detectable or where at least half the attractor arms changed one of the task's metrics
@@ -382,7 +405,8 @@ def answers(res: dict) -> list[str]:
                 f"{max(mdes):.4f}{_headroom(s)}): gains in "
                 f"{', '.join(gains) if gains else 'no arm'}; harm in "
                 f"{', '.join(harms) if harms else 'no arm'}")
-  out.append("**(iv) The suite.** " + "; ".join(rows) + ". " + _recommendation(found, res))
+  out.append("**(iv) The suite.** " + "; ".join(rows) + ". " + _comprehension(res)
+             + _recommendation(found, res))
   out += [positive_control(p) for stem, p in sorted(res.items())
           if stem.startswith("dose_positive_") and "git_commit" in p]
   for stem, cal in sorted(res.items()):
