@@ -228,7 +228,7 @@ def e6_section(res: dict) -> tuple[list[str], list[str]]:
   clusters = {p.get("clusters") for p in r["paired_vs_off"].values()} - {None}
   section += ["", f"{r['n_items']} items ({len(r['data'])} topic pairs x {r['seeds']} seeds), "
               f"{r['max_new_tokens']} tokens; CIs resample topic pairs; Holm over the presets"
-              + (f"; items whose continuation ended before one 50-token window are left out ("
+              + ("; items whose continuation ended before one 50-token window are left out ("
                  + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "), leaving "
                  + "-".join(str(c) for c in sorted(clusters)) + " topic pairs per comparison"
                  if dropped and clusters else "")
