@@ -16,6 +16,14 @@ def _ppl_paired(r: dict | None) -> dict | None:
   return {"mean_diff": r["delta_pct"], "ci95": r["delta_pct_ci95"], "p_value": r.get("p_value")}
 
 
+def _emma_prompts(res: dict) -> str:
+  """How many of E3's and E7's generation prompts open a chapter of Emma."""
+  counts = [f"{name} {sum('emma' in d for d in r['data'])} of {len(r['data'])}"
+            for name, r in (("E3", res.get("e3_generation")), ("E7", res.get("e7_generation")))
+            if r]
+  return ", ".join(counts + ["the trajectories' only prompt"])
+
+
 ATTRACTOR_ROWS = ("seed", "tuned")  # the attractor layer's rows beside the memories
 
 
@@ -140,7 +148,7 @@ def calibration_section(res: dict) -> tuple[list[str], list[str]]:
              "tuned; the seed, gated and multiscale presets keep docs/method.md's numbers). Perplexity "
              "(E1: Pride and Prejudice; E5: Persuasion), comprehension and topic-switch items "
              "use other text; the generation prompts of E3/E7 and the trajectories include "
-             "Emma's opening (1 of 4 prompts; the trajectories' only one). "
+             f"Emma's openings ({_emma_prompts(res)}). "
              "Command: `python -m experiments.calibrate`.", "",
              f"- cache ({c['data']}; baseline ppl {c['baseline_ppl']:.2f}): best of "
              f"{len(c['rows'])} settings theta={b['theta']}, lam={b['lam']}, window={b['window']} "
