@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # E1: perplexity change with the layer updating token by token, 8 seeds in one vmapped call,
-# first 2,048 tokens of Pride and Prejudice from "It is a truth", 512-token windows.
+# first 12,288 tokens of Pride and Prejudice from "It is a truth": 24 windows of 512 tokens
+# (the CI resamples windows; the memory's state carries from one window to the next).
 # Environment overrides: PRESETS, SEEDS, MAX_TOKENS, WINDOW, RESULTS (directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,6 @@ trap 'rm -f "$text"' EXIT
 "$py" -c "from attractor_jax.data import pride_and_prejudice_from_truth as t; print(t(), end='')" > "$text"
 for preset in ${PRESETS:-seed gated multiscale}; do
   "$py" -m attractor_jax.cli sweep --task ppl --preset "$preset" --seeds "${SEEDS:-8}" \
-      --text-file "$text" --window "${WINDOW:-512}" --max-tokens "${MAX_TOKENS:-2048}" \
+      --text-file "$text" --window "${WINDOW:-512}" --max-tokens "${MAX_TOKENS:-12288}" \
       --out "${RESULTS:-results}/e1_ppl_${preset}.json" --json > /dev/null
 done
