@@ -1,4 +1,4 @@
-"""The suite: E1-E6, cloze and key-value recall, bench, report. `python -m experiments.run_all [--quick]`.
+"""The suite: E1-E6, last-word cloze, bench, report. `python -m experiments.run_all [--quick]`.
 
 The related-work memories (E7) and the calibration run on their own:
 `bash experiments/e7_memories.sh`, `python -m experiments.calibrate`.

@@ -14,10 +14,13 @@ def _write(tmp_path, name, obj):
 
 
 def test_memory_table_pairs_every_metric_and_names_strict_wins(tmp_path):
-  e1 = {"ppl": 21.0, "baseline_ppl": 21.02, "seeds": 8, "tokens": 2048, "window": 512, "model": "m"}
+  e1 = {"ppl": 21.0, "baseline_ppl": 21.02, "seeds": 8, "tokens": 2048, "window": 512,
+        "windows": 4, "model": "m", "git_commit": "abc1234",
+        "window_nll_baseline": [1000.0, 1010.0, 990.0, 1005.0]}
   _write(tmp_path, "e1_ppl_seed", {**e1, "delta_pct": -0.1, "delta_pct_ci95": [-0.3, 0.0],
-                                   "p_value": 0.3})
-  _write(tmp_path, "e1_ppl_cache", {"delta_pct": -5.0, "delta_pct_ci95": [-6.0, -4.0], "p_value": 0.06})
+                                   "p_value": 0.3, "window_nll": [999.0, 1011.0, 988.0, 1004.0]})
+  _write(tmp_path, "e1_ppl_cache", {**e1, "delta_pct": -5.0, "delta_pct_ci95": [-6.0, -4.0],
+                                    "p_value": 0.06, "window_nll": [950.0, 955.0, 945.0, 960.0]})
   gen = {"n_items": 32, "data": ["a", "b", "c", "d"], "seeds": 8, "max_new_tokens": 200,
          "paired_vs_off": {"seed": {"seq_rep_4": _paired(0.1, 0.05, 0.2)},
                            "cache": {"seq_rep_4": _paired(0.3, 0.25, 0.4)}}}
@@ -31,6 +34,10 @@ def test_memory_table_pairs_every_metric_and_names_strict_wins(tmp_path):
   answer = next(line for line in text.splitlines() if line.startswith("| E7 |"))
   assert "cache is better than every attractor row on ppl change %" in answer
   assert "seed is better than cache on seq-rep-4" in answer  # more repetition is worse
+  # paired per window on the same tokens: seed's NLL is above the cache's in every window
+  assert "(one commit, abc1234)" in text
+  assert ("Paired with the cache on the same windows, the attractor layer's NLL is higher "
+          "(strictly worse) for seed (seed +0.0939 nats/token") in text
 
 
 def test_full_suite_wall_time_is_reported_with_each_part(tmp_path):

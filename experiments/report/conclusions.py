@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from experiments.report.experiments import e4_files
 from experiments.report.format import ci_text, direction
-from experiments.report.memories import (ATTRACTOR_ROWS, MEMORIES, memory_answer,
-                                           memory_table)
+from experiments.report.memories import (MEMORIES, memory_answer, memory_table,
+                                           ppl_against_cache)
 from experiments.report.study import SEED_GAIN
 
 
@@ -58,7 +58,7 @@ def conclude(res: dict) -> list[str]:
                + ".")
   suite = res.get("suite_recall")
   if suite:
-    for task, name in (("cloze", "Last-word cloze"), ("kv_recall", "Key-value recall")):
+    for task, name in (("cloze", "Last-word cloze"),):
       t = suite[task]
       out.append(f"{name}: off {100 * t['summary']['off']['accuracy']['mean']:.0f}% "
                  f"({t['n_items']} items); accuracy vs off: " + "; ".join(
@@ -107,16 +107,19 @@ def conclude(res: dict) -> list[str]:
                           if f"e1_ppl_{n}" in res) else ".")
                   if "e1_ppl_steering" in res else ""))
   table = memory_table(res)
-  long = res.get("e7_ppl_cache_long")
-  if long:
-    out.append(f"The continuous cache changes perplexity by {long['delta_pct']:+.2f}% "
-               f"{ci_text(long['delta_pct_ci95'])} over {long['tokens']} tokens of E1's novel ("
-               + direction(long["delta_pct_ci95"], "worse than off", "better than off") + ").")
-    refs = [r["ppl change %"] for r in table if r["memory"] in ATTRACTOR_ROWS and r["ppl change %"]]
-    if refs and all(long["delta_pct_ci95"][1] < ref["ci95"][0] for ref in refs):
-      out.append(f"On perplexity the attractor layer is strictly worse than the cache: the "
-                 f"cache's CI over {long['tokens']} tokens lies below every attractor row's CI "
-                 "(E1, the first 2,048 of those tokens).")
+  cache = res.get("e1_ppl_cache")
+  if cache:
+    out.append(f"The continuous cache changes perplexity by {cache['delta_pct']:+.2f}% "
+               f"{ci_text(cache['delta_pct_ci95'])} over {cache['windows']} windows of E1's novel ("
+               + direction(cache["delta_pct_ci95"], "worse than off", "better than off") + ").")
+    against = ppl_against_cache(res)
+    worse = [n for n, c in against.items() if c["t_ci95"][0] > 0]
+    if against:
+      out.append("Paired with the cache on the same windows, the attractor layer's NLL is "
+                 + ("higher (strictly worse) for " + ", ".join(worse) if worse else
+                    "not detectably higher for any row") + " (" + "; ".join(
+                     f"{n} {c['mean_diff']:+.4f} nats/token {ci_text(c['t_ci95'], '{:+.4f}')}"
+                     for n, c in against.items()) + ").")
   if any(r["memory"] in MEMORIES and any(r[m] for m in r if m != "memory") for r in table):
     out.append("Against the attractor layer on E7's table (same text and items): "
                + "; ".join(memory_answer(table)) + ".")

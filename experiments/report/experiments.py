@@ -157,30 +157,23 @@ def _passes(segment: int) -> str:
 
 
 def suite_section(res: dict) -> tuple[list[str], list[str]]:
-  """Last-word cloze and key-value recall (experiments/suite_recall.py)."""
+  """Last-word cloze (experiments/suite_recall.py); key-value recall is the dose study's."""
   r = res.get("suite_recall")
   if not r:
     return [], []
-  rows, section = [], ["## Suite: last-word cloze and key-value recall, paired with off", ""]
-  tasks = (("cloze", "last-word cloze (greedy accuracy)", r["cloze"]["n_chapters"], "chapters"),
-           ("kv_recall", "key-value recall (4 choices)", r["kv_recall"]["n_items"], "items"))
-  for task, title, clusters, unit in tasks:
-    t = r[task]
-    off = t["summary"]["off"]["accuracy"]["mean"]
-    section += [f"**{title}**: {t['n_items']} items ({t['data']}), off {100 * off:.1f}%; "
-                f"CIs resample {clusters} {unit}.", "", *CHOICE_TABLE]
-    rows.append(f"{title}: off {100 * off:.1f}%")
-    _choice_rows(t, section, rows)
-    section.append("")
-  kv = r["kv_recall"]
-  section += ["Key-value recall accuracy by number of pairs and filler sentences before the "
-              "question:", "", "| preset | " + " | ".join(kv["accuracy_by_cell"]["off"]) + " |",
-              "|---" * (1 + len(kv["accuracy_by_cell"]["off"])) + "|"]
-  for preset, cells in kv["accuracy_by_cell"].items():
-    section.append(f"| {preset} | " + " | ".join(f"{100 * v:.0f}%" for v in cells.values()) + " |")
-  section += ["", "![key-value recall](results/suite_recall_kv.png)", "",
-              f"{r['seeds']} seeds, contexts read {_passes(r['segment'])}. Command: "
-              f"`python -m experiments.suite_recall` (git {r['git_commit'][:7]}).", ""]
+  rows, section = [], ["## Suite: last-word cloze, paired with off", ""]
+  t = r["cloze"]
+  off = t["summary"]["off"]["accuracy"]["mean"]
+  title = "last-word cloze (greedy accuracy)"
+  section += [f"**{title}**: {t['n_items']} items ({t['data']}), off {100 * off:.1f}%; "
+              f"CIs resample {t['n_chapters']} chapters.", "", *CHOICE_TABLE]
+  rows.append(f"{title}: off {100 * off:.1f}% ({t['n_items']} passages, {t['n_chapters']} "
+              "chapters)")
+  _choice_rows(t, section, rows)
+  section += ["", f"{r['seeds']} seeds, contexts read {_passes(r['segment'])}. Command: "
+              f"`python -m experiments.suite_recall` (git {r['git_commit'][:7]}). Key-value "
+              "recall is the dose-response study's kv task (above).", ""]
+  rows.append("key-value recall: the dose-response study's kv task (below)")
   return rows, section
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
+
+from attractor_jax import stats
 from experiments.report.format import ci_text, table_cell
 
 # Related-work memories (issue 6): reported in their own section, not as the seed's presets.
@@ -25,6 +28,27 @@ def _emma_prompts(res: dict) -> str:
 
 
 ATTRACTOR_ROWS = ("seed", "tuned")  # the attractor layer's rows beside the memories
+
+
+def ppl_against_cache(res: dict) -> dict[str, dict]:
+  """Each attractor row's perplexity paired with the cache's on E1's windows (same tokens):
+  per window, the NLL per token of the row minus the cache's (`stats.cluster_comparison`)."""
+  cache = res.get("e1_ppl_cache")
+  out = {}
+  for name in ATTRACTOR_ROWS:
+    row = res.get(f"e1_ppl_{name}")
+    if cache and row and row["window_nll_baseline"] == cache["window_nll_baseline"]:
+      diff_W = (np.asarray(row["window_nll"]) - np.asarray(cache["window_nll"])) / (row["window"] - 1)
+      out[name] = stats.cluster_comparison(diff_W)
+  return out
+
+
+def _commits(res: dict) -> str:
+  """The commits E7's files ran at (one, when the table was run as one)."""
+  names = [f"e1_ppl_{m}" for m in (*ATTRACTOR_ROWS, *MEMORIES)] + [
+      "e7_generation", "e7_comprehension", "e7_topics"]
+  commits = sorted({res[n]["git_commit"][:7] for n in names if "git_commit" in res.get(n, {})})
+  return ("one commit, " if len(commits) == 1 else "commits ") + ", ".join(commits)
 
 
 def memory_table(res: dict) -> list[dict[str, dict | None]]:
@@ -72,8 +96,9 @@ def memories_section(res: dict) -> tuple[list[str], list[str]]:
   gen, comp, top = (res.get(k) for k in ("e7_generation", "e7_comprehension", "e7_topics"))
   notes = []
   if any(f"e1_ppl_{m}" in res for m in MEMORIES):
-    notes.append("ppl: E1's text and windows, token by token, 1 seed for the memories (no "
-                 "random init), 8 for the attractor rows; CI over windows")
+    e1 = res.get("e1_ppl_cache") or {}
+    notes.append(f"ppl: E1's text and {e1.get('windows', 'its')} windows, token by token, 1 seed "
+                 "for the memories (no random init), 8 for the attractor rows; CI over windows")
   if gen:
     notes.append(f"generation: {gen['n_items']} items ({len(gen['data'])} prompts x "
                  f"{gen['seeds']} seeds), {gen['max_new_tokens']} tokens, sampled; CIs resample prompts")
@@ -93,21 +118,24 @@ def memories_section(res: dict) -> tuple[list[str], list[str]]:
                                               "no seed row: E6's file read other pairs") + ")" + (
                      ", items whose continuation stopped before one 50-token window left out: "
                      + ", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else ""))
-  section += ["", "; ".join(notes) + ". Command: `bash experiments/e7_memories.sh`.", ""]
-  long = res.get("e7_ppl_cache_long")
-  if long:
-    section += [f"The cache over more text: {long['tokens']} tokens of the same novel "
-                f"({long['windows']} windows of {long['window']}), perplexity {long['ppl']:.3f} vs "
-                f"baseline {long['baseline_ppl']:.3f}: {table_cell(_ppl_paired(long))}%, sign-flip "
-                f"p = {long['p_value']:.4f}.", ""]
+  section += ["", "; ".join(notes) + f" ({_commits(res)}). Command: "
+              "`bash experiments/e7_memories.sh`.", ""]
+  against = ppl_against_cache(res)
+  if against:
+    section += ["Perplexity against the cache, paired on the same windows (NLL per token, row "
+                "minus cache; t CI over windows): " + "; ".join(
+                    f"{name} {c['mean_diff']:+.4f} {ci_text(c['t_ci95'], '{:+.4f}')} (p = "
+                    f"{c['p_value']:.2g}, {c['clusters']} windows)" for name, c in against.items())
+                + ".", ""]
   if gen:
     section += [f"![{what}](results/{pathlib.Path(gen[key]).name})"
                 for what, key in (("repetition vs position", "plot"), ("drift", "drift_plot"))
                 if gen.get(key)] + [""]
   rows = memory_answer(table)
-  if long:
-    rows.insert(0, f"cache: ppl {long['delta_pct']:+.2f}% {ci_text(long['delta_pct_ci95'])} over "
-                   f"{long['tokens']} tokens (attractor rows: see E1)")
+  cache = res.get("e1_ppl_cache")
+  if cache:
+    rows.insert(0, f"cache: ppl {cache['delta_pct']:+.2f}% {ci_text(cache['delta_pct_ci95'])} "
+                   f"over {cache['windows']} windows of E1 (attractor rows: see E1)")
   return rows, section
 
 
