@@ -56,15 +56,13 @@ def conclude(res: dict) -> list[str]:
                + "; ".join(f"{p}: {direction(v['accuracy']['ci95'], 'higher', 'lower')}"
                            + _mde_words(v["accuracy"]) for p, v in e4["paired_vs_off"].items())
                + ".")
-  suite = res.get("suite_recall")
-  if suite:
-    for task, name in (("cloze", "Last-word cloze"),):
-      t = suite[task]
-      out.append(f"{name}: off {100 * t['summary']['off']['accuracy']['mean']:.0f}% "
-                 f"({t['n_items']} items); accuracy vs off: " + "; ".join(
-                     f"{p} {direction(v['accuracy']['ci95'], 'higher', 'lower')}, gold "
-                     f"log-prob {direction(v['gold_logprob']['ci95'], 'higher', 'lower')}"
-                     for p, v in t["paired_vs_off"].items()) + ".")
+  cloze = res.get("suite_recall", {}).get("cloze")
+  if cloze:
+    out.append(f"Last-word cloze: off {100 * cloze['summary']['off']['accuracy']['mean']:.0f}% "
+               f"({cloze['n_items']} items); accuracy vs off: " + "; ".join(
+                   f"{p} {direction(v['accuracy']['ci95'], 'higher', 'lower')}, gold "
+                   f"log-prob {direction(v['gold_logprob']['ci95'], 'higher', 'lower')}"
+                   for p, v in cloze["paired_vs_off"].items()) + ".")
   e5 = res.get("e5_sweeps")
   if e5:
     ks = [r for r in e5["rows"] if r["axis"] == "K"]
