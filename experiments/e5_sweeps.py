@@ -1,11 +1,15 @@
-"""E5: sweeps of K (number of attractors) and lambda (decay): KL to the baseline, seed spread.
+"""E5: sweeps of K (number of attractors) and lambda (decay), preset seed otherwise.
 
-    python -m experiments.e5_sweeps [--quick]  ->  results/e5_sweeps.json, .png
+    python -m experiments.e5_sweeps [--quick]  ->  results/e5_sweeps.json, _K.png, _lambda.png
 
-Text: the first 256 tokens of *Persuasion* (held out from the presets' defaults), two
-128-token windows, scored token by token (every pass updates the layer) for 8 seeds in one
-vmapped call per setting. Per setting: mean KL(baseline || layer) per token, the change in
-perplexity, and the seed-to-seed spread (std of per-seed perplexity).
+Clusters: the dose study's perplexity windows (`dose_response.ppl_rows`: 12 from each of three
+novels the presets were not tuned on; a 32-token prompt, then 128 scored tokens), each read
+token by token with a fresh memory under SEEDS seeds: rows are windows x seeds, one batched
+call per setting. Per setting: the change in NLL per scored token against off, paired over
+windows (t and BCa intervals, minimum detectable effect, Holm over the ten settings); the
+seed-to-seed spread (per window, the std over seeds of its NLL, averaged over windows); the
+share of rows that stayed finite (where instability would show); and what the memory did
+(realised |feedback| / residual norm, the winner's share of strength, max similarity).
 """
 
 from __future__ import annotations
@@ -15,19 +19,22 @@ import dataclasses
 import sys
 import time
 
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.data import load_text
 from attractor_jax.results import git_commit, machine_info
+from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
-from attractor_jax.scoring import baseline_logp, stepwise_nll, text_windows, window_nll
 from experiments.common import plot_lines
+from experiments.dose_response import (EVAL_NOVELS, PROMPT_LEN, activity, ppl_metrics,
+                                       ppl_rows, read_rows, scored_passes)
 
 K_VALUES = (1, 4, 16, 64, 256)
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
+SEEDS = 2  # seeds vary only the initial noise: the windows are the clusters
 
 
 def settings(quick: bool):
@@ -40,38 +47,54 @@ def settings(quick: bool):
         base, timescales=(dataclasses.replace(base.timescales[0], lam=lam),))
 
 
+def sweep_row(model, memory, windows_NxL: np.ndarray, off_nll_N: np.ndarray) -> dict:
+  """One setting over every window and seed (seed s of window n is row s * N + n)."""
+  rows = np.tile(windows_NxL, (SEEDS, 1))
+  keys, _ = stacked_keys(range(rows.shape[0]))
+  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(rows), keys,
+                                               prompt_len=PROMPT_LEN)
+  nll_SxN = ppl_metrics(np.asarray(forced.nll, np.float64))["nll"].reshape(SEEDS, -1)
+  finite_SxN = np.asarray(forced.finite).reshape(SEEDS, -1)
+  kept = finite_SxN.all(axis=0)  # windows every seed read without a NaN or Inf
+  return {"vs_off": stats.cluster_comparison((nll_SxN.mean(0) - off_nll_N)[kept]),
+          "finite_share": float(finite_SxN.mean()),
+          "seed_std": float(nll_SxN[:, kept].std(axis=0, ddof=1).mean()),
+          "activity": activity(memory, forced, scored_passes("ppl", rows, None))}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--out", default="results/e5_sweeps.json")
   args = parser.parse_args(argv)
-  seeds, window, max_tokens = (2, 16, 32) if args.quick else (8, 128, 256)
   t0 = time.time()
   model = aj.load()
-  windows = text_windows(model, load_text("persuasion"), window, max_tokens)
-  base_nll = window_nll(model, windows)
-  predictions = windows.size - len(windows)
-  base_ppl = float(np.exp(base_nll.sum() / predictions))
-  ref = baseline_logp(model, windows)
+  windows, novels = ppl_rows(model, 1 if args.quick else 12)
+  if args.quick:
+    windows = windows[:, :PROMPT_LEN + 16]
+  off_nll = ppl_metrics(np.asarray(read_rows(model, "off", None, windows).nll, np.float64))["nll"]
   rows = []
   for axis, value, memory in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
-    nll, kl, _ = stepwise_nll(model, windows, memory, seeds, ref)
-    ppl_S = np.exp(nll.sum(1) / predictions)
-    kl_S = kl.sum(1) / predictions
-    rows.append({"axis": axis, "value": value, "kl_per_token": stats.summarize(kl_S),
-                 "ppl": stats.summarize(ppl_S), "ppl_seed_std": float(ppl_S.std(ddof=1)),
-                 "delta_ppl_pct": float(100 * (ppl_S.mean() / base_ppl - 1))})
+    t = time.time()
+    rows.append({"axis": axis, "value": value, **sweep_row(model, memory, windows, off_nll),
+                 "seconds": round(time.time() - t, 1)})
+  for row, p in zip(rows, stats.holm([r["vs_off"]["p_value"] for r in rows])):
+    row["vs_off"]["p_holm"] = p
   for axis in ("K", "lambda"):
     part = [r for r in rows if r["axis"] == axis]
     plot_lines(args.out.replace(".json", f"_{axis}.png"),
-               {"KL per token (x1000)": [1e3 * r["kl_per_token"]["mean"] for r in part],
-                "seed std of ppl (x100)": [1e2 * r["ppl_seed_std"] for r in part]},
+               {"NLL change (x1000)": [1e3 * r["vs_off"]["mean_diff"] for r in part],
+                "95% t CI low": [1e3 * r["vs_off"]["t_ci95"][0] for r in part],
+                "95% t CI high": [1e3 * r["vs_off"]["t_ci95"][1] for r in part],
+                "seed std of NLL (x1000)": [1e3 * r["seed_std"] for r in part]},
                x=list(range(len(part))), xlabel=f"{axis}: " + ", ".join(str(r["value"]) for r in part),
-               ylabel="value", title=f"E5: sweep of {axis} (preset seed otherwise)")
+               ylabel="nats per token x 1000", title=f"E5: sweep of {axis} (preset seed otherwise)")
   write_json_atomic(args.out, {
       "experiment": "E5", "claim": "too many attractors unstable; heavy decay stateless",
-      "model": model.spec, "data": f"persuasion, first {windows.size} tokens, {window}-token windows",
-      "seeds": seeds, "baseline_ppl": base_ppl, "rows": rows,
+      "model": model.spec, "novels": list(EVAL_NOVELS), "clusters": len(novels),
+      "data": f"{len(novels)} windows ({windows.shape[1] - PROMPT_LEN} scored tokens after a "
+              f"{PROMPT_LEN}-token prompt) from {', '.join(EVAL_NOVELS)}",
+      "seeds": SEEDS, "baseline_nll": float(off_nll.mean()), "rows": rows,
       "plots": [args.out.replace(".json", f"_{a}.png") for a in ("K", "lambda")],
       "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
       "quick": args.quick})

@@ -18,7 +18,7 @@ py=${PYTHON:-.venv/bin/python}
 out=${RESULTS:-results}
 memories=${MEMORIES:-cache hopfield steering fastweights dynamic-eval}
 list=$(echo "$memories" | tr ' ' ',')
-PRESETS="seed gated multiscale tuned" SEEDS=8 PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
+PRESETS="seed gated multiscale tuned" PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
 PRESETS="$memories" SEEDS=1 PYTHON="$py" RESULTS="$out" bash experiments/e1_perplexity.sh
 "$py" -m experiments.e3_generation --presets "seed,tuned,$list" --tokens 200 \
     --out "$out/e7_generation.json"

@@ -38,7 +38,7 @@ def main(argv=None):
   flag = ["--quick"] if args.quick else []
   t0 = time.time()
   env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(out),
-         "SEEDS": "2" if args.quick else "8", "MAX_TOKENS": "256" if args.quick else "12288",
+         "SEEDS": "2", "MAX_TOKENS": "256" if args.quick else "12288",
          "WINDOW": "128" if args.quick else "512",
          "PRESETS": "seed" if args.quick else "seed gated multiscale"}
   extra = {"e3_generation": ["--trajectories", str(out / "trajectories.json")]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.report.experiments import e4_files
+from experiments.report.experiments import e4_files, finite_words
 from experiments.report.format import ci_text, direction
 from experiments.report.memories import (MEMORIES, memory_answer, memory_table,
                                            ppl_against_cache)
@@ -64,15 +64,15 @@ def conclude(res: dict) -> list[str]:
                    f"log-prob {direction(v['gold_logprob']['ci95'], 'higher', 'lower')}"
                    for p, v in cloze["paired_vs_off"].items()) + ".")
   e5 = res.get("e5_sweeps")
-  if e5:
-    ks = [r for r in e5["rows"] if r["axis"] == "K"]
-    if ks:
-      trend = "falls" if ks[-1]["kl_per_token"]["mean"] < ks[0]["kl_per_token"]["mean"] else "rises"
-      out.append(f"More attractors: KL to the baseline {trend} from "
-                 f"{ks[0]['kl_per_token']['mean']:.1e} (K={ks[0]['value']}) to "
-                 f"{ks[-1]['kl_per_token']['mean']:.1e} (K={ks[-1]['value']}); "
-                 + ("many attractors make the layer inert rather than unstable."
-                    if trend == "falls" else "many attractors move the model more."))
+  for axis, words in (("K", "More attractors"), ("lambda", "Faster decay")):
+    part = [r for r in (e5 or {}).get("rows", []) if r["axis"] == axis]
+    if part:
+      low, high = part[0], part[-1]
+      out.append(f"{words} ({axis} {low['value']} to {high['value']}, {e5['clusters']} windows): "
+                 f"NLL change vs off {low['vs_off']['mean_diff']:+.4f} to "
+                 f"{high['vs_off']['mean_diff']:+.4f} nats/token (at {axis}={high['value']} "
+                 f"{direction(high['vs_off']['t_ci95'], 'higher', 'lower')}, Holm p "
+                 f"{high['vs_off']['p_holm']:.2g}); {finite_words(part)}.")
   e6 = res.get("e6_topics")
   if e6:
     out.append("Topic switch: snap-back vs off, " + "; ".join(

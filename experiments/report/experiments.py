@@ -182,21 +182,33 @@ def e5_section(res: dict) -> tuple[list[str], list[str]]:
   if not r:
     return [], []
   section = ["## E5: sweeps of K and lambda (preset seed otherwise)", "",
-             "| axis | value | KL(base \\|\\| layer) per token | 95% CI (seeds) | ppl change % | seed std of ppl |",
-             "|---|---|---|---|---|---|"]
+             "| axis | value | NLL change (nats/token) | 95% t CI (windows) | MDE | Holm p | "
+             "seed std of NLL | finite rows | realised \\|feedback\\| / residual | winner's share |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
   for row in r["rows"]:
-    kl = row["kl_per_token"]
-    section.append(f"| {row['axis']} | {row['value']} | {kl['mean']:.2e} | "
-                   f"{ci_text(kl['ci95'], '{:.2e}')} | {row['delta_ppl_pct']:+.3f} | {row['ppl_seed_std']:.4f} |")
+    test, act = row["vs_off"], row["activity"]
+    section.append(f"| {row['axis']} | {row['value']} | {test['mean_diff']:+.5f} | "
+                   f"{ci_text(test['t_ci95'], '{:+.5f}')} | {test['mde']:.5f} | "
+                   f"{test['p_holm']:.3f} | {row['seed_std']:.5f} | "
+                   f"{100 * row['finite_share']:.0f}% | {act['feedback_ratio_mean']:.4f} | "
+                   f"{act['winner_share']:.2f} |")
   by = lambda axis: [x for x in r["rows"] if x["axis"] == axis]
-  rows = [f"{axis}: KL/token from {part[0]['kl_per_token']['mean']:.1e} ({axis}={part[0]['value']}) "
-          f"to {part[-1]['kl_per_token']['mean']:.1e} ({axis}={part[-1]['value']}); seed std of ppl "
-          f"{part[0]['ppl_seed_std']:.3f} to {part[-1]['ppl_seed_std']:.3f}"
+  rows = [f"{axis}: NLL change {part[0]['vs_off']['mean_diff']:+.4f} ({axis}={part[0]['value']}) "
+          f"to {part[-1]['vs_off']['mean_diff']:+.4f} nats/token ({axis}={part[-1]['value']}), "
+          f"{r['clusters']} windows; seed std {part[0]['seed_std']:.4f} to "
+          f"{part[-1]['seed_std']:.4f}; {finite_words(part)}"
           for axis in ("K", "lambda") if (part := by(axis))]
-  section += ["", f"Data: {r['data']}; {r['seeds']} seeds; baseline ppl {r['baseline_ppl']:.2f}. "
-              "Command: `python -m experiments.e5_sweeps`.", ""]
+  section += ["", f"Data: {r['data']}, each window read token by token with a fresh memory; "
+              f"{r['seeds']} seeds per window (they vary only the initial noise); off's NLL "
+              f"{r['baseline_nll']:.3f} nats/token. Comparisons paired over windows; Holm over "
+              f"the table. Command: `python -m experiments.e5_sweeps` (git {r['git_commit'][:7]}).", ""]
   section += [f"![{p}](results/{pathlib.Path(p).name})" for p in r["plots"]] + [""]
   return rows, section
+
+
+def finite_words(rows: list[dict]) -> str:
+  worst = min(row["finite_share"] for row in rows)
+  return "every row finite" if worst == 1.0 else f"as few as {100 * worst:.0f}% of rows finite"
 
 
 def e6_section(res: dict) -> tuple[list[str], list[str]]:
