@@ -150,3 +150,16 @@ def test_e5_sweep_rows_and_conclusion_come_from_the_windowed_comparison(tmp_path
   assert ("More attractors (K 1 to 256, 36 windows): NLL change vs off +0.0020 to -0.0030 "
           "nats/token (at K=256 lower, Holm p 0.004); as few as 50% of rows finite.") in text
   assert "(lambda 0.0 to 1.0, 36 windows)" in text and "every row finite." in text
+
+
+def test_compute_section_sums_recorded_time_against_the_budget(tmp_path):
+  _write(tmp_path, "e6_other", {"wall_s": 3600.0, "git_commit": "abc1234"})
+  _write(tmp_path, "dose_ppl_m", {"git_commit": "def5678", "arms": {
+      "off": {"seconds": 1800.0}, "seed/open/0.1": {"seconds": 12600.0}}})
+  _write(tmp_path, "e7_untimed", {"git_commit": "abc1234"})
+  _write(tmp_path, "e5_quick", {"wall_s": 99999.0, "quick": True})
+  _write(tmp_path, "bench_other", {"wall_s": 99999.0})  # not a study file
+  text = report.build(tmp_path)
+  assert "Recorded by the result files: **5.0 hours** (budget 4 hours; over it)." in text
+  assert "| dose_ppl_m | 240.0 | def5678 |\n| e6_other | 60.0 | abc1234 |" in text
+  assert "No time recorded: `e7_untimed`." in text

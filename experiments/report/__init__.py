@@ -20,7 +20,7 @@ from experiments.report.experiments import (e1_section, e3_section, e4_section, 
                                               e6_section, suite_section, trajectories_section)
 from experiments.report.memories import (MEMORIES, calibration_section, memories_section,
                                            memory_table)
-from experiments.report.performance import e2_section, growth_section
+from experiments.report.performance import compute_section, e2_section, growth_section
 from experiments.report.study import recall_rows, studies, study_section
 
 __all__ = ["CLAIMS", "MEMORIES", "build", "first_round_note", "memory_table", "write"]
@@ -112,6 +112,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
               f"{_at_once(r.get('experiments_at_once', 1))}, then the bench alone: "
               f"{parts_min}).", ""]
   lines += study_section(res)
+  lines += compute_section(res)
   for _, section in parts.values():
     lines += section
   conclusions = conclude(res)

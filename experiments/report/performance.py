@@ -75,3 +75,38 @@ def growth_section(res: dict) -> tuple[list[str], list[str]]:
              f"{r['git_commit'][:7]}. Command: `python -m experiments.growth` (run alone).", ""]
   section += [f"![{pathlib.Path(p).stem}](results/{pathlib.Path(p).name})" for p in r["plots"]]
   return [], section + [""]
+
+
+STUDY_FILES = ("dose_", "e1_", "e3_", "e4_", "e5_", "e6_", "e7_", "suite_", "calibration")
+STUDY_BUDGET_H = 4  # issue 19: the whole study within 4 hours of compute
+
+
+def recorded_seconds(result: dict) -> float | None:
+  """A result file's cost as it recorded it: its wall time, or the dose study's arms' seconds
+  summed; None where it recorded neither."""
+  if "wall_s" in result:
+    return float(result["wall_s"])
+  arms = result.get("arms")
+  if isinstance(arms, dict) and all("seconds" in a for a in arms.values()):
+    return float(sum(a["seconds"] for a in arms.values()))
+  return None
+
+
+def compute_section(res: dict) -> list[str]:
+  """What the study's result files cost, as recorded, against the budget."""
+  study = {name: r for name, r in res.items() if name.startswith(STUDY_FILES) and not r.get("quick")}
+  timed = {name: s for name, r in study.items() if (s := recorded_seconds(r)) is not None}
+  if not timed:
+    return []
+  hours = sum(timed.values()) / 3600
+  lines = ["## Compute the study cost", "",
+           f"Recorded by the result files: **{hours:.1f} hours** (budget {STUDY_BUDGET_H} hours; "
+           f"{'within' if hours <= STUDY_BUDGET_H else 'over'} it). Wall time per file, or the "
+           "sum of its arms' seconds (dose study); a run beside another job took longer than it "
+           "would alone.", "", "| result file | minutes | git |", "|---|---|---|"]
+  for name, seconds in sorted(timed.items(), key=lambda kv: -kv[1]):
+    lines.append(f"| {name} | {seconds / 60:.1f} | {study[name].get('git_commit', '?')[:7]} |")
+  untimed = sorted(set(study) - set(timed))
+  if untimed:
+    lines += ["", "No time recorded: " + ", ".join(f"`{n}`" for n in untimed) + "."]
+  return lines + [""]
