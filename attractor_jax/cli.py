@@ -9,6 +9,7 @@ import argparse
 import json
 import pathlib
 import sys
+import time
 
 from attractor_jax import distributed
 from attractor_jax.errors import InputError
@@ -184,6 +185,7 @@ def _sweep(args) -> dict | None:
   text = read_text_file(args.text_file) if args.text_file else None
   if cluster is not None:
     distributed.initialize(cluster)
+  t0 = time.time()
   model = aj.load(args.model)
   # Shown from the first finished batch on (delay), so bad input still prints one line only.
   with tqdm(total=2 * n_seeds, desc=f"{args.task}: off, then {args.preset}, {per_call} seeds "
@@ -196,7 +198,7 @@ def _sweep(args) -> dict | None:
     return None
   result = {"preset": args.preset, "model": args.model, **result.to_json(),
             "processes": 1 if cluster is None else cluster.num_processes,
-            "machine": machine_info(), "git_commit": git_commit()}
+            "machine": machine_info(), "git_commit": git_commit(), "wall_s": time.time() - t0}
   if args.out:
     writing.write_json_atomic(args.out, result)
   return result

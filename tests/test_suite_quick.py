@@ -37,7 +37,8 @@ def test_quick_suite_writes_finite_results(tmp_path):
   for task in ("cloze",):
     paired = results["suite_recall"][task]["paired_vs_off"]
     assert {"accuracy", "gold_logprob"} <= set(paired["seed"]), task
-  assert {"ppl", "baseline_ppl", "delta_pct", "delta_pct_ci95", "machine"} <= set(results["e1_ppl_seed"])
+  assert {"ppl", "baseline_ppl", "delta_pct", "delta_pct_ci95", "machine", "wall_s"} <= set(
+      results["e1_ppl_seed"])
   skip = ("drift", "bench")  # drift is NaN for continuations shorter than a window
   for name, r in results.items():
     for path, value in _finite_numbers(r):
