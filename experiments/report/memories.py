@@ -174,7 +174,8 @@ def calibration_section(res: dict) -> tuple[list[str], list[str]]:
   section = ["## Calibration (kept apart from evaluation)", "",
              f"Tuned on *{r['novel'].title()}* (the related-work memories' strengths and preset "
              "tuned; the seed, gated and multiscale presets keep docs/method.md's numbers). Perplexity "
-             "(E1: Pride and Prejudice; E5: Persuasion), comprehension and topic-switch items "
+             "(E1: Pride and Prejudice; E5 and the dose study: Persuasion, Northanger Abbey, Mansfield "
+             "Park), comprehension and topic-switch items "
              "use other text; the generation prompts of E3/E7 and the trajectories include "
              f"Emma's openings ({_emma_prompts(res)}). "
              "Command: `python -m experiments.calibrate`.", "",
