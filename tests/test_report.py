@@ -20,15 +20,15 @@ def test_memory_table_pairs_every_metric_and_names_strict_wins(tmp_path):
   _write(tmp_path, "e1_ppl_seed", {**e1, "delta_pct": -0.1, "delta_pct_ci95": [-0.3, 0.0],
                                    "p_value": 0.3, "window_nll": [999.0, 1011.0, 988.0, 1004.0]})
   _write(tmp_path, "e1_ppl_cache", {**e1, "delta_pct": -5.0, "delta_pct_ci95": [-6.0, -4.0],
-                                    "p_value": 0.06, "window_nll": [950.0, 955.0, 945.0, 960.0]})
+                                    "p_value": 0.001, "window_nll": [950.0, 955.0, 945.0, 960.0]})
   gen = {"n_items": 32, "data": ["a", "b", "c", "d"], "seeds": 8, "max_new_tokens": 200,
          "paired_vs_off": {"seed": {"seq_rep_4": _paired(0.1, 0.05, 0.2)},
                            "cache": {"seq_rep_4": _paired(0.3, 0.25, 0.4)}}}
   _write(tmp_path, "e7_generation", gen)
   text = report.build(tmp_path)
   cache_row = next(line for line in text.splitlines() if line.startswith("| cache |"))
-  assert "**-5.000 [-6.000, -4.000]**" in cache_row  # CI excludes 0: bold
-  assert "**+0.300 [+0.250, +0.400]**" in cache_row
+  assert "**-5.000 [-6.000, -4.000]**" in cache_row  # CI excludes 0, Holm p 0.002: bold
+  assert "| +0.300 [+0.250, +0.400] |" in cache_row  # CI excludes 0, Holm p 1.0: not bold
   hopfield_row = next(line for line in text.splitlines() if line.startswith("| hopfield |"))
   assert hopfield_row.count("n/a") == 7  # no results: every cell says so
   answer = next(line for line in text.splitlines() if line.startswith("| E7 |"))

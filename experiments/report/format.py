@@ -19,10 +19,12 @@ def direction(ci, more: str, less: str) -> str:
   return "no detectable change" if ci[0] <= 0 <= ci[1] else (more if ci[0] > 0 else less)
 
 
-def table_cell(paired: dict | None, scale: float = 1.0, fmt: str = "{:+.3f}") -> str:
-  """"diff [CI]" of a paired comparison, bold when the CI excludes 0; blank when absent."""
+def table_cell(paired: dict | None, scale: float = 1.0, fmt: str = "{:+.3f}",
+               p_holm: float = 0.0) -> str:
+  """"diff [CI]" of a paired comparison, bold when the CI excludes 0 and the Holm-adjusted
+  p-value (the caller's, over its table) is below 0.05; "n/a" when absent."""
   if paired is None:
     return "n/a"
   lo, hi = (scale * c for c in paired["ci95"])
   text = f"{fmt.format(scale * paired['mean_diff'])} [{fmt.format(lo)}, {fmt.format(hi)}]"
-  return f"**{text}**" if lo > 0 or hi < 0 else text
+  return f"**{text}**" if (lo > 0 or hi < 0) and p_holm < 0.05 else text

@@ -78,6 +78,19 @@ def memory_table(res: dict) -> list[dict[str, dict | None]]:
   return rows
 
 
+def column_holm(table: list[dict], metrics: list[str]) -> dict[str, list[float]]:
+  """Per metric, each row's Holm-adjusted p over the rows that have that metric (1.0 where a
+  row has none)."""
+  out = {}
+  for m in metrics:
+    present = [i for i, row in enumerate(table) if row[m] and row[m].get("p_value") is not None]
+    adjusted = stats.holm([table[i][m]["p_value"] for i in present]) if present else []
+    out[m] = [1.0] * len(table)
+    for i, p in zip(present, adjusted):
+      out[m][i] = p
+  return out
+
+
 def memories_section(res: dict) -> tuple[list[str], list[str]]:
   if not any(k in res for k in ("e7_generation", "e7_comprehension", "e7_topics")) and not any(
       f"e1_ppl_{m}" in res for m in MEMORIES):
@@ -85,13 +98,16 @@ def memories_section(res: dict) -> tuple[list[str], list[str]]:
   table = memory_table(res)
   metrics = [k for k in table[0] if k != "memory"]
   section = ["## E7: related-work memories on the same suite, paired with off", "",
-             "Each cell: mean difference vs off [95% bootstrap CI]; **bold** where the CI excludes 0. "
+             "Each cell: mean difference vs off [95% bootstrap CI]; **bold** where the CI excludes 0 "
+             "and the Holm-adjusted p over the column's rows is below 0.05. "
              "Rows: the attractor layer (presets seed and tuned = seed at the calibrated alpha) "
              "and the five related-work memories (`attractor_jax/memories/`, presets of the same "
              "names, strengths calibrated on *Emma*).", "",
              "| memory | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-  for row in table:
-    cells = [table_cell(row[m], 100.0 if m.startswith("accuracy") else 1.0) for m in metrics]
+  holm = column_holm(table, metrics)
+  for i, row in enumerate(table):
+    cells = [table_cell(row[m], 100.0 if m.startswith("accuracy") else 1.0, p_holm=holm[m][i])
+             for m in metrics]
     section.append(f"| {row['memory']} | " + " | ".join(cells) + " |")
   gen, comp, top = (res.get(k) for k in ("e7_generation", "e7_comprehension", "e7_topics"))
   notes = []
