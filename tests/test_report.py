@@ -134,22 +134,25 @@ def test_answer_iv_reads_e4_against_the_seeds_gain():
 
 
 def test_e5_sweep_rows_and_conclusion_come_from_the_windowed_comparison(tmp_path):
-  def row(axis, value, diff, finite):
+  def row(axis, value, diff, finite, p_holm=0.004):
     test = {"clusters": 36, "mean_diff": diff, "sd": 0.01, "t_ci95": [diff - 0.001, diff + 0.001],
             "bca_ci95": [diff - 0.001, diff + 0.001], "p_value": 0.001, "mde": 0.0005,
-            "p_holm": 0.004}
+            "p_holm": p_holm}
     return {"axis": axis, "value": value, "vs_off": test, "finite_share": finite,
             "seed_std": 0.0002, "activity": {"feedback_ratio_mean": 0.01, "winner_share": 0.9}}
   _write(tmp_path, "e5_sweeps", {
       "clusters": 36, "seeds": 2, "data": "36 windows", "baseline_nll": 3.0,
       "git_commit": "abc1234", "plots": [],
       "rows": [row("K", 1, 0.002, 1.0), row("K", 256, -0.003, 0.5), row("lambda", 0.0, 0.001, 1.0),
-               row("lambda", 1.0, 0.004, 1.0)]})
+               row("lambda", 1.0, 0.004, 1.0, p_holm=0.2)]})
   text = report.build(tmp_path)
   assert "| K | 256 | -0.00300 | [-0.00400, -0.00200] | 0.00050 | 0.004 | 0.00020 | 50% |" in text
   assert ("More attractors (K 1 to 256, 36 windows): NLL change vs off +0.0020 to -0.0030 "
-          "nats/token (at K=256 lower, Holm p 0.004); as few as 50% of rows finite.") in text
-  assert "(lambda 0.0 to 1.0, 36 windows)" in text and "every row finite." in text
+          "nats/token (at K=256 lower, Holm p 0.004); realised |feedback| / residual 0.0100 to "
+          "0.0100; as few as 50% of rows finite.") in text
+  assert ("(lambda 0.0 to 1.0, 36 windows): NLL change vs off +0.0010 to +0.0040 nats/token (at "
+          "lambda=1.0 no detectable change after Holm, Holm p 0.2)") in text  # CI excludes 0
+  assert "every row finite." in text
 
 
 def test_compute_section_sums_recorded_time_against_the_budget(tmp_path):

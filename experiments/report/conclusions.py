@@ -68,11 +68,15 @@ def conclude(res: dict) -> list[str]:
     part = [r for r in (e5 or {}).get("rows", []) if r["axis"] == axis]
     if part:
       low, high = part[0], part[-1]
+      test = high["vs_off"]
+      found = (direction(test["t_ci95"], "higher", "lower") if test["p_holm"] < 0.05
+               else "no detectable change after Holm")
+      ratio = lambda row: row["activity"]["feedback_ratio_mean"]
       out.append(f"{words} ({axis} {low['value']} to {high['value']}, {e5['clusters']} windows): "
                  f"NLL change vs off {low['vs_off']['mean_diff']:+.4f} to "
-                 f"{high['vs_off']['mean_diff']:+.4f} nats/token (at {axis}={high['value']} "
-                 f"{direction(high['vs_off']['t_ci95'], 'higher', 'lower')}, Holm p "
-                 f"{high['vs_off']['p_holm']:.2g}); {finite_words(part)}.")
+                 f"{test['mean_diff']:+.4f} nats/token (at {axis}={high['value']} {found}, Holm "
+                 f"p {test['p_holm']:.2g}); realised |feedback| / residual {ratio(low):.4f} to "
+                 f"{ratio(high):.4f}; {finite_words(part)}.")
   e6 = res.get("e6_topics")
   if e6:
     out.append("Topic switch: snap-back vs off, " + "; ".join(
