@@ -92,6 +92,9 @@ def test_first_round_files_without_a_gate_record_are_named(tmp_path):
          "e6_topics": {"paired_vs_off": {}}, "suite_recall": {"cloze": {"gate_open": {}}}}
   line = report.first_round_note(res)[0]
   assert "(2 result files on 2 models, 36 to 384 clusters per comparison" in line
+  assert "stands beside them (E1's windows and E7's prompts" in line  # neither is thin here
+  thin = {**res, "e1_ppl_seed": {"tokens": 2048, "window": 512}}
+  assert "supersedes E1 (4 windows); its answers" in report.first_round_note(thin)[0]
   assert "not recorded in `e6_topics`: their gated rows" in line and "suite_recall" not in line
   assert report.first_round_note({"e6_topics": {}}) == []  # no study yet: no note
 

@@ -51,12 +51,15 @@ def first_round_note(res: dict) -> list[str]:
   if not found:
     return []
   clusters = sorted(s["clusters"] for s in found.values())
+  thin = _thin_rows(res)
   text = (f"These rows are the seed's presets as specified, each experiment's own design. The "
           f"dose-response study below ({len(found)} result files on "
           f"{len({s['model'] for s in found.values()})} models, {clusters[0]} to {clusters[-1]} "
           "clusters per comparison, feedback sized against the residual stream, open and closed "
-          f"loop, gates recorded) supersedes {_thin_rows(res)}; its answers to the seed's "
-          "questions come first.")
+          "loop, gates recorded) " + (f"supersedes {thin}" if thin else
+                                       "stands beside them (E1's windows and E7's prompts, the "
+                                       f"first round's thin rows, now number at least {MIN_CLUSTERS})")
+          + "; its answers to the seed's questions come first.")
   unrecorded = [k for k in FIRST_ROUND_WITH_GATED if k in res and not _records_gate(res[k])]
   if unrecorded:
     text += (" Whether `gated`'s gate opened is not recorded in " + ", ".join(
@@ -72,7 +75,7 @@ def _thin_rows(res: dict) -> str:
   parts = ([f"E1 ({windows} windows)"] if windows < MIN_CLUSTERS else []) + (
       [f"E7's perplexity and generation columns ({len(e7['data'])} prompts)"]
       if e7 and len(e7["data"]) < MIN_CLUSTERS else [])
-  return " and ".join(parts) or "none of them"
+  return " and ".join(parts)
 
 
 def _records_gate(result: dict) -> bool:
