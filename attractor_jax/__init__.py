@@ -11,7 +11,8 @@
 from attractor_jax.attractor import AttractorConfig, AttractorState, Timescale
 from attractor_jax.checkpoint import Restored, restore_state, save_state
 from attractor_jax.config import ModelConfig
-from attractor_jax.engine import Engine, Forced, Pass, Step
+from attractor_jax.engine import Engine, Pass, Step
+from attractor_jax.forcing import Forced
 from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate
 from attractor_jax.memories.base import Info, Memory, Observation

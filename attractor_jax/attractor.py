@@ -1,7 +1,8 @@
 """The attractor layer (docs/method.md): config, state pytree, init, the per-pass update and read-out.
 
 Everything here is written for one sequence; batches and seeds are `jax.vmap` axes.
-Shape suffixes: N banks, K attractors per bank, D model width, T positions of a pass.
+Shape suffixes (docs/glossary.md): N banks, A attractors per bank, D model width, T positions
+of a pass.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Info, Memory, Pool, cosine, pool, residual_norm
 from attractor_jax.validation import check_bool, check_choice, check_int, check_range
+
+
+GATE_OPEN = 0.5  # traces and reports count a gate (UpdateInfo.gate, [N]) above this as open
+
+
+def gate_open(gate):
+  """Where a gate counts as open (g > GATE_OPEN), elementwise, for NumPy and JAX arrays alike:
+  the share of passes with the gate open is this averaged over passes and banks."""
+  return gate > GATE_OPEN
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,6 +53,7 @@ class AttractorConfig(Memory):
   kind = "attractor"
   starts_silent = True
   uses_prompt = True
+  nonfinite_hint = "lower alpha or beta"
 
   num_attractors: int = 8
   pool: Pool = "last"
@@ -108,6 +119,15 @@ class AttractorConfig(Memory):
     return update(self, state, pool(obs.attn_out, self.pool), residual_norm(obs.residual),
                   tokens=obs.attn_out.shape[0])
 
+  def activity(self, info):
+    """The share of banks whose gate is open in this pass (`gate_open`)."""
+    return {"gate_open": jnp.mean(gate_open(info.gate))}
+
+  def check_task(self, task: str):
+    if task == "scoring" and self.init == "prompt":
+      raise InputError("init='prompt' would copy scored tokens into the memory: use "
+                       "init='noise' for perplexity and forced reads")
+
   def summary(self, state):
     """Mean strength, active and dead attractors, updates made."""
     s, idle = np.asarray(state.strength), np.asarray(state.idle)
@@ -122,9 +142,9 @@ class AttractorConfig(Memory):
 class AttractorState:
   """One sequence's attractor memory (docs/method.md's table, with a leading bank axis N)."""
 
-  vectors: jax.Array  # [N, K, D] in units of the host layer's attention output
-  strength: jax.Array  # [N, K] in [0, 1]
-  idle: jax.Array  # [N, K] int32: passes since last active
+  vectors: jax.Array  # [N, A, D] in units of the host layer's attention output
+  strength: jax.Array  # [N, A] in [0, 1]
+  idle: jax.Array  # [N, A] int32: passes since last active
   step: jax.Array  # [] int32: updates made so far
   tokens: jax.Array  # [] int32: tokens read so far (drives burn-in)
   feedback: jax.Array  # [D]: added to the residual stream in the next pass
@@ -136,10 +156,10 @@ class AttractorState:
 class UpdateInfo(Info):
   """What one update saw, and the strengths it left: for traces and summaries."""
 
-  strength: jax.Array  # [N, K] after the update
+  strength: jax.Array  # [N, A] after the update
   max_sim: jax.Array  # [N] max_k c_k
   gate: jax.Array  # [N]
-  active: jax.Array  # [N, K] bool
+  active: jax.Array  # [N, A] bool
   steering_cos: jax.Array  # []: cos(feedback, running mean of x): 1 is a plain steering vector
 
 
@@ -149,7 +169,7 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
   attention output (or `cfg.init_noise` without a prompt); `init="prompt"` takes K prompt
   attention outputs at random positions plus small noise."""
   cfg.check_model(model_config)
-  N, K, D = cfg.num_banks, cfg.num_attractors, model_config.width
+  N, A, D = cfg.num_banks, cfg.num_attractors, model_config.width
   k_vec, k_pos, k_rng = jax.random.split(key, 3)
   if prompt_attn_TxD is None:
     if cfg.init == "prompt":
@@ -158,16 +178,16 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
   else:
     prompt_attn_TxD = prompt_attn_TxD.astype(jnp.float32)
     sigma = jnp.sqrt(jnp.mean(jnp.square(prompt_attn_TxD)))
-  noise = jax.random.normal(k_vec, (N, K, D), jnp.float32)
+  noise = jax.random.normal(k_vec, (N, A, D), jnp.float32)
   if cfg.init == "prompt":
-    idx_NxK = jax.random.randint(k_pos, (N, K), 0, prompt_attn_TxD.shape[0])
-    vectors = prompt_attn_TxD[idx_NxK] + 0.1 * sigma * noise
+    idx_NxA = jax.random.randint(k_pos, (N, A), 0, prompt_attn_TxD.shape[0])
+    vectors = prompt_attn_TxD[idx_NxA] + 0.1 * sigma * noise
   else:
     vectors = sigma * noise
   return AttractorState(
       vectors=vectors,
-      strength=jnp.full((N, K), cfg.init_strength, jnp.float32),
-      idle=jnp.zeros((N, K), jnp.int32),
+      strength=jnp.full((N, A), cfg.init_strength, jnp.float32),
+      idle=jnp.zeros((N, A), jnp.int32),
       step=jnp.zeros((), jnp.int32),
       tokens=jnp.zeros((), jnp.int32),
       feedback=jnp.zeros((D,), jnp.float32),
@@ -177,40 +197,40 @@ def init_state(cfg: AttractorConfig, model_config: ModelConfig, key,
   )
 
 
-def _update_bank(cfg: AttractorConfig, ts: Timescale, a_KxD, s_K, idle_K, x_D, mean_D, tokens,
+def _update_bank(cfg: AttractorConfig, ts: Timescale, a_AxD, s_A, idle_A, x_D, mean_D, tokens,
                  sigma, reseed_key):
   """Steps 2-10 of docs/method.md for one bank; returns (a, s, idle, m_D, gate, max_sim, active)."""
   offset = mean_D if cfg.center else jnp.zeros_like(mean_D)
-  c_K = cosine(x_D - offset, a_KxD - offset[None, :])
-  w_K = jax.nn.softmax(cfg.beta * c_K)
-  act_K = w_K * (c_K >= cfg.theta_act)
-  a_KxD = a_KxD + ts.eta * act_K[:, None] * (x_D[None, :] - a_KxD)
+  c_A = cosine(x_D - offset, a_AxD - offset[None, :])
+  w_A = jax.nn.softmax(cfg.beta * c_A)
+  act_A = w_A * (c_A >= cfg.theta_act)
+  a_AxD = a_AxD + ts.eta * act_A[:, None] * (x_D[None, :] - a_AxD)
   if cfg.decay == "all":
-    s_K = (1.0 - ts.lam) * s_K
-  s_K = s_K + ts.gamma * act_K * (1.0 - s_K)
-  active_K = act_K >= cfg.eps_active
+    s_A = (1.0 - ts.lam) * s_A
+  s_A = s_A + ts.gamma * act_A * (1.0 - s_A)
+  active_A = act_A >= cfg.eps_active
   if cfg.decay == "unused":
-    s_K = jnp.where(active_K, s_K, (1.0 - ts.lam) * s_K)
-  idle_K = jnp.where(active_K, 0, idle_K + 1)
+    s_A = jnp.where(active_A, s_A, (1.0 - ts.lam) * s_A)
+  idle_A = jnp.where(active_A, 0, idle_A + 1)
   if cfg.reseed_dead:
-    dead_K = (s_K < cfg.s_dead) & (idle_K > cfg.dead_after)
-    fresh_KxD = sigma * jax.random.normal(reseed_key, a_KxD.shape, a_KxD.dtype)
-    a_KxD = jnp.where(dead_K[:, None], fresh_KxD, a_KxD)
-    idle_K = jnp.where(dead_K, 0, idle_K)
-  m_D = jnp.einsum("k,k,kd->d", w_K, s_K, a_KxD)
-  max_sim = jnp.max(c_K)
+    dead_A = (s_A < cfg.s_dead) & (idle_A > cfg.dead_after)
+    fresh_AxD = sigma * jax.random.normal(reseed_key, a_AxD.shape, a_AxD.dtype)
+    a_AxD = jnp.where(dead_A[:, None], fresh_AxD, a_AxD)
+    idle_A = jnp.where(dead_A, 0, idle_A)
+  m_D = jnp.einsum("k,k,kd->d", w_A, s_A, a_AxD)
+  max_sim = jnp.max(c_A)
   if cfg.gate == "similarity":
     gate = jax.nn.sigmoid((max_sim - cfg.theta_gate) / cfg.tau_gate)
   else:
     gate = jnp.ones((), jnp.float32)
-  burning_in = (tokens < cfg.burn_in_steps) | (jnp.max(s_K) < cfg.burn_in_strength)
+  burning_in = (tokens < cfg.burn_in_steps) | (jnp.max(s_A) < cfg.burn_in_strength)
   gate = jnp.where(burning_in, 0.0, gate)
-  return a_KxD, s_K, idle_K, m_D, gate, max_sim, active_K
+  return a_AxD, s_A, idle_A, m_D, gate, max_sim, active_A
 
 
-def winner_share(strength_NxK):
+def winner_share(strength_NxA):
   """Each bank's strongest attractor's share of the bank's total strength: [N]."""
-  s = jnp.asarray(strength_NxK)
+  s = jnp.asarray(strength_NxA)
   return jnp.max(s, axis=-1) / jnp.maximum(jnp.sum(s, axis=-1), 1e-30)
 
 

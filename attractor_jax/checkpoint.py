@@ -15,26 +15,20 @@ import json
 import pathlib
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from attractor_jax import writing
-from attractor_jax.attractor import AttractorState
+from attractor_jax import decoding, orbax_quiet, writing
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import KINDS, Memory, abstract_state
 from attractor_jax.sampling import SamplingState
 
-# 2: any memory kind, model config saved; 3: KV cache [B, K, S, X]; 4: "memory_config" (was
-# "attractor_config") and the caller's metadata under "user"; 5: the attractor state's `tokens`.
-FORMAT = "attractor-jax/5"
-OLD_KEYS = ("attractor-jax/2", "attractor-jax/3")  # metadata in the keys `_from_format_3` renames
-WITHOUT_TOKENS = (*OLD_KEYS, "attractor-jax/4")
-READABLE_FORMATS = (*WITHOUT_TOKENS, FORMAT)
-READABLE_RUN_FORMATS = ("attractor-jax/3", "attractor-jax/4", FORMAT)  # 2 had a [B, S, K, X] cache
+FORMAT = "attractor-jax/5"  # the format this version writes and reads, states and runs alike
+LAST_READER = {  # an older format, and the last commit whose code reads it
+    "attractor-jax/2": "75be428", "attractor-jax/3": "75be428", "attractor-jax/4": "75be428"}
 
 
 @dataclasses.dataclass
@@ -93,8 +87,12 @@ def _save_replacing(path: pathlib.Path, tree, meta: dict, overwrite: bool = True
   """Saves beside `path`, then puts it in `path`'s place (see `writing.replace_dir_atomic`)."""
   if not overwrite and pathlib.Path(path).exists():
     raise InputError(f"checkpoint {str(path)!r} exists: pass overwrite=True or another path")
-  save = lambda fresh: _checkpointer().save(fresh, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+
+  def save(fresh):
+    with orbax_quiet.failures_left_to_the_caller():
+      _checkpointer().save(fresh, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+
   writing.replace_dir_atomic(path, save, ours=is_our_checkpoint, what="checkpoint")
 
 
@@ -115,7 +113,9 @@ def save_state(path: str | pathlib.Path, state, *, memory: Memory, model,
     raise InputError(f"memory={memory!r:.60}: pass the memory config the state was made with")
   _check_no_typed_keys(state)
   _check_finite(state, f"memory {memory.kind!r}")
-  batch = tuple(np.shape(state.step))
+  one = jax.tree.leaves(abstract_state(memory, model.config))[0]
+  leaf = jax.tree.leaves(state)[0]
+  batch = tuple(np.shape(leaf))[:np.ndim(leaf) - len(one.shape)]
   _save_replacing(path, state, _metadata(memory, model, user_meta, batch_shape=list(batch)),
                   overwrite)
 
@@ -132,14 +132,7 @@ def read_meta(path: str | pathlib.Path) -> dict:
   except (OSError, ValueError) as e:
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted ({type(e).__name__}): "
                      "restore an earlier checkpoint") from None
-  found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-  readable = READABLE_RUN_FORMATS if isinstance(meta, dict) and meta.get("kind") == "run" \
-      else READABLE_FORMATS
-  if found not in readable:
-    raise InputError(f"checkpoint {str(path)!r} has format {found!r}, not {FORMAT!r}: "
-                     "save it again with this version")
-  if found in OLD_KEYS:
-    meta = _from_format_3(meta)
+  check_format(meta, str(path))
   needed = ("model", "width", "model_config") + (() if meta.get("kind") == "run" else
                                                  ("memory_config",))
   missing = [k for k in needed if meta.get(k) is None]
@@ -154,17 +147,17 @@ def read_meta(path: str | pathlib.Path) -> dict:
   return meta
 
 
-def _from_format_3(meta: dict) -> dict:
-  """Metadata of formats 2 and 3 in this version's keys: "attractor_config" (with
-  `enabled=False` for no memory) became "memory_config", and the caller's own keys "user"."""
-  known = ("format", "library_version", "attractor_config", "model", "width", "model_config",
-           "batch_shape", "kind", "cache_len", "num_tokens", "prompt_len", "step", "position",
-           "sample_key_data")
-  config = meta.get("attractor_config")
-  if isinstance(config, dict) and config.pop("enabled", True) is False:
-    config = None
-  return {**{k: v for k, v in meta.items() if k != "attractor_config"}, "memory_config": config,
-          "user": {k: v for k, v in meta.items() if k not in known}}
+def check_format(meta, where: str):
+  """Refuses metadata of a format this version does not read, naming the last commit that
+  reads an older one."""
+  found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+  if found in LAST_READER:
+    raise InputError(f"checkpoint {where!r} has format {found!r}, which this version no longer "
+                     f"reads: restore it with attractor-jax at commit {LAST_READER[found]} and "
+                     "save it again")
+  if found != FORMAT:
+    raise InputError(f"checkpoint {where!r} has format {found!r}, not {FORMAT!r}: save it "
+                     "again with this version")
 
 
 def _check_made_with(meta: dict, memory: Memory | None, model_spec: str | None, where: str):
@@ -181,7 +174,7 @@ def _check_made_with(meta: dict, memory: Memory | None, model_spec: str | None, 
 
 def restore_state(path: str | pathlib.Path, *, memory: Memory | None = None,
                   model=None) -> Restored:
-  """Restores a memory state saved by `save_state` (or by formats 2 and 3 of earlier versions).
+  """Restores a memory state saved by `save_state`.
 
   Args:
     memory: when given, refuse a checkpoint made with another memory config.
@@ -210,48 +203,10 @@ def _restore(path: pathlib.Path, target, meta: dict):
   restore = lambda tree: _checkpointer().restore(path, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(tree)))["state"]
   try:
-    return restore_tree(restore, target, meta)
+    return restore(target)
   except Exception as e:  # orbax raises many types on damaged directories
     raise InputError(f"checkpoint {str(path)!r} is incomplete or corrupted "
                      f"({type(e).__name__}): restore an earlier checkpoint") from None
-
-
-def restore_tree(restore, target, meta: dict):
-  """`restore(target)`, an orbax restore of a checkpoint's state item, for any readable
-  format: a tree saved before format 5 is restored in its own layout, then given `tokens`."""
-  if meta.get("format") not in WITHOUT_TOKENS:
-    return restore(target)
-  return _with_tokens(restore(_before_tokens(target)))
-
-
-@flax.struct.dataclass
-class _AttractorStateBefore5:
-  """An attractor state as formats 2-4 saved it: no `tokens` (their burn-in counted passes)."""
-
-  vectors: Any
-  strength: Any
-  idle: Any
-  step: Any
-  feedback: Any
-  mean: Any
-  sigma: Any
-  rng: Any
-
-
-def _before_tokens(tree):
-  """`tree` with every AttractorState in the layout formats 2-4 saved."""
-  fields = [f.name for f in dataclasses.fields(_AttractorStateBefore5)]
-  old = lambda s: _AttractorStateBefore5(**{f: getattr(s, f) for f in fields})
-  is_state = lambda node: isinstance(node, AttractorState)
-  return jax.tree.map(lambda node: old(node) if is_state(node) else node, tree, is_leaf=is_state)
-
-
-def _with_tokens(tree):
-  """A restored older tree with AttractorStates whose `tokens` is their `step`: the count
-  their burn-in used, so a restored gate opens when it would have."""
-  is_old = lambda node: isinstance(node, _AttractorStateBefore5)
-  new = lambda s: AttractorState(**vars(s), tokens=jnp.array(s.step, copy=True))  # own buffer
-  return jax.tree.map(lambda node: new(node) if is_old(node) else node, tree, is_leaf=is_old)
 
 
 def _diff(a: Memory | None, b: Memory | None) -> str:
@@ -285,10 +240,10 @@ def _check_no_typed_keys(tree):
 
 
 def _resumable(rows: SamplingState) -> dict:
-  """The part of a one-row SamplingState that a run resumes from (row axis dropped)."""
-  first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+  """The part of a one-row SamplingState that a run resumes from (the cache and memory state
+  keep their row axis; a run's slot is its position)."""
   return {"token": rows.token[0], "position": rows.position[0], "t": rows.t[0],
-          "done": rows.done[0], "cache": first(rows.cache), "state": first(rows.memory)}
+          "done": rows.done[0], "cache": rows.cache, "state": rows.memory_state}
 
 
 def run_tree(generation, model) -> tuple[dict, dict]:
@@ -311,23 +266,26 @@ def run_tree(generation, model) -> tuple[dict, dict]:
 
 def run_target(meta: dict, memory: Memory | None, model, where: str) -> dict:
   """The abstract pytree a saved run restores into, after checking memory and model."""
+  check_format(meta, where)
   if meta.get("kind") != "run":
     raise InputError(f"checkpoint {where!r} holds a state, not a run: use restore_state")
   _check_made_with(meta, memory, model.spec, where)
-  key = jax.random.key(0)
-  prefill = functools.partial(model.engine(memory).prefill, cache_len=meta["cache_len"], buffer=1)
-  carry = jax.eval_shape(lambda p: _resumable(jax.tree.map(lambda a: a[None], prefill(
-      p, jnp.zeros((1,), jnp.int32), key, key, 0.0, 1.0, -1))), model.params)
+  keys = jax.random.key(0)[None]
+  prefill = functools.partial(decoding.prefill, model.engine(memory), cache_len=meta["cache_len"],
+                              buffer=1)
+  carry = jax.eval_shape(lambda p: _resumable(prefill(
+      p, jnp.zeros((1, 1), jnp.int32), keys, keys, 0.0, 1.0, -1)), model.params)
   return {"carry": carry, "sample_key": jax.ShapeDtypeStruct((2,), jnp.uint32),
           "tokens": jax.ShapeDtypeStruct((meta["num_tokens"],), jnp.int32)}
 
 
 def rows_of(run: dict) -> dict:
   """A restored run with its carry as one-row SamplingState fields (`generation.resume`)."""
-  c = jax.tree.map(lambda a: jnp.asarray(a)[None], run["carry"])
-  rows = SamplingState(tokens=None, count=None, trace=None, token=c["token"],
-                       position=c["position"], t=c["t"], done=c["done"], cache=c["cache"],
-                       memory=c["state"])
+  c = run["carry"]
+  row = lambda a: jnp.asarray(a)[None]
+  rows = SamplingState(tokens=None, count=None, trace=None, token=row(c["token"]),
+                       position=row(c["position"]), slot=row(c["position"]), t=row(c["t"]),
+                       done=row(c["done"]), cache=c["cache"], memory_state=c["state"])
   return {"rows": rows, "sample_key": run["sample_key"], "tokens": run["tokens"]}
 
 

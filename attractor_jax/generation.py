@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attractor_jax import decoding
 from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory, abstract_state
@@ -17,7 +18,6 @@ from attractor_jax.model import Model
 from attractor_jax.prompts import buffer_length, cache_length, prompt_ids
 from attractor_jax.sampling import SamplingState, Trace, check_finite, check_sampling
 from attractor_jax.seeds import seed_keys
-from attractor_jax.validation import renamed_memory_keyword
 
 
 @dataclasses.dataclass
@@ -45,8 +45,8 @@ class Generation:
 
 
 def compile_and_run(program, args, static):
-  """Runs an engine program (unbound, the engine first in `args`), timing its compilation
-  (cached after the first call) and its execution."""
+  """Runs a jitted program (the engine first in `args`), timing its compilation (cached
+  after the first call) and its execution."""
   t0 = time.perf_counter()
   compiled = program.lower(*args, **static).compile()
   t1 = time.perf_counter()
@@ -54,7 +54,6 @@ def compile_and_run(program, args, static):
   return out, t1 - t0, time.perf_counter() - t1
 
 
-@renamed_memory_keyword
 def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 200, *,
              memory: Memory | None = None, seed: int = 0, temperature: float = 0.0,
              top_p: float = 1.0, state=None, trace: bool = False,
@@ -80,23 +79,21 @@ def generate(model: Model, prompt: str | Sequence[int], max_new_tokens: int = 20
   if state is not None:
     check_state(state, memory, model)
     state = jax.tree.map(lambda a: jnp.asarray(a)[None], state)
-  eos, temp, top = jnp.int32(model.eos_id), jnp.float32(temperature), jnp.float32(top_p)
-  prefilled, c0, p_s = compile_and_run(
-      Engine.prefill, (engine, model.params, jnp.asarray(ids), init_key, sample_key, temp, top,
-                       eos, state),
+  sampler = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id))
+  rows, c0, p_s = compile_and_run(
+      decoding.prefill, (engine, model.params, jnp.asarray(ids)[None], init_key[None],
+                         sample_key[None], *sampler, state, 0),
       dict(cache_len=cache_length(model, len(ids), max_new_tokens),
            buffer=buffer_length(max_new_tokens)))
-  rows = jax.tree.map(lambda a: a[None], prefilled)
   run, c1, d_s = compile_and_run(
-      Engine.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
-                      temp, top, eos), {})
+      decoding.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
+                        *sampler), {})
   out = _finished(model, engine, run, ids.tolist(), sample_key, trace, f"seed {seed}")
   out.timing = {"compile_s": c0 + c1, "prefill_s": p_s, "decode_s": d_s,
                 "tokens_per_s": max(len(out.tokens) - 1, 1) / max(d_s, 1e-9)}
   return out
 
 
-@renamed_memory_keyword
 def resume(model: Model, run: dict, max_new_tokens: int, *, memory: Memory | None,
            temperature: float = 0.0, top_p: float = 1.0) -> Generation:
   """Continues a run restored by `checkpoint.restore_run` for `max_new_tokens` more tokens."""
@@ -107,12 +104,14 @@ def resume(model: Model, run: dict, max_new_tokens: int, *, memory: Memory | Non
   need = cache_length(model, int(rows.position[0]), max_new_tokens)
   pad = need - rows.cache.max_len
   if pad > 0:  # grow the cache: the new slots are masked until written
-    grow = lambda arrays: tuple(jnp.pad(a, [(0, 0)] * 3 + [(0, pad), (0, 0)]) for a in arrays)
+    grow = lambda arrays: tuple(jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, pad), (0, 0)])
+                                  for a in arrays)
     rows = rows.replace(cache=rows.cache.replace(k=grow(rows.cache.k), v=grow(rows.cache.v)))
-  rows = engine.with_buffers(model.params, rows, buffer_length(max_new_tokens))
+  rows = decoding.with_buffers(engine, model.params, rows, buffer_length(max_new_tokens))
   out, c, d_s = compile_and_run(
-      Engine.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
-                      jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id)), {})
+      decoding.decode, (engine, model.params, rows, sample_key[None], jnp.int32(max_new_tokens),
+                        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id)),
+      {})
   out = _finished(model, engine, out, np.asarray(run["tokens"]).tolist(), sample_key, False,
                   "the resumed run")
   out.timing = {"compile_s": c, "prefill_s": 0.0, "decode_s": d_s,
@@ -126,10 +125,11 @@ def _finished(model: Model, engine: Engine, run: SamplingState, prompt_tokens: l
   memory stayed finite."""
   n = int(run.count[0])
   generated = np.asarray(run.tokens[0, :n]).tolist()
-  final = None if run.memory is None else jax.tree.map(lambda a: a[0, 0], run.memory)
+  final = None if run.memory_state is None else jax.tree.map(lambda a: a[0], run.memory_state)
   trace = jax.tree.map(lambda a: np.asarray(a[0, :n]), run.trace)
-  steps = None if final is None else [int(final.step)]
-  check_finite(trace.finite[None], [n], [name], engine.memory, steps)
+  updates = None if final is None else engine.memory.updates(final)
+  check_finite(trace.finite[None], [n], [name], engine.memory,
+               None if updates is None else [updates])
   return Generation(
       text=model.tokenizer.decode(generated) if model.tokenizer is not None else "",
       tokens=generated, prompt_tokens=prompt_tokens, memory=engine.memory, state=final, run=run,

@@ -1,6 +1,6 @@
 """Pure math of one decoder block: norms, RoPE, attention over a KV cache, MLPs.
 
-Shape suffixes: B batch, T positions of this pass, S cache slots (= positions), D width,
+Shape suffixes (docs/glossary.md): B rows, T positions of this pass, S cache slots, D width,
 H query heads, K kv heads, G query heads per kv head, X head dim, F mlp width.
 Params are plain dicts of one layer, as stored (stacked over layers) by the decoder.
 """
@@ -52,17 +52,18 @@ def dense(x, p):
   return y + _lead(p["bias"], y) if "bias" in p else y
 
 
-def apply_rope(x_BxTxNxX, positions_BxT, theta):
-  """Rotary embedding in the HF rotate-half layout (first half pairs with second half)."""
-  half = x_BxTxNxX.shape[-1] // 2
+def apply_rope(x, positions_BxT, theta):
+  """Rotary embedding of x [B, T, heads, X] in the HF rotate-half layout (first half pairs
+  with second half)."""
+  half = x.shape[-1] // 2
   inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq[None, None, :]
   cos = jnp.cos(angle_BxTxhalf)[:, :, None, :]
   sin = jnp.sin(angle_BxTxhalf)[:, :, None, :]
-  x32 = x_BxTxNxX.astype(jnp.float32)
+  x32 = x.astype(jnp.float32)
   x1, x2 = x32[..., :half], x32[..., half:]
   rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return rotated.astype(x_BxTxNxX.dtype)
+  return rotated.astype(x.dtype)
 
 
 def qkv(x_BxTxD, p, positions_BxT, cfg: ModelConfig, theta: float):
@@ -85,8 +86,9 @@ def attend(q_BxTxHxX, k_BxKxTxX, v_BxKxTxX, q_pos_BxT, cfg: ModelConfig, past=No
            window: int | None = None):
   """Causal grouped-query attention over the pass's own keys and, optionally, a cache's.
 
-  `past` = (keys [B,K,S,X], values [B,K,S,X], visible [B,S]): the cache as it was before this
-  pass and which of its slots hold earlier positions (slot s holds position s). A local layer
+  `past` = (keys [B,K,S,X], values [B,K,S,X], positions [B,S]): the cache as it was before
+  this pass and the position each slot holds (a row's padding holds negative ones); a slot is
+  read when 0 <= its position < the pass's first. A local layer
   (`window`) sees key positions j with i - window < j <= i from query position i, as
   transformers' sliding-window mask does. The cache is read as it came in, never
   after this pass's write: read after the write, XLA copied every layer's cache each step.
@@ -111,10 +113,10 @@ def attend(q_BxTxHxX, k_BxKxTxX, v_BxKxTxX, q_pos_BxT, cfg: ModelConfig, past=No
   logits = hide(scores(k_BxKxTxX), own_BxSx1 <= q_pos_BxT[:, None, :], own_BxSx1)
   values = [v_BxKxTxX]
   if past is not None:
-    past_k, past_v, visible_BxS = past
-    slots_1xSx1 = jnp.arange(past_k.shape[2])[None, :, None]
-    logits = jnp.concatenate([hide(scores(past_k), visible_BxS[:, :, None], slots_1xSx1), logits],
-                             axis=2)
+    past_k, past_v, k_pos_BxS = past
+    visible_BxS = (k_pos_BxS >= 0) & (k_pos_BxS < q_pos_BxT[:, :1])
+    logits = jnp.concatenate([hide(scores(past_k), visible_BxS[:, :, None], k_pos_BxS[:, :, None]),
+                              logits], axis=2)
     values = [past_v, *values]
   probs = jax.nn.softmax(logits, axis=2).astype(v_BxKxTxX.dtype)
   out_BxKxGxTxX, offset = 0, 0

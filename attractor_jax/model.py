@@ -44,8 +44,7 @@ class Model:
     if memory is not None and not isinstance(memory, Memory):
       raise InputError(f"memory={memory!r:.80}: pass a memory config (e.g. aj.presets['seed']) "
                        "or None")
-    return Engine(self.config, memory, self.dtype,
-                  output_kernel=self.config.tie_embeddings and "lm_head" in self.params)
+    return Engine(self.config, memory, self.dtype)
 
   def logits(self, token_ids) -> jax.Array:
     """One full causal forward pass: token ids [batch, seq] -> float32 logits [batch, seq, vocab]."""
@@ -153,8 +152,6 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
                      "or a hub id 'org/name'")
   cfg = dataclasses.replace(cfg, name=spec)
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
-  if cfg.tie_embeddings:  # a [D, V] copy of the tied table for the logits (see Decoder)
-    params = {**params, "lm_head": {"kernel": params["embed"]["embedding"].T}}
   return Model(config=cfg, params=params, tokenizer=tokenizer, spec=spec, dtype=dtype)
 
 

@@ -35,12 +35,10 @@ def gemv_bandwidth_gbs(repeats: int = 10) -> float:
 
 def bytes_read_per_token(params) -> int:
   """Weight bytes one decode step reads: every matrix once, but of the embedding table only a
-  row when the logits read a separate [D, V] matrix (an untied head or `load`'s tied copy)."""
-  total = sum(a.nbytes for a in jax.tree.leaves(params))
-  if "lm_head" in params:
-    table = params["embed"]["embedding"]
-    total -= table.nbytes - table.nbytes // table.shape[0]
-  return total
+  row (the logits read the [D, V] "lm_head" matrix, a tied table's copy included)."""
+  table = params["embed"]["embedding"]
+  return (sum(a.nbytes for a in jax.tree.leaves(params))
+          - table.nbytes + table.nbytes // table.shape[0])
 
 
 def _kernels(params) -> list[jax.Array]:
@@ -58,7 +56,7 @@ def flops_per_token(params) -> int:
 def matmul_gflops(params, rows: int, repeats: int = 5) -> float:
   """GFLOP/s of `rows` rows through one layer's matrices and the output matrix, jitted, in
   float32: the rate the model's own shapes reach at this row count."""
-  mats = _kernels(params["layers"][0]) + _kernels({"lm_head": params.get("lm_head", {})})
+  mats = _kernels(params["layers"][0]) + _kernels({"lm_head": params["lm_head"]})
   xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
   product = jax.jit(lambda xs, ms: [x @ m for x, m in zip(xs, ms)])
   seconds = median_seconds(product, xs, mats, repeats=repeats)

@@ -16,7 +16,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.generation import Generation, generate, resume
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
-from attractor_jax.validation import check_int, renamed_memory_keyword
+from attractor_jax.validation import check_int
 
 
 _STEP = re.compile(r"^\d+(\.orbax-checkpoint-tmp.*)?$")
@@ -45,7 +45,7 @@ def latest_good(run_dir, memory: Memory | None, model: Model, keep: int = 3):
       target = checkpoint.run_target(meta, memory, model, where)
       restore = lambda tree: mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(tree)))["state"]
-      return step, checkpoint.rows_of(checkpoint.restore_tree(restore, target, meta))
+      return step, checkpoint.rows_of(restore(target))
     except InputError:
       raise
     except Exception:  # a damaged checkpoint: try the one before
@@ -62,7 +62,6 @@ def _save(mngr: ocp.CheckpointManager, g: Generation, model: Model, done: int) -
   return checkpoint.rows_of(tree)
 
 
-@renamed_memory_keyword
 def generate_checkpointed(model: Model, prompt, max_new_tokens: int, *, run_dir,
                           memory: Memory | None, every: int = 100, keep: int = 3,
                           seed: int = 0, temperature: float = 0.0,

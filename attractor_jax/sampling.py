@@ -1,7 +1,4 @@
-"""Sampling: the decode loop's typed state, its trace, and the token samplers (greedy, top-p).
-
-The sampling key of token t is `fold_in(sample_key, t)`: runs resume exactly.
-"""
+"""Sampling: the decode loop's typed state, its trace, and the token samplers (greedy, top-p)."""
 
 from __future__ import annotations
 
@@ -29,19 +26,22 @@ class Trace(flax.struct.PyTreeNode):
 class SamplingState(flax.struct.PyTreeNode):
   """The decode loop's carry: what the rows generated so far and what a next pass needs.
 
-  Every field has a leading row axis S (seeds, or prompts x seeds). Rows decode in step:
-  every row that is not done has written `count` tokens, so they share the slot they write.
+  Every field has a leading row axis B (seeds, or prompts x seeds), the decoder's batch
+  axis. Rows decode in step: every row that is not done has written `count` tokens, and
+  every row's next pass writes the same cache slot.
   """
 
-  tokens: jax.Array  # [S, L] int32: generated ids, valid up to `count`
-  count: jax.Array  # [S] int32: tokens generated (up to and including EOS)
-  trace: Trace  # [S, L, ...]: one row per generated token
-  token: jax.Array  # [S] int32: the last sampled token (input of the next pass)
-  position: jax.Array  # [S] int32: its position
-  t: jax.Array  # [S] int32: tokens sampled so far (index of the next sampling key)
-  done: jax.Array  # [S] bool: EOS sampled
-  cache: KVCache | None  # [S, 1, ...] per layer; None once a program no longer needs it
-  memory: Any  # the memory state [S, 1, ...], or None without a memory
+  tokens: jax.Array  # [B, L] int32: generated ids, valid up to `count`
+  count: jax.Array  # [B] int32: tokens generated (up to and including EOS)
+  trace: Trace  # [B, L, ...]: one row per generated token
+  token: jax.Array  # [B] int32: the last sampled token (input of the next pass)
+  position: jax.Array  # [B] int32: its position in its own sequence
+  slot: jax.Array  # [B] int32: the cache slot it is written to (its position plus the row's
+  # left padding; the same for every row)
+  t: jax.Array  # [B] int32: tokens sampled so far (index of the next sampling key)
+  done: jax.Array  # [B] bool: EOS sampled
+  cache: KVCache | None  # [B, ...] per layer; None once a program no longer needs it
+  memory_state: Any  # [B, ...], or None without a memory
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
@@ -53,22 +53,23 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float):
     raise InputError(f"top_p={top_p!r}: pass a number in (0, 1]")
 
 
-def check_finite(finite_SxL, counts_S, rows, memory, final_steps_S=None):
+def check_finite(finite_BxL, counts_B, rows, memory, final_updates_B=None):
   """Raises InputError naming the first row (e.g. "seed 3") and token whose pass gave NaN or
   Inf logits or memory state, and the memory; a row's first `count` passes are checked.
-  `final_steps_S`, the memory's update count at the end, also names the update."""
-  for row, (ok_L, count) in enumerate(zip(np.asarray(finite_SxL), np.asarray(counts_S))):
+  `final_updates_B`, the memory's update counts at the end (`Memory.updates`), also names
+  the update."""
+  for row, (ok_L, count) in enumerate(zip(np.asarray(finite_BxL), np.asarray(counts_B))):
     bad = np.flatnonzero(~ok_L[:count])
     if bad.size:
       i = int(bad[0])
       where = f"token {i} of this call"
-      if final_steps_S is not None:
-        where += f" (memory update {int(final_steps_S[row]) - (int(count) - 1 - i)})"
+      if final_updates_B is not None:
+        where += f" (memory update {int(final_updates_B[row]) - (int(count) - 1 - i)})"
       kind = "no memory" if memory is None else f"memory {memory.kind!r}"
+      hint = "" if memory is None else f"{memory.nonfinite_hint}, or "
       raise InputError(
           f"{rows[row]}: the pass that produced {where} gave NaN or Inf logits or memory "
-          f"state ({kind}); nothing of it is saved: lower alpha or beta, or restore an "
-          "earlier good state")
+          f"state ({kind}); nothing of it is saved: {hint}restore an earlier good state")
 
 
 def state_finite(state) -> jax.Array:
@@ -99,10 +100,10 @@ def first_max(logits_V):
   return jnp.minimum(jnp.min(jnp.where(at_max, jnp.arange(V, dtype=jnp.int32), V)), V - 1)
 
 
-def sample_tokens(logits_RxV, keys_R, temperature, top_p):
+def sample_tokens(logits_BxV, keys_B, temperature, top_p):
   """`sample_token` row by row (`lax.map`): one row's nucleus passes stay in the CPU's cache,
   where a vmap streams every row through memory in each pass."""
-  return jax.lax.map(lambda row: sample_token(*row, temperature, top_p), (logits_RxV, keys_R))
+  return jax.lax.map(lambda row: sample_token(*row, temperature, top_p), (logits_BxV, keys_B))
 
 
 def draw(weights_V, u, block: int = 256):

@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from attractor_jax import distributed, stats, writing
+from attractor_jax import decoding, distributed, stats, writing
 from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
@@ -34,7 +34,7 @@ from attractor_jax.prompts import buffer_length, cache_length, prompt_ids
 from attractor_jax.sampling import Trace, check_finite, check_sampling
 from attractor_jax.scoring import Perplexity, perplexity
 from attractor_jax.seeds import seed_list, stacked_keys
-from attractor_jax.validation import check_int, renamed_memory_keyword
+from attractor_jax.validation import check_int
 
 
 @dataclasses.dataclass
@@ -111,7 +111,6 @@ def check_batch_size(batch_size: int | None, n_seeds: int) -> int:
   return min(int(batch_size), n_seeds)
 
 
-@renamed_memory_keyword
 def generate_seeds(model: Model, prompt, max_new_tokens: int, *, memory: Memory | None,
                    seeds: int | Sequence[int] = 8, temperature: float = 0.0, top_p: float = 1.0,
                    devices=None, batch_size: int | None = None, resume_dir=None,
@@ -141,7 +140,7 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, memory: Memory 
   parts = []
   for i in range(0, len(seeds), size):
     batch = seeds[i:i + size]
-    run = functools.partial(_run_rows, model, engine, np.repeat(ids[None], len(batch), 0), batch,
+    run = functools.partial(_run_rows, model, engine, [ids] * len(batch), batch,
                             max_new_tokens, temperature, top_p, devices,
                             _pad_to_devices(size, devices))
     parts.append(run() if resume_dir is None else
@@ -155,30 +154,41 @@ def generate_seeds(model: Model, prompt, max_new_tokens: int, *, memory: Memory 
                   trace=trace, memory=memory)
 
 
-def _run_rows(model: Model, engine: Engine, ids_RxT, seeds, max_new_tokens, temperature, top_p,
-              devices, width):
-  """One vmapped call over rows (a prompt and a seed each), padded to `width` rows (one shape
-  for every batch). Returns NumPy (tokens [R, L], counts [R], states or None, trace)."""
+def _run_rows(model: Model, engine: Engine, prompts: list[np.ndarray], seeds, max_new_tokens,
+              temperature, top_p, devices, width):
+  """One decode loop over rows (a prompt and a seed each), padded to `width` rows (one shape
+  for every batch); prompts of different lengths are left-aligned. Returns NumPy (tokens
+  [B, L], counts [B], states or None, trace)."""
   pad = width - len(seeds)
-  ids_RxT = np.concatenate([ids_RxT, np.repeat(ids_RxT[-1:], pad, 0)])
-  shared = bool((ids_RxT == ids_RxT[:1]).all())
+  prompts = prompts + [prompts[-1]] * pad
   init_keys, sample_keys = stacked_keys(seeds + [seeds[-1]] * pad)
-  ids_RxT, init_keys, sample_keys = shard_seeds((jnp.asarray(ids_RxT), init_keys, sample_keys),
-                                                devices)
-  out = engine.sample(model.params, ids_RxT, init_keys, sample_keys, jnp.int32(max_new_tokens),
-                      jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id),
-                      cache_len=cache_length(model, ids_RxT.shape[1], max_new_tokens),
-                      buffer=buffer_length(max_new_tokens), shared_prompt=shared)
+  lengths = {len(p) for p in prompts}
+  width_T = max(lengths)
+  sampler = (jnp.float32(temperature), jnp.float32(top_p), jnp.int32(model.eos_id))
+  sizes = dict(cache_len=cache_length(model, width_T, max_new_tokens),
+               buffer=buffer_length(max_new_tokens))
+  if len(lengths) == 1:
+    ids_BxT = np.stack(prompts)
+    shared = bool((ids_BxT == ids_BxT[:1]).all())
+    ids_BxT, init_keys, sample_keys = shard_seeds((jnp.asarray(ids_BxT), init_keys, sample_keys),
+                                                  devices)
+    rows = decoding.prefill(engine, model.params, ids_BxT, init_keys, sample_keys, *sampler,
+                            shared_prompt=shared, **sizes)
+  else:
+    rows = shard_seeds(decoding.prefill_left_aligned(engine, model.params, prompts, init_keys,
+                                                     sample_keys, *sampler, **sizes), devices)
+    sample_keys = shard_seeds(sample_keys, devices)
+  out = decoding.decode(engine, model.params, rows, sample_keys, jnp.int32(max_new_tokens),
+                        *sampler, phases_from=width_T)
   gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)
                                 if jax.process_count() > 1 else a)[: len(seeds)]
-  states = None if out.memory is None else jax.tree.map(lambda a: gather(a)[:, 0], out.memory)
+  states = None if out.memory_state is None else jax.tree.map(gather, out.memory_state)
   trace, count = jax.tree.map(gather, out.trace), gather(out.count)
-  check_finite(trace.finite, count, [f"seed {s}" for s in seeds], engine.memory,
-               None if states is None else states.step)
+  updates = None if states is None else jax.vmap(engine.memory.updates)(states)
+  check_finite(trace.finite, count, [f"seed {s}" for s in seeds], engine.memory, updates)
   return gather(out.tokens), count, states, trace
 
 
-@renamed_memory_keyword
 def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *,
                      memory: Memory | None, seeds: int | Sequence[int] = 8,
                      temperature: float = 0.0, top_p: float = 1.0,
@@ -187,8 +197,8 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *,
   (one compilation, one decode loop).
 
   Args:
-    prompts: texts or token-id lists of one token length (left-pad them:
-      `prompts.left_padded`).
+    prompts: texts or token-id lists (of any lengths: left-aligned, each row decodes as it
+      would alone).
     memory, seeds, temperature, top_p, devices: as in `generate_seeds`.
   Returns:
     One SeedRuns per prompt, in order.
@@ -200,12 +210,9 @@ def generate_prompts(model: Model, prompts: Sequence, max_new_tokens: int, *,
   if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
     raise InputError(f"prompts={prompts!r:.60}: pass a non-empty list of prompts")
   ids = [prompt_ids(model, p) for p in prompts]
-  lengths = sorted({len(i) for i in ids})
-  if len(lengths) > 1:
-    raise InputError(f"the prompts have {lengths} tokens: pad them to one length")
   rows = len(ids) * len(seeds)
   tokens, count, states, trace = _run_rows(
-      model, engine, np.repeat(np.stack(ids), len(seeds), 0), seeds * len(ids), max_new_tokens,
+      model, engine, [i for i in ids for _ in seeds], seeds * len(ids), max_new_tokens,
       temperature, top_p, devices, _pad_to_devices(rows, devices))
   out = []
   for p, prompt in enumerate(ids):
@@ -279,7 +286,6 @@ def generation_metrics(tokens: list[int]) -> dict[str, float]:
           "length": float(len(tokens))}
 
 
-@renamed_memory_keyword
 def sweep(model: Model, task: str, *, memory: Memory | None, seeds: int | Sequence[int] = 8,
           prompt=None, max_new_tokens: int = 200, temperature: float = 0.0, top_p: float = 1.0,
           text: str | None = None, window: int = 512, max_tokens: int | None = None,

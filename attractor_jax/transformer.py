@@ -53,91 +53,64 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 
 class Taps(NamedTuple):
-  """What the attractor layer and the metrics read from a pass."""
+  """What a memory and the metrics read from a pass, each [B, T, D]."""
 
-  attn_out_BxTxD: jax.Array  # host layer's attention sublayer output (before the residual add)
-  hidden_BxTxD: jax.Array  # final normed hidden state
-  residual_BxTxD: jax.Array  # the host layer's residual stream where the feedback enters,
-  # before it is added (the layer's input when closed loop, else after its attention)
-
-
-def param_shapes(cfg: ModelConfig, output_kernel: bool = False) -> dict[str, Any]:
-  """The nested dict of parameter shapes; "layers" is a list with one dict per layer.
-
-  An untied model, or a tied one with `output_kernel`, has a [D, V] "lm_head" kernel.
-  The RoPE families store their q, k, v kernels side by side as one "qkv" kernel, and gate
-  and up as one "gate_up": one matrix-vector product each instead of three and two. qwen3 and
-  gemma3 add "q_norm" and "k_norm" [X] to "attn"; gemma adds "post_attn_norm" and
-  "post_mlp_norm" to each layer ("mlp_norm" is the norm before the MLP in every family).
-  """
-  D, F, V, X = cfg.width, cfg.mlp_width, cfg.vocab_size, cfg.head_dim
-  HX, KX = cfg.num_heads * X, cfg.num_kv_heads * X
-
-  def lin(i, o, bias):
-    return {"kernel": (i, o), **({"bias": (o,)} if bias else {})}
-
-  if cfg.family == "gpt2":
-    norm = lambda: {"scale": (D,), "bias": (D,)}
-    attn = {"qkv": lin(D, 3 * D, True), "o": lin(D, D, True)}
-    ffn = {"fc": lin(D, F, True), "proj": lin(F, D, True)}
-  else:
-    norm = lambda: {"scale": (D,)}
-    attn = {"qkv": lin(D, HX + 2 * KX, cfg.attention_bias), "o": lin(HX, D, cfg.out_bias)}
-    if cfg.qk_norm:
-      attn.update(q_norm={"scale": (X,)}, k_norm={"scale": (X,)})
-    ffn = {"gate_up": lin(D, 2 * F, cfg.mlp_bias), "down": lin(F, D, cfg.mlp_bias)}
-  layer = {"attn_norm": norm(), "attn": attn, "mlp_norm": norm(), "mlp": ffn}
-  if cfg.gemma:
-    layer.update(post_attn_norm=norm(), post_mlp_norm=norm())
-  shapes = {
-      "embed": {"embedding": (V, D)},
-      "layers": [layer for _ in range(cfg.num_layers)],
-      "final_norm": norm(),
-  }
-  if cfg.family == "gpt2":
-    shapes["pos_embed"] = {"embedding": (cfg.max_len, D)}
-  if output_kernel or not cfg.tie_embeddings:
-    shapes["lm_head"] = {"kernel": (D, V)}
-  return shapes
-
-
-def _init_like(shapes, dtype):
-  """Random init for tests and shape checks: N(0, 0.02) weights, unit scales, zero biases."""
-
-  def init(rng):
-    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
-    paths = [jax.tree_util.keystr(p) for p, _ in
-             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))[0]]
-    keys = jax.random.split(rng, len(leaves))
-    out = []
-    for key, path, shape in zip(keys, paths, leaves):
-      if "scale" in path:
-        out.append(jnp.ones(shape, dtype))
-      elif "bias" in path:
-        out.append(jnp.zeros(shape, dtype))
-      else:
-        out.append(0.02 * jax.random.normal(key, shape, dtype))
-    return jax.tree.unflatten(treedef, out)
-
-  return init
+  attn_out: jax.Array  # the host layer's attention output (before the residual add)
+  hidden: jax.Array  # the final normed hidden state (the unembedding's input)
+  residual: jax.Array  # the host layer's residual stream where the feedback enters, before it
+  # is added (the layer's input when the loop is closed, else after its attention)
 
 
 class Decoder(nn.Module):
   """The decoder stack. Call with (tokens [B,T], positions [B,T], cache or None).
 
-  `output_kernel`: the logits read params["lm_head"] even when the embeddings are tied: `load`
-  stores a row-major [D, V] copy of the tied table there, which XLA's CPU matrix-vector
-  product reads faster than the [V, D] table.
+  Its params (`init`, or `load`'s converted weights, checked against `abstract_params`):
+  "embed", "layers" (a list, one dict per layer), "final_norm", gpt2's "pos_embed", and
+  "lm_head" {"kernel": [D, V]}, which for tied embeddings is the table's transpose, stored
+  (XLA's CPU matrix-vector product reads it faster than the [V, D] table). The RoPE families
+  store their q, k, v kernels side by side as one "qkv" kernel, and gate and up as one
+  "gate_up": one matrix-vector product each instead of three and two. qwen3 and gemma3 add
+  "q_norm" and "k_norm" [X] to "attn"; gemma adds "post_attn_norm" and "post_mlp_norm" to each
+  layer ("mlp_norm" is the norm before the MLP in every family).
   """
 
   config: ModelConfig
   dtype: Any = jnp.float32
-  output_kernel: bool = False
 
   def setup(self):
-    shapes = param_shapes(self.config, self.output_kernel)
-    self.weights = {name: self.param(name, _init_like(tree, self.dtype))
-                    for name, tree in shapes.items()}
+    """Declares the params: N(0, 0.02) weights, unit norm scales, zero biases."""
+    cfg = self.config
+    D, F, V, X = cfg.width, cfg.mlp_width, cfg.vocab_size, cfg.head_dim
+    HX, KX = cfg.num_heads * X, cfg.num_kv_heads * X
+    at = lambda init, *shape: functools.partial(init, shape=shape, dtype=self.dtype)
+    weight = lambda *shape: at(nn.initializers.normal(0.02), *shape)
+    ones, zeros = nn.initializers.ones, nn.initializers.zeros
+
+    def lin(i, o, bias):
+      return {"kernel": weight(i, o), **({"bias": at(zeros, o)} if bias else {})}
+
+    if cfg.family == "gpt2":
+      norm = lambda: {"scale": at(ones, D), "bias": at(zeros, D)}
+      attn = {"qkv": lin(D, 3 * D, True), "o": lin(D, D, True)}
+      ffn = {"fc": lin(D, F, True), "proj": lin(F, D, True)}
+    else:
+      norm = lambda: {"scale": at(ones, D)}
+      attn = {"qkv": lin(D, HX + 2 * KX, cfg.attention_bias), "o": lin(HX, D, cfg.out_bias)}
+      if cfg.qk_norm:
+        attn.update(q_norm={"scale": at(ones, X)}, k_norm={"scale": at(ones, X)})
+      ffn = {"gate_up": lin(D, 2 * F, cfg.mlp_bias), "down": lin(F, D, cfg.mlp_bias)}
+    layer = {"attn_norm": norm(), "attn": attn, "mlp_norm": norm(), "mlp": ffn}
+    if cfg.gemma:
+      layer.update(post_attn_norm=norm(), post_mlp_norm=norm())
+    inits = {"embed": {"embedding": weight(V, D)},
+             "layers": [layer for _ in range(cfg.num_layers)], "final_norm": norm()}
+    if cfg.family == "gpt2":
+      inits["pos_embed"] = {"embedding": weight(cfg.max_len, D)}
+    w = {name: self.param(name, _per_leaf(tree)) for name, tree in inits.items()}
+    tied = lambda _: {"kernel": w["embed"]["embedding"].T}
+    w["lm_head"] = self.param("lm_head", tied if cfg.tie_embeddings
+                              else _per_leaf({"kernel": weight(D, V)}))
+    self.weights = w
 
   def __call__(self, tokens_BxT, positions_BxT, cache: KVCache | None = None):
     logits, cache, _ = self.tapped(tokens_BxT, positions_BxT, cache)
@@ -145,9 +118,14 @@ class Decoder(nn.Module):
 
   def tapped(self, tokens_BxT, positions_BxT, cache: KVCache | None = None,
              feedback_BxD=None, host_layer: int = 0, last_logits_only: bool = False,
-             closed_loop: bool = False):
+             closed_loop: bool = False, slot=None):
     """The forward pass, adding `feedback` after the host layer's attention (before it when
     `closed_loop`) and tapping it.
+
+    With a cache, the pass's tokens are written from `slot` on (one int for every row;
+    default: row 0's first position). Rows are left-aligned by padding: a row whose first
+    position is p reads the slots [slot - p, slot) as positions 0..p-1, never the padding
+    before them.
 
     Returns (logits [B,T,V] float32, or [B,1,V] for the last position only when
     `last_logits_only`; new cache or None; Taps).
@@ -161,10 +139,10 @@ class Decoder(nn.Module):
       x = x + jnp.take(w["pos_embed"]["embedding"], positions_BxT, axis=0).astype(self.dtype)
     feedback_BxD = (jnp.zeros((B, cfg.width), self.dtype) if feedback_BxD is None
                     else feedback_BxD.astype(self.dtype))
-    start_B = positions_BxT[:, 0]
+    slot = positions_BxT[0, 0] if slot is None else slot
     keys_out, values_out, tap, residual = [], [], jnp.zeros_like(x), jnp.zeros_like(x)
     for idx, lp in enumerate(w["layers"]):
-      past = None if cache is None else (cache.k[idx], cache.v[idx], start_B)
+      past = None if cache is None else (cache.k[idx], cache.v[idx], slot)
       host = idx == host_layer
       x, attn, stream, written = _block(
           x, lp, positions_BxT, past, feedback_BxD if host else None, cfg=cfg, dtype=self.dtype,
@@ -176,15 +154,28 @@ class Decoder(nn.Module):
         values_out.append(written[1])
     hidden = layers.norm(x, w["final_norm"], cfg)
     unembedded = hidden[:, -1:] if last_logits_only else hidden
-    if "lm_head" in w:
-      logits = layers.dense(unembedded, jax.tree.map(lambda a: a.astype(self.dtype), w["lm_head"]))
-    else:
-      logits = jnp.einsum("btd,vd->btv", unembedded, w["embed"]["embedding"].astype(self.dtype))
-    logits = logits.astype(jnp.float32)
+    head = jax.tree.map(lambda a: a.astype(self.dtype), w["lm_head"])
+    logits = layers.dense(unembedded, head).astype(jnp.float32)
     if cfg.final_softcap is not None:
       logits = layers.softcap(logits, cfg.final_softcap)
     new_cache = None if cache is None else KVCache(k=tuple(keys_out), v=tuple(values_out))
     return logits, new_cache, Taps(tap, hidden, residual)
+
+
+def _per_leaf(initializers):
+  """A Flax init function for a tree of initializers `f(key)`: each leaf gets its own key."""
+
+  def init(rng):
+    leaves, treedef = jax.tree.flatten(initializers)
+    return treedef.unflatten([f(k) for f, k in zip(leaves, jax.random.split(rng, len(leaves)))])
+
+  return init
+
+
+def abstract_params(cfg: ModelConfig) -> dict[str, Any]:
+  """The decoder's float32 params as ShapeDtypeStructs: `jax.eval_shape` of its `init`."""
+  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  return jax.eval_shape(Decoder(cfg).init, jax.random.key(0), tokens, tokens)["params"]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype", "window", "theta", "closed_loop"))
@@ -193,7 +184,7 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
   """One decoder block: returns (x, attention sublayer output, the residual stream where the
   feedback enters (before it), the cache's new (keys, values) or None).
 
-  `past` = (keys, values, start_B) of this layer's cache, or None; `feedback` (host layer
+  `past` = (keys, values, slot) of this layer's cache, or None; `feedback` (host layer
   only) is added after the attention sublayer, or to the block's input when `closed_loop`;
   `window` (local layers) and `theta` (the RoPE base) are the layer's. A jitted function, so a program traces it once per shape and kind
   (host layer or not, with a cache or not, local or global) and calls it in every layer (XLA
@@ -207,14 +198,16 @@ def _block(x_BxTxD, lp, positions_BxT, past, feedback_BxD, *, cfg: ModelConfig, 
                        theta)
   visible = None
   if past is not None:
-    cache_k, cache_v, start_B = past
-    visible = (cache_k, cache_v, jnp.arange(cache_k.shape[2])[None] < start_B[:, None])
+    cache_k, cache_v, slot = past
+    pad_Bx1 = slot - positions_BxT[:, :1]  # the slot of each row's position 0
+    slot_positions_BxS = jnp.arange(cache_k.shape[2])[None] - pad_Bx1
+    visible = (cache_k, cache_v, slot_positions_BxS)
   out = layers.attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions_BxT, cfg,
                       visible, window)
   written = None
   if past is not None:
     k, v = ordered_after(out, k), ordered_after(out, v)
-    written = (_write(cache_k, k, start_B), _write(cache_v, v, start_B))
+    written = (_write(cache_k, k, slot), _write(cache_v, v, slot))
   attn = layers.dense(out, lp["attn"]["o"])
   if cfg.gemma:
     attn = layers.norm(attn, lp["post_attn_norm"], cfg)
@@ -239,10 +232,8 @@ def ordered_after(read, x):
   return jnp.where(jnp.sum(read) > jnp.inf, jnp.zeros_like(x), x)
 
 
-def _write(cache_BxKxSxX, new_BxTxKxX, start_B):
-  """Writes a pass's keys (or values) at each row's start slot (in place under donation)."""
+def _write(cache_BxKxSxX, new_BxTxKxX, slot):
+  """Writes a pass's keys (or values) from `slot` on, every row at once: a plain slice update
+  (in place under donation), never a scatter."""
   new_BxKxTxX = new_BxTxKxX.transpose(0, 2, 1, 3).astype(cache_BxKxSxX.dtype)
-  if cache_BxKxSxX.shape[0] == 1:  # one row: a plain slice update, no scatter
-    return jax.lax.dynamic_update_slice(cache_BxKxSxX, new_BxKxTxX, (0, 0, start_B[0], 0))
-  write_row = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))
-  return jax.vmap(write_row)(cache_BxKxSxX, new_BxKxTxX, start_B)
+  return jax.lax.dynamic_update_slice(cache_BxKxSxX, new_BxKxTxX, (0, 0, slot, 0))

@@ -1,6 +1,5 @@
 """Validators for config fields: each raises InputError naming the field, the value and the fix."""
 
-import functools
 import math
 import numbers
 
@@ -28,16 +27,3 @@ def check_bool(name, value):
 def check_choice(name, value, allowed):
   if value not in allowed:
     raise InputError(f"{name}={value!r} is unknown: use one of {', '.join(allowed)}")
-
-
-def renamed_memory_keyword(fn):
-  """Refuses the old `attractor=` keyword of `fn` by name: it takes `memory=` (any memory)."""
-
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    if "attractor" in kwargs:
-      raise TypeError(f"{fn.__name__}() takes memory=, not attractor= (renamed: it takes any "
-                      "memory): pass memory=...")
-    return fn(*args, **kwargs)
-
-  return wrapper

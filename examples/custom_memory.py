@@ -17,8 +17,6 @@ from attractor_jax.memories.base import pool
 @flax.struct.dataclass
 class AverageState:
   mean: jax.Array  # [D]: leaky average of the host layer's pooled attention output
-  feedback: jax.Array  # [D]: what the next pass adds (the Memory base reads state.feedback)
-  step: jax.Array  # []: passes observed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,13 +29,14 @@ class AverageConfig(aj.Memory):
   alpha: float = 0.1
 
   def fresh_state(self, model_config, key, prompt_attn_TxD=None):
-    zeros = jnp.zeros((model_config.width,), jnp.float32)
-    return AverageState(mean=zeros, feedback=zeros, step=jnp.zeros((), jnp.int32))
+    return AverageState(mean=jnp.zeros((model_config.width,), jnp.float32))
 
   def observe(self, state, obs, params):
-    mean = (1 - self.rate) * state.mean + self.rate * pool(obs.attn_out, "last")
-    new = AverageState(mean=mean, feedback=self.alpha * mean, step=state.step + 1)
-    return new, aj.Info(feedback_norm=jnp.linalg.norm(new.feedback))
+    new = AverageState(mean=(1 - self.rate) * state.mean + self.rate * pool(obs.attn_out, "last"))
+    return new, aj.Info(feedback_norm=jnp.linalg.norm(self.feedback(new)))
+
+  def feedback(self, state):
+    return self.alpha * state.mean
 
 
 def run(model, prompt, text: str, checkpoint_dir: str, window: int = 128) -> dict:

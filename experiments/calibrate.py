@@ -82,7 +82,7 @@ def offline_cache_nll(sims, logp_NxWm1, windows_NxW, theta, lam, window):
 
 def stepwise_ppl(model, windows, memory, seeds: int) -> np.ndarray:
   """Per-seed perplexity with the memory on, token by token."""
-  nll, _, _ = stepwise_nll(model, windows, memory, seeds)
+  nll, _ = stepwise_nll(model, windows, memory, seeds)
   return np.exp(nll.sum(1) / (windows.size - len(windows)))
 
 

@@ -22,7 +22,7 @@ def preset_scores(model, contexts, choices, answers, preset: str, seeds: int, se
   gold_SxI = np.take_along_axis(lp_SxIxC, answers_I[None, :, None], 2)[..., 0]
   correct_SxI = (greedy_SxIxC[..., 0] if lp_SxIxC.shape[2] == 1
                  else lp_SxIxC.argmax(-1) == answers_I[None])
-  return {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0)}, scored.gate_share()
+  return {"accuracy": correct_SxI.mean(0), "gold_logprob": gold_SxI.mean(0)}, scored.activity_share("gate_open")
 
 
 def compare_with_off(scores: dict, gate_open: dict, presets: list[str], clusters=None) -> dict:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from attractor_jax import stats
-from attractor_jax.memories.base import gate_open
 
 
 def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, ylabel: str,
@@ -26,14 +26,19 @@ def plot_lines(path: str, series: dict[str, list[float]], *, x, xlabel: str, yla
 
 
 def gate_share(runs) -> float | None:
-  """The share of generation passes whose gate was open (`gate_open` over banks): each
-  row's share over its generated tokens, averaged over every run's rows; None for no memory or
-  one without a gate."""
-  info = runs[0].trace.info
-  if getattr(info, "gate", None) is None:
+  """The share of generation passes whose gate was open (the memory's "gate_open" activity,
+  `Memory.activity`): each row's share over its generated tokens, averaged over every run's
+  rows; None for no memory or one that does not report it."""
+  memory = runs[0].memory
+  if memory is None:
     return None
-  shares = [float(gate_open(np.asarray(run.trace.info.gate[s][: len(toks)])).mean())
-            for run in runs for s, toks in enumerate(run.tokens)]
+  shares = []
+  for run in runs:
+    per_pass = jax.vmap(jax.vmap(memory.activity))(run.trace.info)
+    if "gate_open" not in per_pass:
+      return None
+    shares += [float(np.asarray(per_pass["gate_open"][s][: len(toks)]).mean())
+               for s, toks in enumerate(run.tokens)]
   return float(np.mean(shares))
 
 

@@ -15,10 +15,10 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
   - a decode loop that reads and writes 30 layers' caches of 1,024 slots: the write
     independent of the read (XLA copies every cache every step) vs `transformer.ordered_after`;
   - 64 decode steps of 8 seeds, 512 cache slots: a `jax.vmap` of one-row decode loops vs
-    `Engine.decode` over all rows (ms per step);
+    `decoding.decode` over all rows (ms per step);
   - the prefill of 16 and 64 seeds sharing the bench prompt (seed preset, 256 slots): each
     row's two passes (a baseline pass for its fresh state, then its prompt pass) vs
-    `Engine.sample` with `shared_prompt` (one pass, then each row's memory and token 0);
+    `decoding.prefill` with `shared_prompt` (one pass, then each row's memory and token 0);
   - greedy sampling of 64 rows, row by row as `sampling.sample_tokens` runs it: `jnp.argmax`
     vs `sampling.first_max`;
   - 120 decode steps of 16 and 64 seeds after the bench prompt, 256 slots (ms per step): one
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import attractor_jax as aj
-from attractor_jax import roofline, sampling
+from attractor_jax import decoding, roofline, sampling
 from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
@@ -118,31 +118,30 @@ def _seed_loop(model, seeds: int = 8, slots: int = 512, steps: int = 64) -> dict
   engine = model.engine(None)
   ids = jnp.asarray(prompt_ids(model, PROMPT))
   keys = jax.random.split(jax.random.key(0), seeds)
-  prefill = functools.partial(engine.prefill, model.params, ids, temperature=0.0, top_p=1.0,
-                              eos_id=-1, cache_len=slots, buffer=steps + 1)
-  rows = jax.jit(jax.vmap(prefill))(keys, keys)
+  rows = decoding.prefill(engine, model.params, jnp.repeat(ids[None], seeds, 0), keys, keys, 0.0,
+                          1.0, -1, cache_len=slots, buffer=steps + 1)
   loop = dict(num_tokens=steps + 1, temperature=0.0, top_p=1.0, eos_id=-1)  # no row stops early
-  one_row = lambda params, row, key: engine.decode(
-      params, jax.tree.map(lambda a: a[None], row), key[None], **loop)
+  one_row = lambda params, row, key: decoding.decode(
+      engine, params, jax.tree.map(lambda a: a[None], row), key[None], **loop)
   vmapped = jax.vmap(one_row, in_axes=(None, 0, 0))
-  together = lambda params, rows, keys: engine.decode(params, rows, keys, **loop)
+  together = lambda params, rows, keys: decoding.decode(engine, params, rows, keys, **loop)
   args = (model.params, rows, keys)
   return {"before_ms": _ms(jax.jit(vmapped), *args, repeats=3) / steps,
           "after_ms": _ms(jax.jit(together), *args, repeats=3) / steps}
 
 
-def prefill_rows_before(engine, params, prompts_SxT, init_keys_S, slots: int):
+def prefill_rows_before(engine, params, prompts_BxT, init_keys_B, slots: int):
   """The seeds' prefill as it was: per row a baseline pass for the fresh state, then the
   prompt's pass with it (vmapped over rows)."""
-  positions = jnp.arange(prompts_SxT.shape[1])[None]
+  positions = jnp.arange(prompts_BxT.shape[1])[None]
 
   def row(prompt_T, key):
-    state = jax.tree.map(lambda a: a[None], engine.fresh_state(params, prompt_T, key))
+    state = engine.fresh_states(params, key[None], prompt_T[None])
     cache = init_cache(engine.config, 1, slots)
     out = engine.step(params, prompt_T[None], positions, cache, state, last_logits_only=True)
-    return out.logits, out.cache, out.state
+    return out.logits, out.cache, out.memory_state
 
-  return jax.vmap(row)(prompts_SxT, init_keys_S)
+  return jax.vmap(row)(prompts_BxT, init_keys_B)
 
 
 def _shared_prefill(model, seeds: int, slots: int = 256) -> dict:
@@ -150,9 +149,9 @@ def _shared_prefill(model, seeds: int, slots: int = 256) -> dict:
   ids = jnp.asarray(prompt_ids(model, PROMPT))
   prompts, keys = jnp.repeat(ids[None], seeds, 0), jax.random.split(jax.random.key(0), seeds)
   before = jax.jit(functools.partial(prefill_rows_before, engine, slots=slots))
-  after = lambda params, prompts, keys: engine.sample(
-      params, prompts, keys, keys, 1, 0.0, 1.0, -1, cache_len=slots, buffer=1,
-      keep_cache=True, shared_prompt=True)
+  after = lambda params, prompts, keys: decoding.prefill(
+      engine, params, prompts, keys, keys, 0.0, 1.0, -1, cache_len=slots, buffer=1,
+      shared_prompt=True)
   return {"before_ms": _ms(before, model.params, prompts, keys, repeats=5),
           "after_ms": _ms(after, model.params, prompts, keys, repeats=5)}
 
@@ -162,11 +161,11 @@ def _phases(model, seeds: int, slots: int = 256, steps: int = 120) -> dict:
   ids = jnp.asarray(prompt_ids(model, PROMPT))
   keys = jax.random.split(jax.random.key(0), seeds)
   prompts = jnp.repeat(ids[None], seeds, 0)
-  rows = engine.sample(model.params, prompts, keys, keys, 1, 0.0, 1.0, -1, cache_len=slots,
-                       buffer=steps + 1, keep_cache=True, shared_prompt=True)
+  rows = decoding.prefill(engine, model.params, prompts, keys, keys, 0.0, 1.0, -1,
+                          cache_len=slots, buffer=steps + 1, shared_prompt=True)
   loop = dict(num_tokens=steps + 1, temperature=0.0, top_p=1.0, eos_id=-1)
-  run = lambda phased: jax.jit(lambda params, rows, keys: engine._decode(
-      params, rows, keys, **loop, phases_from=ids.shape[0] if phased else None))
+  run = lambda phased: jax.jit(lambda params, rows, keys: decoding.decode(
+      engine, params, rows, keys, **loop, phases_from=ids.shape[0] if phased else None))
   args = (model.params, rows, keys)
   return {"before_ms": _ms(run(False), *args, repeats=3) / steps,
           "after_ms": _ms(run(True), *args, repeats=3) / steps}

@@ -24,7 +24,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.memories.base import gate_open
+from attractor_jax.attractor import gate_open
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
 from experiments import dose_response as dose

@@ -23,11 +23,11 @@ import argparse
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import attractor_jax as aj
+from attractor_jax import decoding
 from attractor_jax.evals.metrics import distinct_n, rep_l, seq_rep_n
 from attractor_jax.evals.tasks import fact_recall_items
 from attractor_jax.prompts import cache_length, left_padded, text_ids
@@ -68,20 +68,19 @@ def recall(logp_SxV, firsts_IxC, answers_I):
 def run_arm(model, memory, prompts, keys, question_rows, read_at, firsts, answers, cache_len):
   init_keys, sample_keys = keys
   engine = model.engine(memory)
-  runs = engine.sample(model.params, prompts, init_keys, sample_keys, jnp.int32(TOKENS),
-                       jnp.float32(TEMPERATURE), jnp.float32(TOP_P), jnp.int32(-1),
-                       cache_len=cache_len, buffer=TOKENS, keep_cache=True)
+  runs = decoding.sample(engine, model.params, prompts, init_keys, sample_keys, jnp.int32(TOKENS),
+                         jnp.float32(TEMPERATURE), jnp.float32(TOP_P), jnp.int32(-1),
+                         cache_len=cache_len, buffer=TOKENS)
   if not bool(np.all(np.asarray(runs.trace.finite))):
     raise SystemExit("NaN or Inf in a pass")
   tokens = np.asarray(runs.tokens)
   values = {"seq_rep_4": [seq_rep_n(t, 4) for t in tokens], "rep_128": [rep_l(t, 128) for t in tokens],
             "distinct_2": [distinct_n(t, 2) for t in tokens]}
-  gold, correct = recall(engine.extend(model.params, runs, question_rows, read_at), firsts, answers)
+  gold, correct = recall(decoding.extend(engine, model.params, runs, question_rows, read_at), firsts, answers)
   values.update(carried_gold_logprob=gold, carried_accuracy=correct)
   if memory is not None:  # the same cache, the memory started afresh from the prompt
-    fresh = jax.vmap(lambda p, k: engine.fresh_state(model.params, p, k))(prompts, init_keys)
-    runs = runs.replace(memory=jax.tree.map(lambda a: a[:, None], fresh))
-    gold, correct = recall(engine.extend(model.params, runs, question_rows, read_at), firsts,
+    runs = runs.replace(memory_state=engine.fresh_states(model.params, init_keys, prompts))
+    gold, correct = recall(decoding.extend(engine, model.params, runs, question_rows, read_at), firsts,
                            answers)
   values.update(fresh_gold_logprob=gold, fresh_accuracy=correct)
   return {k: np.asarray(v, np.float64) for k, v in values.items()}, runs.trace

@@ -9,7 +9,7 @@ layer's residual norm (`feedback_ratio`), and three controls of the same size
 direction); each in the open loop (feedback after the host layer's attention) and the closed
 loop (before it); fractions RATIOS. The continuous cache is the positive control, and the
 other related-work memories run at their presets on the same clusters (E7, one commit). Every row is read token by token under teacher forcing
-(`Engine.teacher_forced`: one pass per token as in generation, so burn-in and gates count
+(`forcing.teacher_forced`: one pass per token as in generation, so burn-in and gates count
 tokens), each cluster with a fresh memory; `off` is the same computation without a memory.
 
 Tasks (clusters are independent; each is scored once per arm, seed = its index):
@@ -44,10 +44,10 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.attractor import winner_share
+from attractor_jax.attractor import gate_open, winner_share
 from attractor_jax.data import load_text
+from attractor_jax import forcing
 from attractor_jax.evals.tasks import kv_recall_items
-from attractor_jax.memories.base import gate_open
 from attractor_jax.prompts import bos, prompt_ids, text_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seeds import stacked_keys
@@ -153,7 +153,7 @@ def read_rows(model, name: str, memory, tokens_RxL: np.ndarray, candidates=None,
   """Every row read token by token with `memory` (row r's memory seeded by r); stops the run
   on a NaN or Inf, naming the arm."""
   keys, _ = stacked_keys(range(tokens_RxL.shape[0]))
-  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(tokens_RxL), keys,
+  forced = forcing.teacher_forced(model.engine(memory), model.params, jnp.asarray(tokens_RxL), keys,
                                                candidates, prompt_len=prompt_len)
   if not bool(np.all(forced.finite)):
     raise SystemExit(f"{name}: NaN or Inf in a pass")

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 import attractor_jax as aj
-from attractor_jax import stats
+from attractor_jax import forcing, stats
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
@@ -51,7 +51,7 @@ def sweep_row(model, memory, windows_NxL: np.ndarray, off_nll_N: np.ndarray) -> 
   """One setting over every window and seed (seed s of window n is row s * N + n)."""
   rows = np.tile(windows_NxL, (SEEDS, 1))
   keys, _ = stacked_keys(range(rows.shape[0]))
-  forced = model.engine(memory).teacher_forced(model.params, jnp.asarray(rows), keys,
+  forced = forcing.teacher_forced(model.engine(memory), model.params, jnp.asarray(rows), keys,
                                                prompt_len=PROMPT_LEN)
   nll_SxN = ppl_metrics(np.asarray(forced.nll, np.float64))["nll"].reshape(SEEDS, -1)
   finite_SxN = np.asarray(forced.finite).reshape(SEEDS, -1)

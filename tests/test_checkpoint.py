@@ -1,5 +1,5 @@
 """Orbax checkpoints of attractor states and runs: round trips, refusals, damage, resume, kill,
-the caller's own metadata, and checkpoints of the previous format (attractor-jax/3)."""
+the caller's own metadata, and a clear refusal of formats this version no longer reads."""
 
 import dataclasses
 import functools
@@ -349,61 +349,6 @@ def test_meta_that_is_json_but_not_metadata_raises_input_error(saved, tmp_path, 
     checkpoint.restore_state(bad)
 
 
-def _save_before_5(path, state):
-  """A state saved as formats 2-4 did: its tree has no `tokens`."""
-  checkpoint.save_state(path, checkpoint._before_tokens(state), memory=CFG, model=shape_model(),
-                        note="x")
-
-
-def test_the_format_4_state_is_todays_without_tokens():
-  """The tree formats 2-4 saved: today's AttractorState fields, in order, less `tokens` (a
-  field added to the state without a format change would fail here)."""
-  names = lambda cls: [f.name for f in dataclasses.fields(cls)]
-  assert names(checkpoint._AttractorStateBefore5) == [
-      n for n in names(AttractorState) if n != "tokens"]
-
-
-def test_format_4_states_restore_with_tokens_equal_to_step(tmp_path):
-  """Before format 5 the attractor state had no `tokens` (burn-in counted passes): it
-  restores with tokens = step, the count its burn-in used; the rest is as saved."""
-  state, path = make_state(), tmp_path / "ck"
-  _save_before_5(path, state)
-  meta_file = path / "meta" / "metadata"
-  meta = json.loads(meta_file.read_text())
-  meta_file.write_text(json.dumps({**meta, "format": "attractor-jax/4"}))
-  restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
-  assert isinstance(restored.state, AttractorState)
-  np.testing.assert_array_equal(restored.state.tokens, state.step)
-  assert_same_state(restored.state, state.replace(tokens=state.step))
-  assert restored.user == {"note": "x"}
-
-
-def _as_format_2(meta: dict, **top) -> dict:
-  """Format-4 metadata written as format 2 did: "attractor_config" with `enabled`, the
-  caller's keys at the top level."""
-  old = {k: v for k, v in meta.items() if k not in ("memory_config", "user")}
-  return {**old, "format": "attractor-jax/2",
-          "attractor_config": {**meta["memory_config"], "enabled": True}, **meta["user"], **top}
-
-
-@pytest.mark.parametrize("kind,readable", [(None, True), ("run", False)])
-def test_format_2_states_restore_and_format_2_runs_are_refused(tmp_path, kind, readable):
-  """Format 3 changed only the KV cache layout: a state (no cache) of format 2 still reads."""
-  state, path = make_state(), tmp_path / "ck"
-  _save_before_5(path, state)
-  meta_file = path / "meta" / "metadata"
-  meta = _as_format_2(json.loads(meta_file.read_text()), **({"kind": kind} if kind else {}))
-  meta_file.write_text(json.dumps(meta))
-  if readable:
-    restored = checkpoint.restore_state(path, memory=CFG, model="tiny")
-    assert_same_state(restored.state, state)
-    assert restored.memory == CFG and restored.user == {"note": "x"}
-    assert restored.meta["memory_config"] == as_json(CFG.to_dict())
-  else:
-    with pytest.raises(InputError, match="'attractor-jax/2'.*save it again"):
-      checkpoint.read_meta(path)
-
-
 # Runs: save in one process, resume in another.
 
 _GENERATE_100 = """
@@ -449,7 +394,7 @@ assert run.memory == CFG and run.user == {} and set(run.state) == {"rows", "samp
 rows = run.state["rows"]
 assert type(rows) is SamplingState and rows.tokens is None and rows.trace is None
 assert rows.position.shape == (1,) and run.state["sample_key"].dtype == np.uint32
-saved_step = int(np.asarray(rows.memory.step).reshape(()))
+saved_step = int(np.asarray(rows.memory_state.step).reshape(()))
 g = resume(model, run.state, 50, memory=CFG, temperature=0.8)
 assert g.memory == CFG
 np.save("c_tokens.npy", np.asarray(g.tokens))
@@ -503,15 +448,10 @@ def test_run_without_a_memory_resumes_exactly(tmp_path):
   with pytest.raises(InputError, match="different memory config"):
     checkpoint.restore_run(tmp_path / "run", CFG, model)
   run = checkpoint.restore_run(tmp_path / "run", None, model)
-  assert run.memory is None and run.state["rows"].memory is None
+  assert run.memory is None and run.state["rows"].memory_state is None
   rest = generation.resume(model, run.state, 10, memory=None, temperature=0.8)
   assert rest.tokens == whole.tokens[10:] and rest.state is None
   assert rest.prompt_tokens == PROMPT + first.tokens
-
-
-def test_resume_refuses_the_old_keyword_by_name():
-  with pytest.raises(TypeError, match="memory="):
-    generation.resume(None, None, 10, attractor=CFG)
 
 
 # A save killed with SIGKILL.
@@ -577,7 +517,8 @@ def test_sigkill_during_save_leaves_the_good_checkpoint(tmp_path, delay):
   assert again.user == {"note": "good"}
 
 
-# Checkpoints of format attractor-jax/3, made by git 472de6b (tests/data/checkpoints_format3/make.py).
+# Checkpoints of format attractor-jax/3 and their generations, made by git 472de6b
+# (tests/data/checkpoints_format3/make.py).
 
 OLD_MEMORY = AttractorConfig(layer=1)
 OLD_SAMPLING = dict(temperature=0.8, top_p=0.9)
@@ -596,46 +537,15 @@ def format3(tmp_path_factory):
   return where, expected, tiny_models.random_model(tokenizer=True)
 
 
-def test_format_3_state_restores(format3):
-  where, expected, model = format3
-  assert json.loads((where / "state_v3" / "meta" / "metadata").read_text())["format"] == \
-      "attractor-jax/3"
-  restored = aj.restore_state(where / "state_v3", memory=OLD_MEMORY, model=model)
-  assert type(restored.state) is AttractorState
-  np.testing.assert_array_equal(np.asarray(restored.state.strength),
-                                np.asarray(expected["state_strength"], np.float32))
-  assert restored.state.strength.dtype == np.float32
-  assert int(restored.state.step) == expected["state_step"] == 12
-  assert restored.memory == OLD_MEMORY
-  assert restored.user == {"note": "x"}
-  # the metadata comes back as written (fields added since take their defaults)
-  assert checkpoint.memory_from_dict(restored.meta["memory_config"]) == OLD_MEMORY
-  # without expectations it restores the same, and a different memory is still refused
-  assert_same_state(aj.restore_state(where / "state_v3").state, restored.state)
-  with pytest.raises(InputError, match="different memory config"):
-    aj.restore_state(where / "state_v3", memory=dataclasses.replace(OLD_MEMORY, alpha=0.3))
-  # the state continues a generation of today's code: the saved 12 updates, then 4 more
-  g = aj.generate(model, "hello world", 4, memory=OLD_MEMORY, seed=3, state=restored.state,
-                  **OLD_SAMPLING)
-  assert int(g.state.step) == 12 + 4
-
-
-def test_format_3_run_resumes_as_it_did(format3):
-  where, expected, model = format3
-  restored = checkpoint.restore_run(where / "run_v3", OLD_MEMORY, model)
-  assert restored.memory == OLD_MEMORY and restored.user == {}
-  assert restored.meta["kind"] == "run"
-  assert checkpoint.memory_from_dict(restored.meta["memory_config"]) == OLD_MEMORY
-  prompt = model.tokenizer.encode(expected["prompt"])
-  assert np.asarray(restored.state["tokens"]).tolist() == prompt + expected["first_tokens"]
-  assert int(np.asarray(restored.state["rows"].memory.step).reshape(())) == 12
-  assert int(np.asarray(restored.state["rows"].memory.tokens).reshape(())) == 12  # = step
-  more = generation.resume(model, restored.state, 10, memory=OLD_MEMORY, **OLD_SAMPLING)
-  assert more.tokens == expected["resumed_10_tokens"]
-  assert more.prompt_tokens == prompt + expected["first_tokens"]
-  assert int(more.state.step) == 22
-  with pytest.raises(InputError, match="different memory config"):
-    checkpoint.restore_run(where / "run_v3", None, model)
+@pytest.mark.parametrize("name,restore", [
+    ("state_v3", lambda path, model: aj.restore_state(path, memory=OLD_MEMORY, model=model)),
+    ("run_v3", lambda path, model: checkpoint.restore_run(path, OLD_MEMORY, model))])
+def test_an_older_format_names_the_last_commit_that_reads_it(format3, name, restore):
+  """Formats 2-4 are no longer read: one line names the format and the commit to convert with."""
+  where, _, model = format3
+  with pytest.raises(InputError, match=r"'attractor-jax/3', which this version no longer reads: "
+                                       r"restore it with attractor-jax at commit 75be428"):
+    restore(where / name, model)
 
 
 def test_format_3_generation_is_unchanged(format3):

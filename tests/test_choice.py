@@ -44,7 +44,7 @@ def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch)
   logprob_SxIxC, greedy_SxIxC, gate_SxI = choice_scores(
       model, contexts, choices, memory=presets["off"], seeds=1, segment=SEGMENT, batch=batch)
   assert logprob_SxIxC.shape == greedy_SxIxC.shape == (1, 3, 3)
-  assert gate_SxI.shape == (1, 3) and np.isnan(gate_SxI).all()  # no memory, no gate
+  assert gate_SxI == {}  # no memory, no activity
   for i, (ctx_L, cs) in enumerate(zip(ctx_IxL, choices)):
     for c, text in enumerate(cs):
       want_lp, want_greedy = _reference(model, ctx_L, np.asarray(model.tokenizer.encode(text)))
@@ -54,13 +54,6 @@ def test_off_scores_equal_a_full_forward_and_greedy_flags_the_argmax_path(batch)
   np.testing.assert_array_equal(
       choice_logprobs(model, contexts, choices, memory=None, seeds=1, segment=SEGMENT,
                       batch=batch), logprob_SxIxC)
-
-
-def test_choice_scoring_refuses_the_old_attractor_keyword_naming_memory():
-  model = random_model(3, tokenizer=True)
-  for fn in (choice_scores, choice_logprobs):
-    with pytest.raises(TypeError, match=rf"{fn.__name__}\(\) takes memory="):
-      fn(model, ["a"], [(" x",)], attractor=presets["seed"], seeds=1)
 
 
 def test_items_with_different_choice_counts_are_refused():
@@ -111,8 +104,8 @@ def test_gated_burn_in_counts_tokens_so_a_64_token_item_opens_its_gate(burn_in, 
   on = choice_scores(model, contexts, choices, memory=gated, **kw)
   assert pack(model, contexts, choices, 16 * PAD_SEGMENTS)[0].shape == (1, 64)
   if opens:
-    np.testing.assert_array_equal(on.gate_open, np.ones((2, 1)))  # open from the first pass
+    np.testing.assert_array_equal(on.activity["gate_open"], np.ones((2, 1)))  # open at once
     assert np.abs(on.logprob - off.logprob).max() > 1e-3
   else:
-    np.testing.assert_array_equal(on.gate_open, np.zeros((2, 1)))
+    np.testing.assert_array_equal(on.activity["gate_open"], np.zeros((2, 1)))
     np.testing.assert_allclose(on.logprob, off.logprob, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor_jax.transformer import Decoder, KVCache, init_cache
+from attractor_jax.transformer import Decoder, KVCache, abstract_params, init_cache
 from tiny_models import random_model
 
 B, T, N_PREFILL = 2, 12, 5
@@ -40,6 +40,28 @@ def _positions(start, stop):
 
 def _tokens(seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(0, 97, size=(B, T)), jnp.int32)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_init_makes_the_tree_the_loaders_check(name):
+  """`Decoder.init`: the tree `abstract_params` gives (what converted weights are checked
+  against), N(0, 0.02) weights, unit scales, zero biases, a tied head the table's transpose;
+  and it runs."""
+  cfg = _model(name).config
+  tokens, positions = jnp.asarray([[5, 1, 7]], jnp.int32), jnp.arange(3)[None]
+  params = Decoder(cfg).init(jax.random.key(0), tokens, positions)["params"]
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == \
+      jax.tree.map(lambda a: (a.shape, a.dtype), abstract_params(cfg))
+  for path, a in jax.tree_util.tree_leaves_with_path(params):
+    where = jax.tree_util.keystr(path)
+    if "scale" in where or "bias" in where:
+      np.testing.assert_array_equal(a, float("scale" in where), err_msg=where)
+    else:
+      assert 0.015 < float(jnp.std(a)) < 0.025, where
+  head, table = params["lm_head"]["kernel"], params["embed"]["embedding"]
+  assert np.array_equal(head, table.T) == cfg.tie_embeddings
+  logits, _ = Decoder(cfg).apply({"params": params}, tokens, positions)
+  assert logits.shape == (1, 3, cfg.vocab_size) and np.isfinite(np.asarray(logits)).all()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -106,14 +128,14 @@ def test_tapped_with_zero_feedback_is_call():
                                         host_layer, method=Decoder.tapped)
     assert cache is None
     np.testing.assert_array_equal(np.asarray(logits), np.asarray(plain))
-    assert taps.attn_out_BxTxD.shape == taps.hidden_BxTxD.shape == (B, T, TAP_CFG.width)
+    assert taps.attn_out.shape == taps.hidden.shape == (B, T, TAP_CFG.width)
     # Under jit the two are different XLA programs (the None feedback is a constant that XLA
     # folds), so fusion may reorder float ops: equal to a few ulps, not bit for bit.
     jit_logits, _, _ = _tapped(params, tokens, zeros, host_layer)
     np.testing.assert_allclose(np.asarray(jit_logits), np.asarray(jit_plain), atol=1e-6, rtol=0)
     # The public read of a pass (no memory) taps the same layer.
     read = TAP_MODEL.taps(tokens, layer=host_layer)
-    for got, want in zip(read, (logits, taps.attn_out_BxTxD, taps.hidden_BxTxD)):
+    for got, want in zip(read, (logits, taps.attn_out, taps.hidden)):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
   assert TAP_MODEL.taps(tokens).attn_out.shape == (B, T, TAP_CFG.width)  # default: the middle
   np.testing.assert_array_equal(np.asarray(TAP_MODEL.taps(tokens).attn_out),
@@ -130,10 +152,10 @@ def test_feedback_changes_logits_but_not_the_host_tap(host_layer):
 
   diff_BxT = np.abs(np.asarray(logits) - np.asarray(base_logits)).max(axis=-1)
   assert (diff_BxT > 1e-3).all()  # every position of every row is moved
-  assert not np.allclose(np.asarray(taps.hidden_BxTxD), np.asarray(base_taps.hidden_BxTxD))
+  assert not np.allclose(np.asarray(taps.hidden), np.asarray(base_taps.hidden))
   # The feedback enters the residual after the host layer's attention: that tap is untouched.
-  np.testing.assert_array_equal(np.asarray(taps.attn_out_BxTxD),
-                                np.asarray(base_taps.attn_out_BxTxD))
+  np.testing.assert_array_equal(np.asarray(taps.attn_out),
+                                np.asarray(base_taps.attn_out))
 
 
 def test_feedback_is_per_row():

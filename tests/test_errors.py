@@ -16,7 +16,7 @@ import safetensors.numpy
 import transformers
 
 import attractor_jax as aj
-from attractor_jax import cli, runs, seed_sweep
+from attractor_jax import cli, seed_sweep
 from attractor_jax.attractor import AttractorConfig, Timescale
 from attractor_jax.errors import InputError
 from attractor_jax.presets import presets
@@ -223,27 +223,7 @@ def test_timescale_refuses_each_field_out_of_range(field, value):
     Timescale(**{field: value})
 
 
-# ---- the old keyword and the old off switch ----
-
-def _old_keyword_calls(tiny):
-  return {
-      "generate": lambda: aj.generate(tiny, PROMPT, 4, attractor=SEED1),
-      "generate_seeds": lambda: aj.generate_seeds(tiny, PROMPT, 4, attractor=SEED1),
-      "generate_prompts": lambda: aj.generate_prompts(tiny, [PROMPT], 4, attractor=SEED1),
-      "perplexity": lambda: aj.perplexity(tiny, "text " * 50, window=8, attractor=SEED1),
-      "sweep": lambda: aj.sweep(tiny, "ppl", attractor=SEED1, text="text " * 50, window=8),
-      "generate_checkpointed": lambda: runs.generate_checkpointed(
-          tiny, PROMPT, 4, run_dir="never-made", attractor=SEED1),
-  }
-
-
-@pytest.mark.parametrize("name", sorted(_old_keyword_calls(None)))
-def test_old_attractor_keyword_is_refused_by_name(tiny, tmp_path, monkeypatch, name):
-  monkeypatch.chdir(tmp_path)
-  with pytest.raises(TypeError, match=f"{name}\\(\\) takes memory=, not attractor="):
-    _old_keyword_calls(tiny)[name]()
-  assert not (tmp_path / "never-made").exists()
-
+# ---- the old off switch ----
 
 def test_enabled_is_no_longer_a_config_field():
   with pytest.raises(TypeError, match="enabled"):

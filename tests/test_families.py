@@ -118,12 +118,12 @@ def test_tap_and_feedback_sit_where_transformers_adds_the_attention(models, name
     want = _hf_logits(hf, tokens)
   finally:
     handle.remove()
-  decoder = Decoder(model.config, output_kernel="lm_head" in model.params)
+  decoder = Decoder(model.config)
   logits, _, taps = jax.jit(functools.partial(decoder.apply, method=Decoder.tapped),
                             static_argnames="host_layer")(
       {"params": model.params}, tokens, _positions(0, T), None,
       jnp.asarray(feedback_BxD, jnp.float32), host_layer=layer)
-  np.testing.assert_allclose(np.asarray(taps.attn_out_BxTxD), seen[0], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(np.asarray(taps.attn_out), seen[0], atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=0)
   assert np.abs(want - _hf_logits(hf, tokens)).max() > 1e-2  # the feedback did move them
 

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 import attractor_jax as aj
-from attractor_jax import attractor, checkpoint, runs, sampling
+from attractor_jax import attractor, checkpoint, sampling
 from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
-from attractor_jax.evals import choice
 from attractor_jax.generation import generate, resume
 from attractor_jax.layers import dense
 from attractor_jax.presets import presets
@@ -53,7 +52,7 @@ def _pass(engine: Engine, params, tokens, positions, cache, state):
     logits, cache = engine.decoder.apply({"params": params}, tokens, positions, cache)
     return logits, cache, state
   out = engine.step(params, tokens, positions, cache, state)
-  return out.logits, out.cache, out.state
+  return out.logits, out.cache, out.memory_state
 
 
 _sample = jax.jit(sampling.sample_token)
@@ -91,10 +90,6 @@ def _assert_trees_close(a, b, atol=1e-5):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol,
                                                        rtol=0), a, b)
-
-
-def _first_row(tree):
-  return jax.tree.map(lambda a: a[0], tree)
 
 
 @contextlib.contextmanager
@@ -147,8 +142,8 @@ def test_no_memory_is_exactly_the_plain_decoder(tiny):
   assert g.tokens == tokens and len(tokens) == 40
   traced = np.asarray(dense(jnp.asarray(g.trace.hidden), tiny.params["lm_head"]))
   np.testing.assert_allclose(traced, logits, atol=1e-5, rtol=0)
-  _assert_trees_close(_first_row(g.run.cache), cache)
-  assert g.memory is None and g.state is None and g.run.memory is None
+  _assert_trees_close(g.run.cache, cache)
+  assert g.memory is None and g.state is None and g.run.memory_state is None
   assert g.trace.info is None  # no memory: no update info; the logits are checked finite
   assert g.trace.finite.shape == (len(g.tokens),) and g.trace.finite.all()
   assert g.summary() is None and g.to_json()["memory"] is None
@@ -228,7 +223,7 @@ def test_jitted_generation_equals_python_loop_of_step(tiny):
                              rtol=1e-5)
   assert g.trace.info.gate.shape == g.trace.info.max_sim.shape == (40, SEED1.num_banks)
   assert g.trace.finite.shape == (40,) and g.trace.finite.all()
-  _assert_trees_close(_first_row(g.run.cache), cache)
+  _assert_trees_close(g.run.cache, cache)
   assert g.run.position.shape == g.run.token.shape == (1,)  # one row
   assert int(g.run.position[0]) == len(LONG) + 39 and int(g.run.token[0]) == g.tokens[-1]
 
@@ -247,6 +242,19 @@ def test_vmapped_seeds_equal_a_loop_over_seeds(tiny):
     _assert_trees_close(jax.tree.map(lambda a: a[i, :n], swept.trace), g.trace)
     assert not np.asarray(swept.trace.hidden[i, n:]).any()
   assert len({tuple(t) for t in swept.tokens}) > 1  # the seeds do sample differently
+
+
+@pytest.mark.parametrize("memory", [None, SEED1, dataclasses.replace(presets["cache"], layer=1)])
+def test_prompts_of_different_lengths_batch_exactly(tiny, memory):
+  """Left-aligned in one decode loop, each prompt's rows give the tokens, final memory state
+  and trace they give run alone: the padding before a short prompt is never read."""
+  prompts = [PROMPT[:3], LONG, PROMPT]
+  batched = aj.generate_prompts(tiny, prompts, 24, memory=memory, seeds=[0, 5], temperature=1.0)
+  for prompt, runs in zip(prompts, batched):
+    alone = generate_seeds(tiny, prompt, 24, memory=memory, seeds=[0, 5], temperature=1.0)
+    assert runs.tokens == alone.tokens and runs.prompt_tokens == list(prompt)
+    _assert_trees_close(runs.states, alone.states)
+    _assert_trees_close(runs.trace, alone.trace)
 
 
 # ---- 6. sampling and input errors ----
@@ -334,39 +342,6 @@ def test_prompt_beyond_the_context_raises(tiny):
 def test_empty_prompt_raises(tiny, prompt):
   with pytest.raises(InputError):
     generate(tiny, prompt, 4)
-
-
-def test_generate_refuses_the_old_attractor_keyword_naming_memory(tiny):
-  with pytest.raises(TypeError, match="memory=") as err:
-    aj.generate(tiny, PROMPT, 4, attractor=SEED1)
-  assert "attractor=" in str(err.value)
-
-
-_OLD_KEYWORD_CALLS = {
-    "generate_seeds": lambda m: aj.generate_seeds(m, PROMPT, 4, attractor=SEED1, seeds=2),
-    "generate_prompts": lambda m: aj.generate_prompts(m, [PROMPT], 4, attractor=SEED1, seeds=2),
-    "sweep": lambda m: aj.sweep(m, "generate", attractor=SEED1, seeds=2, prompt=PROMPT),
-    "perplexity": lambda m: aj.perplexity(m, "some text", 4, attractor=SEED1),
-    "choice_scores": lambda m: choice.choice_scores(m, ["a"], [("b",)], attractor=SEED1,
-                                                    seeds=1),
-    "choice_logprobs": lambda m: choice.choice_logprobs(m, ["a"], [("b",)], attractor=SEED1,
-                                                        seeds=1),
-    "generate_checkpointed": lambda m: runs.generate_checkpointed(
-        m, PROMPT, 4, run_dir="/nonexistent", attractor=SEED1),
-}
-
-
-@pytest.mark.parametrize("name", list(_OLD_KEYWORD_CALLS))
-def test_every_entry_point_refuses_the_old_attractor_keyword_naming_memory(tiny, name):
-  """Refused before any work (the run_dir above does not exist, the model has no tokenizer)."""
-  with pytest.raises(TypeError, match=rf"{name}\(\) takes memory="):
-    _OLD_KEYWORD_CALLS[name](tiny)
-
-
-def test_resume_refuses_the_old_attractor_keyword_naming_memory(tiny):
-  with pytest.raises(TypeError) as err:
-    resume(tiny, {}, 4, attractor=SEED1)
-  assert "memory=" in str(err.value), str(err.value)
 
 
 # ---- 7. resume ----

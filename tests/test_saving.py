@@ -221,6 +221,21 @@ def test_cli_full_disk_exits_2_with_one_line(tmp_path, capsys):
     assert _leftovers(disk) == [] and sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
+def test_cli_full_disk_during_save_state_prints_only_the_readme_line(tmp_path):
+  """The disk fills inside orbax's background writer threads: all of stderr is the one line."""
+  with _tmpfs(tmp_path / "disk", "1m") as disk:
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * max(free - 8192, 0))  # the state is ~20 KB
+    done = subprocess.run([sys.executable, "-m", "attractor_jax.cli", "generate", "--prompt", "Hi",
+                           "--preset", "seed", "--max-new-tokens", "1",
+                           "--save-state", str(disk / "ck")],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    line = (f"attractor-jax: error: cannot write {str(disk / 'ck')!r}: No space left on device "
+            "(ENOSPC); nothing was replaced: free space or choose a writable place\n")
+    assert (done.returncode, done.stderr) == (2, line)
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
 # ---- 3. leftovers of killed saves ----
 
 def _dead_pid() -> int:

@@ -11,10 +11,11 @@ import scipy.stats
 
 import attractor_jax as aj
 from attractor_jax import attractor as att
-from attractor_jax import stats
-from attractor_jax.engine import token_nll
+from attractor_jax import decoding, forcing, stats
+from attractor_jax.forcing import token_nll
 from attractor_jax.errors import InputError
-from attractor_jax.memories.base import gate_open, residual_norm
+from attractor_jax.attractor import gate_open
+from attractor_jax.memories.base import residual_norm
 from attractor_jax.transformer import init_cache
 from tiny_models import random_model
 
@@ -27,8 +28,7 @@ GATED = dataclasses.replace(aj.presets["gated"], layer=1, burn_in_steps=8, theta
 def _state(memory, rows=3, prompt_len=4):
   engine = MODEL.engine(memory)
   keys = jax.random.split(jax.random.key(1), rows)
-  return jax.vmap(lambda t, k: engine.fresh_state(MODEL.params, t[:prompt_len], k))(
-      TOKENS[:rows], keys)
+  return engine.fresh_states(MODEL.params, keys, TOKENS[:rows, :prompt_len])
 
 
 def _with_feedback(state, scale):
@@ -63,7 +63,7 @@ def test_closed_loop_makes_the_state_depend_on_alpha_under_teacher_forcing():
       for pos in range(TOKENS.shape[1]):
         out = MODEL.engine(memory).step(MODEL.params, TOKENS[:, pos:pos + 1],
                                         jnp.full((3, 1), pos), None, state)
-        state = out.state
+        state = out.memory_state
       vectors[loop, alpha] = np.asarray(state.vectors)
   np.testing.assert_array_equal(vectors["open", 0.0], vectors["open", 2.0])
   assert np.abs(vectors["closed", 0.0] - vectors["closed", 2.0]).max() > 1e-4
@@ -117,10 +117,10 @@ def test_step_reports_the_realised_ratio():
   state = _with_feedback(_state(memory), 0.8)
   out = MODEL.engine(memory).step(MODEL.params, TOKENS[:, :5], jnp.broadcast_to(
       jnp.arange(5), (3, 5)), None, state)
-  r = np.asarray(out.taps.residual_BxTxD, np.float64)
+  r = np.asarray(out.taps.residual, np.float64)
   want = 0.8 / np.sqrt((r ** 2).sum(-1).mean(-1))
   np.testing.assert_allclose(np.asarray(out.feedback_ratio), want, rtol=1e-5)
-  np.testing.assert_allclose(float(residual_norm(out.taps.residual_BxTxD[0])),
+  np.testing.assert_allclose(float(residual_norm(out.taps.residual[0])),
                              np.sqrt((r[0] ** 2).sum(-1).mean()), rtol=1e-6)
 
 
@@ -140,14 +140,14 @@ def test_control_feedback_has_the_asked_size(direction):
   state = _state(memory)
   out = MODEL.engine(memory).step(MODEL.params, TOKENS[:, :1], jnp.zeros((3, 1), jnp.int32),
                                   None, state)
-  r = np.asarray(out.taps.residual_BxTxD[:, 0], np.float64)
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(out.state.feedback), axis=-1),
+  r = np.asarray(out.taps.residual[:, 0], np.float64)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out.memory_state.feedback), axis=-1),
                              0.2 * np.linalg.norm(r, axis=-1), rtol=1e-5)
-  fb = np.asarray(out.state.feedback, np.float64)
+  fb = np.asarray(out.memory_state.feedback, np.float64)
   if direction == "prompt":  # the mean attention output of the row's first 4 tokens
     attn = np.asarray(MODEL.taps(TOKENS[:, :4], layer=1).attn_out, np.float64).mean(axis=1)
   elif direction == "average":  # rate * x after one pass from zero
-    attn = np.asarray(out.taps.attn_out_BxTxD[:, -1], np.float64)
+    attn = np.asarray(out.taps.attn_out[:, -1], np.float64)
   else:
     attn = np.asarray(state.vector, np.float64)
   cos = (fb * attn).sum(-1) / (np.linalg.norm(fb, axis=-1) * np.linalg.norm(attn, axis=-1))
@@ -169,8 +169,8 @@ def test_control_refuses_bad_settings():
 
 def _forced(memory, tokens=TOKENS, prompt_len=4, candidates=None):
   keys = jax.random.split(jax.random.key(1), tokens.shape[0])
-  return MODEL.engine(memory).teacher_forced(MODEL.params, tokens, keys, candidates,
-                                             prompt_len=prompt_len)
+  return forcing.teacher_forced(MODEL.engine(memory), MODEL.params, tokens, keys, candidates,
+                                prompt_len=prompt_len)
 
 
 def test_teacher_forced_without_memory_is_the_full_pass():
@@ -194,7 +194,7 @@ def test_teacher_forced_equals_a_token_by_token_loop(loop):
   cache = init_cache(MODEL.config, 3, TOKENS.shape[1])
   for pos in range(TOKENS.shape[1] - 1):
     out = engine.step(MODEL.params, TOKENS[:, pos:pos + 1], jnp.full((3, 1), pos), cache, state)
-    cache, state = out.cache, out.state
+    cache, state = out.cache, out.memory_state
     np.testing.assert_allclose(np.asarray(got.nll[:, pos]), np.asarray(
         token_nll(out.logits[:, 0], TOKENS[:, pos + 1])), atol=2e-5, rtol=0)
     np.testing.assert_allclose(np.asarray(got.feedback_ratio[:, pos]),
@@ -256,16 +256,16 @@ def _runs(memory, n=6):
   engine = MODEL.engine(memory)
   prompts = TOKENS[:2, :5]
   keys = jax.random.split(jax.random.key(2), 2)
-  return engine, engine.sample(MODEL.params, prompts, keys, keys, jnp.int32(n), jnp.float32(0.0),
-                               jnp.float32(1.0), jnp.int32(-1), cache_len=32, buffer=n,
-                               keep_cache=True)
+  return engine, decoding.sample(engine, MODEL.params, prompts, keys, keys, jnp.int32(n),
+                                 jnp.float32(0.0), jnp.float32(1.0), jnp.int32(-1), cache_len=32,
+                                 buffer=n)
 
 
 def test_extend_without_memory_is_the_full_pass():
   engine, runs = _runs(None)
   question = TOKENS[:2, 10:14]
   read_at = jnp.asarray([4, 2], jnp.int32)
-  got = engine.extend(MODEL.params, runs, question, read_at)
+  got = decoding.extend(engine, MODEL.params, runs, question, read_at)
   for row in range(2):
     seq = np.concatenate([np.asarray(TOKENS[row, :5]), np.asarray(runs.tokens[row]),
                           np.asarray(question[row])])
@@ -277,13 +277,14 @@ def test_extend_without_memory_is_the_full_pass():
 
 def test_extend_carries_the_memory():
   question, read_at = TOKENS[:2, 10:14], jnp.asarray([4, 4], jnp.int32)
-  off = _runs(None)[0].extend(MODEL.params, _runs(None)[1], question, read_at)
+  off = decoding.extend(
+      _runs(None)[0], MODEL.params, _runs(None)[1], question, read_at)
   engine, runs = _runs(aj.AttractorConfig(layer=1, alpha=0.0))
-  np.testing.assert_allclose(np.asarray(engine.extend(MODEL.params, runs, question, read_at)),
+  np.testing.assert_allclose(np.asarray(decoding.extend(engine, MODEL.params, runs, question, read_at)),
                              np.asarray(off), atol=2e-5, rtol=0)
   engine, runs = _runs(aj.AttractorConfig(layer=1, alpha=2.0))
-  carried = engine.extend(MODEL.params, runs, question, read_at)
-  fresh = engine.extend(MODEL.params, runs.replace(memory=jax.tree.map(
-      jnp.zeros_like, runs.memory)), question, read_at)
+  carried = decoding.extend(engine, MODEL.params, runs, question, read_at)
+  fresh = decoding.extend(engine, MODEL.params, runs.replace(memory_state=jax.tree.map(
+      jnp.zeros_like, runs.memory_state)), question, read_at)
   assert float(jnp.abs(carried - off).max()) > 1e-3
   assert float(jnp.abs(carried - fresh).max()) > 1e-3

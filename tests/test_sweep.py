@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from attractor_jax import seed_sweep as sweep
-from attractor_jax.engine import Engine, read_bounds
+from attractor_jax.decoding import read_bounds
+from attractor_jax.engine import Engine
 from attractor_jax.errors import InputError
 from attractor_jax.generation import generate
 from attractor_jax.memories.base import KINDS, Info, Memory
@@ -57,8 +58,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from attractor_jax import seed_sweep as sweep
-from attractor_jax.engine import Engine
+from attractor_jax import decoding, seed_sweep as sweep
 from attractor_jax.seeds import seed_keys
 from test_sweep import CFG, PROMPT, TINY
 from tiny_models import random_model
@@ -69,14 +69,15 @@ keys = sweep.shard_seeds(jnp.stack([seed_keys(s)[0] for s in range(8)]))
 assert len(keys.sharding.device_set) == 8
 assert [s.data.shape for s in keys.addressable_shards] == [(1,)] * 8
 
-seen = []  # device count of the seed keys and of the tokens of every vmapped call
-inner = Engine.sample
-def spy(self, params, prompts, init_keys, sample_keys, *args, **kw):
-  out = inner(self, params, prompts, init_keys, sample_keys, *args, **kw)
-  seen.append((len(init_keys.sharding.device_set), len(sample_keys.sharding.device_set),
+seen = []  # device count of the rows, the sampling keys and the tokens of every decode loop
+inner = decoding.decode
+def spy(engine, params, rows, sample_keys, *args, **kw):
+  rows_on = len(rows.token.sharding.device_set)
+  out = inner(engine, params, rows, sample_keys, *args, **kw)
+  seen.append((rows_on, len(sample_keys.sharding.device_set),
                len(out.tokens.sharding.device_set)))
   return out
-Engine.sample = spy
+decoding.decode = spy
 
 model = random_model(0, **TINY)
 kw = dict(memory=CFG, temperature=0.8)
@@ -186,13 +187,6 @@ def test_sweep_refuses_bad_task_and_missing_prompt(model):
     sweep.sweep(model, "generate", memory=CFG, seeds=2)
   with pytest.raises(InputError, match="text"):
     sweep.sweep(model, "ppl", memory=CFG, seeds=2)
-
-
-def test_sweep_refuses_the_old_attractor_keyword_naming_memory(model):
-  with pytest.raises(TypeError, match=r"sweep\(\) takes memory="):
-    sweep.sweep(model, "generate", attractor=CFG, seeds=2, prompt=PROMPT)
-  with pytest.raises(TypeError, match=r"generate_seeds\(\) takes memory="):
-    sweep.generate_seeds(model, PROMPT, 4, attractor=CFG, seeds=2)
 
 
 def test_seed_list():
@@ -327,8 +321,6 @@ def test_shared_prompt_rows_equal_separate_runs(model, memory):
     KINDS.pop("loud-start-test", None)
 
 
-def test_generate_prompts_refuses_prompts_of_different_lengths(model):
-  with pytest.raises(InputError, match=r"\[3, 7\] tokens: pad them"):
-    sweep.generate_prompts(model, [PROMPT, [1, 2, 3]], 4, memory=CFG, seeds=2)
+def test_generate_prompts_refuses_no_prompts(model):
   with pytest.raises(InputError, match="non-empty list"):
     sweep.generate_prompts(model, [], 4, memory=CFG, seeds=2)

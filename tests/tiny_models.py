@@ -9,7 +9,7 @@ import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.model import Model
-from attractor_jax.transformer import param_shapes
+from attractor_jax.transformer import abstract_params
 
 CONFIG = ModelConfig(family="llama", vocab_size=64, width=16, num_layers=2, num_heads=2,
                      num_kv_heads=1, head_dim=8, mlp_width=32, max_len=256, norm_eps=1e-6,
@@ -35,14 +35,18 @@ class ByteTokenizer:
 
 def random_model(seed: int = 0, tokenizer: bool = False, scale: float = 0.3,
                  **config) -> Model:
-  """A random model of CONFIG (fields overridden by `config`): weights N(0, scale^2), norm
-  scales 1 + the same noise (so a mix-up of norms cannot hide)."""
+  """A random model of CONFIG (fields overridden by `config`): the tree `Decoder.init` makes
+  (`abstract_params`), drawn with NumPy (the weights tests/data's checkpoints were made with):
+  weights N(0, scale^2), norm scales 1 + the same noise (so a mix-up of norms cannot hide); a
+  tied head is the table's transpose, as in `init`."""
   cfg = dataclasses.replace(CONFIG, **config)
   rng = np.random.default_rng(seed)
-  draw = lambda path, shape: jnp.asarray(
-      ("scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(shape), jnp.float32)
-  params = jax.tree_util.tree_map_with_path(draw, param_shapes(cfg),
-                                            is_leaf=lambda s: isinstance(s, tuple))
+  draw = lambda path, leaf: jnp.asarray(
+      ("scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(leaf.shape),
+      jnp.float32)
+  params = jax.tree_util.tree_map_with_path(draw, abstract_params(cfg))
+  if cfg.tie_embeddings:
+    params["lm_head"] = {"kernel": params["embed"]["embedding"].T}
   return Model(config=cfg, params=params, spec="tiny",
                tokenizer=ByteTokenizer(cfg.vocab_size) if tokenizer else None)
 

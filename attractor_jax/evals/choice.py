@@ -16,12 +16,13 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from attractor_jax import forcing
 from attractor_jax.errors import InputError
 from attractor_jax.memories.base import Memory
 from attractor_jax.model import Model
 from attractor_jax.prompts import bos, left_padded, text_ids
 from attractor_jax.seeds import stacked_keys
-from attractor_jax.validation import check_int, renamed_memory_keyword
+from attractor_jax.validation import check_int
 
 
 PAD_SEGMENTS = 4
@@ -58,14 +59,14 @@ class ChoiceScores(NamedTuple):
 
   logprob: np.ndarray  # [seeds, items, choices] float64: the choice's summed log-likelihood
   greedy: np.ndarray  # [seeds, items, choices] bool: every token of the choice is the argmax
-  gate_open: np.ndarray  # [seeds, items]: share of context passes with the gate open (NaN: no gate)
+  activity: dict[str, np.ndarray]  # {name: [seeds, items]}: the memory's activity over the
+  # context passes (`Memory.activity`, e.g. the attractor's "gate_open"); {} without one
 
-  def gate_share(self) -> float | None:
-    """The share of context passes with the gate open, over seeds and items (None: no gate)."""
-    return None if np.isnan(self.gate_open).any() else float(self.gate_open.mean())
+  def activity_share(self, name: str = "gate_open") -> float | None:
+    """`name`'s activity over seeds and items (None: the memory does not report it)."""
+    return None if name not in self.activity else float(self.activity[name].mean())
 
 
-@renamed_memory_keyword
 def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, seeds: int,
                   segment: int = 16, batch: int | None = None) -> ChoiceScores:
   """Scores every choice after its context, the memory reading the context first.
@@ -83,7 +84,7 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
     batch: items per call (default: about 128 sequences of items x seeds).
   Returns:
     ChoiceScores: per choice, the log-likelihood and "every token is the argmax"; per item,
-    the share of its context passes whose gate was open.
+    the memory's activity over its context passes.
   """
   engine = model.engine(memory)
   check_int("seeds", seeds, 1)
@@ -96,7 +97,7 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
   batch = batch or max(1, min(len(contexts), ROWS_PER_CALL // seeds))
   logprobs = np.zeros((seeds, len(contexts), n_choices))
   greedy = np.zeros(logprobs.shape, bool)
-  gate_open = np.zeros(logprobs.shape[:2])
+  activity = {}
   for bucket in np.unique(bucket_I):
     items = np.flatnonzero(bucket_I == bucket)
     size = min(batch, 1 << (len(items) - 1).bit_length())  # a power of two: few shapes
@@ -105,15 +106,18 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
       padded = np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
       packed = pack(model, [contexts[r] for r in padded], [choices[r] for r in padded],
                     multiple, choice_len)
-      lp, hit, opened = engine.choice_scores(model.params, *map(jnp.asarray, packed), keys,
-                                             segment=segment)
-      logprobs[:, rows] = np.asarray(lp, np.float64)[:, :len(rows)]
-      greedy[:, rows] = np.asarray(hit)[:, :len(rows)]
-      gate_open[:, rows] = np.asarray(opened)[:, :len(rows)]
-  return ChoiceScores(logprobs, greedy, gate_open)
+      per_seed = lambda a: jnp.tile(jnp.asarray(a), (seeds,) + (1,) * (a.ndim - 1))
+      lp, hit, act = forcing.choice_scores(engine, model.params, *map(per_seed, packed),
+                                           keys[np.repeat(np.arange(seeds), size)],
+                                           segment=segment)
+      seeds_first = lambda a: np.asarray(a).reshape(seeds, size, *a.shape[1:])[:, :len(rows)]
+      logprobs[:, rows] = seeds_first(lp).astype(np.float64)
+      greedy[:, rows] = seeds_first(hit)
+      for name, v in act.items():
+        activity.setdefault(name, np.zeros(logprobs.shape[:2]))[:, rows] = seeds_first(v)
+  return ChoiceScores(logprobs, greedy, activity)
 
 
-@renamed_memory_keyword
 def choice_logprobs(model: Model, contexts, choices, *, memory: Memory | None, seeds: int,
                     segment: int = 16, batch: int | None = None) -> np.ndarray:
   """Log-likelihood of every choice: float64 [seeds, items, choices] (see `choice_scores`)."""

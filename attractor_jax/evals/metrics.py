@@ -37,10 +37,10 @@ def _ngrams(t_T: np.ndarray, n: int) -> np.ndarray:
 def distinct_n(tokens: Any, n: int) -> float:
   """distinct-n = unique n-grams / total n-grams (0.0 when there is no n-gram)."""
   _check_positive(n=n)
-  grams_MxN = _ngrams(_tokens(tokens), n)
-  if len(grams_MxN) == 0:
+  grams = _ngrams(_tokens(tokens), n)
+  if len(grams) == 0:
     return 0.0
-  return len(np.unique(grams_MxN, axis=0)) / len(grams_MxN)
+  return len(np.unique(grams, axis=0)) / len(grams)
 
 
 def seq_rep_n(tokens: Any, n: int = 4) -> float:

@@ -1,15 +1,17 @@
-"""What every memory shares: the per-pass Observation, the Memory base class, and helpers.
+"""What every memory shares: the per-pass Observation, the Memory protocol, and helpers.
 
 A memory is a frozen, hashable config object (static under jit) with pure methods, each
-written for one sequence (batches and seeds are `jax.vmap` axes):
+written for one sequence (rows and seeds are `jax.vmap` axes):
 
   fresh_state(model_config, key, prompt_attn_TxD=None) -> state   a new state pytree
+  observe(state, obs, params) -> (state, info)    learn from the pass
   feedback(state) -> [D] or None      what the next pass adds to the host layer's residual stream
   read(state, obs, params) -> [T, V]  this pass's output logits (mixing memories change them)
-  observe(state, obs, params) -> (state, info)    learn from the pass
 
-`read` sees the state from before the pass; `observe` then updates it. `info` is any pytree
-(at least an `Info`); traces keep it per pass. No memory at all is `memory=None`.
+A subclass writes the first two; the rest, and what generic code asks of a memory (how many
+updates a state has seen, what a pass reports, which tasks it refuses, the hint a NaN error
+gives, its summary), have defaults. `read` sees the state from before the pass; `observe`
+then updates it. `info` is any pytree; traces keep it per pass. No memory is `memory=None`.
 See docs/method.md for the attractor layer and the related-work memories.
 """
 
@@ -50,23 +52,12 @@ class Info(flax.struct.PyTreeNode):
   feedback_norm: jax.Array  # []: norm of the feedback the next pass receives (0 if none)
 
 
-GATE_OPEN = 0.5  # traces and reports count a gate (an Info's `gate`, [N]) above this as open
-
-
-def gate_open(gate):
-  """Where a gate counts as open (g > GATE_OPEN), elementwise, for NumPy and JAX arrays alike:
-  the share of passes with the gate open is this averaged over passes and banks."""
-  return gate > GATE_OPEN
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Memory:
-  """Base of every memory config: the host layer, validation, and the default read-outs.
+  """Base of every memory config: the host layer, validation, and the protocol's defaults.
 
-  A subclass sets `kind` (its name in checkpoints; defining the class registers it), writes
-  `fresh_state` and `observe`, keeps the feedback it wants added in `state.feedback` (or
-  overrides `feedback`), and counts its updates in `state.step` (summaries, checkpoints and
-  the NaN guard name updates by it). It sets `starts_silent = True` when a fresh state's
+  A subclass sets `kind` (its name in checkpoints; defining the class registers it) and
+  writes `fresh_state` and `observe`. It sets `starts_silent = True` when a fresh state's
   feedback is zero (seeds then share the prompt's pass); a subclass that overrides
   `fresh_state` or `feedback` without saying so again is not taken to start silent.
   """
@@ -77,6 +68,8 @@ class Memory:
   # A fresh state's feedback is zero (or None), whatever the key: the prompt's pass is the
   # plain model's, so a fresh memory starts from that pass and seeds sharing a prompt share it.
   starts_silent: ClassVar[bool] = False
+  # What an error about NaN or Inf in a pass tells the user to change.
+  nonfinite_hint: ClassVar[str] = "lower the memory's strength"
 
   layer: int | None = None  # the host layer; None: the middle layer of the model it runs in
   # Where the feedback enters the host layer: "open", after its attention (the memory's input,
@@ -110,19 +103,35 @@ class Memory:
   def fresh_state(self, model_config: ModelConfig, key, prompt_attn_TxD=None):
     raise NotImplementedError
 
+  def observe(self, state, obs: Observation, params):
+    raise NotImplementedError
+
   def feedback(self, state) -> jax.Array | None:
-    """What the next pass adds to the host layer's residual stream: `state.feedback`."""
-    return state.feedback
+    """What the next pass adds to the host layer's residual stream: `state.feedback` (None,
+    nothing, for a state without one)."""
+    return getattr(state, "feedback", None)
 
   def read(self, state, obs: Observation, params) -> jax.Array:
     return obs.logits
 
-  def observe(self, state, obs: Observation, params):
-    raise NotImplementedError
+  def updates(self, state) -> jax.Array | None:
+    """How many updates `state` has seen ([] int; None when the memory does not count them):
+    `state.step`, where the built-in memories count them."""
+    return getattr(state, "step", None)
+
+  def activity(self, info) -> dict[str, jax.Array]:
+    """Per-pass numbers for traces and reports, each [] (e.g. the attractor's share of banks
+    with the gate open); reports average them over passes. None by default."""
+    return {}
+
+  def check_task(self, task: str):
+    """Refuses (InputError) a task this config cannot run: "scoring" reads scored text into
+    the memory token by token (perplexity, forced reads). Every task by default."""
 
   def summary(self, state) -> dict[str, Any]:
     """A few numbers about a final state (one sequence), for the CLI and the demo."""
-    return {"kind": self.kind, "step": int(state.step)}
+    updates = self.updates(state)
+    return {"kind": self.kind, **({} if updates is None else {"step": int(updates)})}
 
   def to_dict(self) -> dict[str, Any]:
     """The config as JSON-able data, `kind` included (checkpoints store it)."""
@@ -152,10 +161,10 @@ def unit(x, axis=-1):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), COS_EPS)
 
 
-def cosine(x_D, a_KxD):
-  """cos(x, a_k) for each row k (0 where a norm is 0)."""
-  num = jnp.einsum("d,kd->k", x_D, a_KxD)
-  den = jnp.linalg.norm(x_D) * jnp.linalg.norm(a_KxD, axis=-1)
+def cosine(x_D, a_AxD):
+  """cos(x, a_i) for each row i of `a` (0 where a norm is 0)."""
+  num = jnp.einsum("d,kd->k", x_D, a_AxD)
+  den = jnp.linalg.norm(x_D) * jnp.linalg.norm(a_AxD, axis=-1)
   return num / jnp.maximum(den, COS_EPS)
 
 
@@ -176,7 +185,5 @@ def push(buffer_WxF, new_TxF):
 
 
 def unembed(params, hidden_TxD):
-  """Logits of final hidden states with the model's output matrix (tied or not)."""
-  if "lm_head" in params:
-    return hidden_TxD @ params["lm_head"]["kernel"]
-  return jnp.einsum("td,vd->tv", hidden_TxD, params["embed"]["embedding"])
+  """Logits of final hidden states with the model's [D, V] output matrix (tied or not)."""
+  return hidden_TxD @ params["lm_head"]["kernel"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from attractor_jax.config import ModelConfig
 from attractor_jax.errors import InputError
-from attractor_jax.transformer import param_shapes
+from attractor_jax.transformer import abstract_params
 
 Getter = Callable[[str], np.ndarray]
 
@@ -18,7 +18,8 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
   """Builds decoder params from HF-named tensors (`get(name)` returns a NumPy array).
 
   Linear weights come in PyTorch's [out, in] layout (gpt2's Conv1D is already [in, out]);
-  the decoder wants [in, out], one dict per layer.
+  the decoder wants [in, out], one dict per layer. A tied model's "lm_head" kernel is the
+  embedding table's [D, V] transpose, as `Decoder.init` makes it.
   Raises InputError naming the tensor when one is missing or has the wrong shape.
   """
   build = _gpt2 if cfg.family == "gpt2" else _rope_family
@@ -26,7 +27,7 @@ def to_params(get: Getter, cfg: ModelConfig, source: str) -> dict:
     params = build(get, cfg)
   except KeyError as e:
     raise InputError(f"{source}: tensor {e.args[0]!r} is missing from the weights") from None
-  _check_shapes(params, param_shapes(cfg), source)
+  _check_shapes(params, abstract_params(cfg), source)
   return params
 
 
@@ -65,8 +66,8 @@ def _rope_family(get: Getter, cfg: ModelConfig) -> dict:
       "layers": [layer(i) for i in range(cfg.num_layers)],
       "final_norm": {"scale": get("model.norm.weight")},
   }
-  if not cfg.tie_embeddings:
-    params["lm_head"] = {"kernel": get("lm_head.weight").T}
+  head = params["embed"]["embedding"] if cfg.tie_embeddings else get("lm_head.weight")
+  params["lm_head"] = {"kernel": head.T}
   return _as_float32(params)
 
 
@@ -82,11 +83,13 @@ def _gpt2(get: Getter, cfg: ModelConfig) -> dict:
             "mlp_norm": affine(pre + "ln_2"),
             "mlp": {"fc": affine(pre + "mlp.c_fc"), "proj": affine(pre + "mlp.c_proj")}}
 
+  table = get("wte.weight")
   return _as_float32({
-      "embed": {"embedding": get("wte.weight")},
+      "embed": {"embedding": table},
       "pos_embed": {"embedding": get("wpe.weight")},
       "layers": [layer(i) for i in range(cfg.num_layers)],
       "final_norm": affine("ln_f"),
+      "lm_head": {"kernel": table.T},  # tied
   })
 
 
@@ -94,13 +97,11 @@ def _as_float32(tree):
   return jax.tree.map(lambda a: np.ascontiguousarray(a, dtype=np.float32), tree)
 
 
-def _check_shapes(params, shapes, source):
-  got = jax.tree_util.tree_flatten_with_path(params)[0]
-  want = dict(jax.tree_util.tree_flatten_with_path(
-      shapes, is_leaf=lambda s: isinstance(s, tuple))[0])
-  for path, array in got:
+def _check_shapes(params, abstract, source):
+  want = {path: a.shape for path, a in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  for path, array in jax.tree_util.tree_flatten_with_path(params)[0]:
     expected = want.get(path)
-    if expected is None or tuple(array.shape) != tuple(expected):
+    if expected is None or tuple(array.shape) != expected:
       raise InputError(
           f"{source}: weight {jax.tree_util.keystr(path)} has shape {tuple(array.shape)}, "
           f"but the config implies {expected}; the weights do not match config.json")
