@@ -24,7 +24,7 @@ Tasks (clusters are independent; each is scored once per arm, seed = its index):
 Every arm's difference from `off` over clusters: mean, t and BCa intervals, p-value, Holm over
 the task's table, minimum detectable effect at 80% power; and what the memory did: realised
 |feedback| / residual norm (mean, 95th percentile), gate openness (share of passes with
-the gate open: `memories.base.gate_open`), max similarity quantiles, the winner's share of
+the gate open: `attractor.gate_open`), max similarity quantiles, the winner's share of
 strength, cos(feedback, mean x).
 Resumable: finished arms are kept in the JSON (written after each arm) and skipped on rerun.
 """

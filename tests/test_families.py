@@ -149,14 +149,14 @@ def _passes(model, memory):
   engine = model.engine(memory)
   state = None
   if memory is not None:
-    fresh = engine.fresh_state(model.params, jnp.asarray(PASSES_PxT[0]), jax.random.key(0))
-    state = jax.tree.map(lambda a: a[None], fresh)
+    state = engine.fresh_states(model.params, jax.random.key(0)[None],
+                                jnp.asarray(PASSES_PxT[0])[None])
   step, logits = jax.jit(engine.step), []
   for tokens_T in PASSES_PxT:
     out = step(model.params, jnp.asarray(tokens_T)[None], jnp.arange(len(tokens_T))[None], None,
                state)
     logits.append(np.asarray(out.logits[0]))
-    state = out.state
+    state = out.memory_state
   return np.stack(logits), state
 
 

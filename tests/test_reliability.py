@@ -249,29 +249,20 @@ def test_a_non_finite_state_is_named_and_never_checkpointed(tiny, tmp_path, monk
   done, run = runs.latest_good(tmp_path, cfg, tiny)
   assert done == 20 and sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [
       10, 20]
-  state = jax.tree.map(lambda a: np.asarray(a)[0, 0], run["rows"].memory)  # row 0, batch 0
+  state = jax.tree.map(lambda a: np.asarray(a)[0], run["rows"].memory_state)  # row 0
   assert int(state.step) == 20
   assert all(np.isfinite(leaf).all() for leaf in (state.vectors, state.strength, state.feedback))
   with pytest.raises(InputError, match=r"token 4 of this call \(memory update 25\)"):
     aj.generate(tiny, PROMPT, 10, memory=cfg, state=state)
 
 
-def test_a_run_folder_saved_before_format_5_resumes(tiny, tmp_path):
-  """Run checkpoints written before the state counted tokens (format 4: no `tokens` in the
-  tree) resume: the state comes back with tokens = step, and the run ends as one that never
-  stopped."""
-  straight = runs.generate_checkpointed(tiny, PROMPT, 20, run_dir=tmp_path / "a", memory=SEED0,
-                                        every=10)
+def test_a_run_folder_of_an_older_format_names_the_last_commit_that_reads_it(tiny, tmp_path):
+  """Run checkpoints of formats 2-4 are no longer read: resuming one says so in one line."""
   tree, meta = checkpoint.run_tree(aj.generate(tiny, PROMPT, 10, memory=SEED0), tiny)
-  old = runs._manager(tmp_path / "b", 3)
-  old_tree, old_meta = checkpoint._before_tokens(tree), {**meta, "format": "attractor-jax/4"}
-  old.save(10, args=ocp.args.Composite(state=ocp.args.StandardSave(old_tree),
-                                       meta=ocp.args.JsonSave(old_meta)))
+  old = runs._manager(tmp_path, 3)
+  old.save(10, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(
+      {**meta, "format": "attractor-jax/4"})))
   old.wait_until_finished()
-  done, run = runs.latest_good(tmp_path / "b", SEED0, tiny)
-  memory = run["rows"].memory
-  assert done == 10 and int(np.asarray(memory.step).reshape(())) == 10
-  np.testing.assert_array_equal(memory.tokens, memory.step)
-  resumed = runs.generate_checkpointed(tiny, PROMPT, 20, run_dir=tmp_path / "b", memory=SEED0,
-                                       every=10)
-  assert resumed == straight and len(straight) == 20
+  with pytest.raises(InputError, match=r"'attractor-jax/4', which this version no longer reads: "
+                                       r"restore it with attractor-jax at commit 75be428"):
+    runs.generate_checkpointed(tiny, PROMPT, 20, run_dir=tmp_path, memory=SEED0, every=10)

@@ -23,6 +23,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.memories.fastweights import FastWeightsConfig
 from experiments import report
 from experiments.report.__main__ import main as report_main
+from conftest import needs_smollm2
 from tiny_models import random_model
 
 MEMORY = AttractorConfig(layer=1)
@@ -208,7 +209,9 @@ def test_a_parent_that_vanishes_mid_write_is_named(tmp_path, model, state, monke
   assert aj.restore_state(where / "ck").user == {"n": 1} and _leftovers(where) == []
 
 
-def test_cli_full_disk_exits_2_with_one_line(tmp_path, capsys):
+@needs_smollm2
+def test_cli_full_disk_exits_2_with_one_line(tmp_path, capsys, monkeypatch, smollm2):
+  monkeypatch.setattr(aj, "load", lambda *a, **k: smollm2)  # the session's model, loaded once
   with _tmpfs(tmp_path / "disk", "64k") as disk:
     (disk / "filler").write_bytes(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize))
     code = main(["sweep", "--task", "generate", "--model", "smollm2-135m", "--prompt", "Hi",
@@ -262,6 +265,7 @@ def test_leftovers_of_dead_writers_are_removed_and_never_read(tmp_path, model, s
 _BATCHED_STATE = """
 import jax, jax.numpy as jnp
 import attractor_jax as aj
+from conftest import needs_smollm2
 from tiny_models import random_model
 model = random_model(tokenizer=True)
 memory = aj.AttractorConfig(layer=1)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import needs_smollm2
+from test_bench import check_bench_schema
 
 
 def _finite_numbers(tree, path=""):
@@ -44,6 +45,7 @@ def test_quick_suite_writes_finite_results(tmp_path):
     for path, value in _finite_numbers(r):
       if name != "bench" and not any(s in path for s in skip):
         assert math.isfinite(value), f"{name}{path} = {value}"
+  check_bench_schema(results["bench"], tmp_path)
   report = (tmp_path / "RESULTS.md").read_text()
   for row in ("| E1 |", "| E2 |", "| E3 |", "| E4 |", "| E5 |", "| E6 |", "| Suite |"):
     assert row in report and "not yet measured" not in report.split(row)[1].split("\n")[0]
