@@ -1,7 +1,6 @@
-"""Generation: parity with transformers, the jitted loop against a Python loop of
-`Engine.step`, compile counts, seed vmaps, sampling, input errors and resume.
-
-Tiny random llama for logic; the default model only for the transformers parity check.
+"""Generation: the jitted loop against a Python loop of `Engine.step`, compile counts, seed
+vmaps, prompts of different lengths, sampling, input errors and resume, on a tiny random
+llama (the default model's greedy parity with transformers: tests/test_loading.py).
 """
 
 import collections
@@ -26,7 +25,7 @@ from attractor_jax.prompts import cache_length
 from attractor_jax.seed_sweep import generate_seeds
 from attractor_jax.seeds import seed_keys
 from attractor_jax.transformer import init_cache
-from conftest import needs_torch
+
 from tiny_models import random_model
 
 # A random 2-layer llama (NumPy draws: no compile): weights N(0, 0.1^2), norm scales 1 + noise.
@@ -106,29 +105,6 @@ def _compilations():
     yield compiled
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
-
-
-# ---- 1. the default model against transformers ----
-
-@needs_torch
-def test_greedy_off_matches_transformers_generate(smollm2):
-  import torch
-  import transformers
-  from attractor_jax.model import default_gguf_path
-
-  prompt = "Once upon a time, in a small village by the sea, there lived"
-  assert presets["off"] is None
-  ours = generate(smollm2, prompt, 32, memory=presets["off"])
-  path = default_gguf_path()
-  hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                         dtype=torch.float32).eval()
-  eos = int(smollm2.tokenizer.eos_id)
-  with torch.no_grad():  # HF stops at EOS as we do (this prompt runs 32 tokens without one)
-    out = hf.generate(torch.tensor([ours.prompt_tokens]), max_new_tokens=32, do_sample=False,
-                      eos_token_id=eos, pad_token_id=eos)
-  theirs = out[0, len(ours.prompt_tokens):].tolist()
-  assert ours.tokens == theirs
-  assert len(ours.tokens) == 32
 
 
 # ---- 2. no memory, alpha = 0 and burn-in leave the baseline untouched ----

@@ -249,3 +249,18 @@ def test_token_ids_outside_the_vocabulary(bad):
   assert model.logits([[1, 96, 2]]).shape == (1, 3, 97)  # the last id is in range
   with pytest.raises(InputError, match=f"token id {bad} .*97"):
     model.logits([[1, bad, 2]])
+
+
+@needs_smollm2
+@needs_torch
+def test_greedy_off_matches_transformers_generate(smollm2, hf_from_gguf):
+  """32 greedy tokens of preset off equal transformers' `generate` on the same GGUF."""
+  import torch
+
+  prompt = "Once upon a time, in a small village by the sea, there lived"
+  ours = aj.generate(smollm2, prompt, 32, memory=aj.presets["off"])
+  eos = int(smollm2.tokenizer.eos_id)
+  with torch.no_grad():  # HF stops at EOS as we do (this prompt runs 32 tokens without one)
+    out = hf_from_gguf.generate(torch.tensor([ours.prompt_tokens]), max_new_tokens=32,
+                                do_sample=False, eos_token_id=eos, pad_token_id=eos)
+  assert ours.tokens == out[0, len(ours.prompt_tokens):].tolist() and len(ours.tokens) == 32
