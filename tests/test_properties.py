@@ -18,7 +18,7 @@ from attractor_jax.attractor import AttractorConfig, Timescale
 from attractor_jax.errors import InputError
 from tiny_models import CONFIG as MC  # shapes only: width 16, 2 layers
 STEPS = 12
-SETTINGS = settings(max_examples=50, deadline=None)
+SETTINGS = settings(max_examples=50, deadline=None, derandomize=True)  # the same examples in CI
 
 unit = st.floats(0.0, 1.0)
 cosine = st.floats(-1.0, 1.0)
@@ -62,7 +62,7 @@ def test_strength_stays_in_the_unit_interval_and_the_state_finite(cfg, seed):
     # The update's info reports the state it left.
     np.testing.assert_array_equal(info.strength, state.strength)
     np.testing.assert_allclose(info.feedback_norm, np.linalg.norm(state.feedback), rtol=1e-5,
-                               atol=0, err_msg=str(i))
+                               atol=1e-15, err_msg=str(i))  # float32 squares underflow below
     assert np.all((0.0 <= info.gate) & (info.gate <= 1.0)), i
     assert info.gate.shape == info.max_sim.shape == (cfg.num_banks,)
     assert info.active.shape == state.strength.shape and info.active.dtype == bool
