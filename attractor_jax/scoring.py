@@ -90,7 +90,8 @@ class Perplexity:
   def to_json(self) -> dict:
     """The fields that are set, the activity's numbers among them (e.g. "gate_open")."""
     out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-    return {**out, **out.pop("activity", {})}
+    activity = out.pop("activity", {})
+    return {**out, **activity}
 
 
 def perplexity(model: Model, text: str, window: int = 512, max_tokens: int | None = None, *,
