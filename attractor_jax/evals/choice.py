@@ -62,7 +62,7 @@ class ChoiceScores(NamedTuple):
   activity: dict[str, np.ndarray]  # {name: [seeds, items]}: the memory's activity over the
   # context passes (`Memory.activity`, e.g. the attractor's "gate_open"); {} without one
 
-  def activity_share(self, name: str = "gate_open") -> float | None:
+  def activity_share(self, name: str) -> float | None:
     """`name`'s activity over seeds and items (None: the memory does not report it)."""
     return None if name not in self.activity else float(self.activity[name].mean())
 
