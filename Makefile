@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m attractor_jax.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf $(VENV)

