@@ -41,7 +41,7 @@ def bytes_read_per_token(params) -> int:
           - table.nbytes + table.nbytes // table.shape[0])
 
 
-def _kernels(params) -> list[jax.Array]:
+def kernels(params) -> list[jax.Array]:
   """The [in, out] matrices one token goes through: every layer's kernels and the output."""
   return [a for path, a in jax.tree_util.tree_leaves_with_path(params)
           if jax.tree_util.keystr(path).endswith("['kernel']") and a.ndim == 2]
@@ -50,13 +50,13 @@ def _kernels(params) -> list[jax.Array]:
 def flops_per_token(params) -> int:
   """2 x the weights of every matrix a token is multiplied by (attention over the cache and
   the elementwise work are not counted)."""
-  return sum(2 * a.size for a in _kernels(params))
+  return sum(2 * a.size for a in kernels(params))
 
 
 def matmul_gflops(params, rows: int, repeats: int = 5) -> float:
   """GFLOP/s of `rows` rows through one layer's matrices and the output matrix, jitted, in
   float32: the rate the model's own shapes reach at this row count."""
-  mats = _kernels(params["layers"][0]) + _kernels({"lm_head": params["lm_head"]})
+  mats = kernels(params["layers"][0]) + kernels({"lm_head": params["lm_head"]})
   xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
   product = jax.jit(lambda xs, ms: [x @ m for x, m in zip(xs, ms)])
   seconds = median_seconds(product, xs, mats, repeats=repeats)

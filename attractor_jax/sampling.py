@@ -125,14 +125,26 @@ def draw(weights_V, u, block: int = 256):
   return (b * block + jnp.minimum(i, last_weighted)).astype(jnp.int32)
 
 
-def nucleus(probs_V, top_p):
+def nucleus(probs_V, top_p, candidates: int = 256):
   """The top-p set: token i is kept when the tokens strictly more probable than it hold less
   than `top_p` of the mass (every token when top_p = 1).
 
-  The smallest kept probability is found by bisection over float32 bit patterns (ordered as
-  integers for non-negative floats): 32 masked sums instead of a sort of the vocabulary.
-  Tied tokens at the boundary are kept or dropped together.
+  The smallest kept probability is found by bisection (`smallest_kept`) over the `candidates`
+  most probable tokens when they hold `top_p` of the mass (the nucleus is then among them:
+  every decision of the bisection is the one it takes over the whole vocabulary), else over
+  the whole vocabulary. Tied tokens at the boundary are kept or dropped together.
   """
+  V = probs_V.shape[0]
+  top_C = jax.lax.top_k(probs_V, min(candidates, V))[0]
+  smallest = jax.lax.cond(jnp.sum(top_C) >= top_p, lambda: smallest_kept(top_C, top_p),
+                          lambda: smallest_kept(probs_V, top_p))
+  return (jax.lax.bitcast_convert_type(probs_V, jnp.int32) >= smallest) | (top_p >= 1.0)
+
+
+def smallest_kept(probs_V, top_p):
+  """The float32 bit pattern of the smallest probability the top-p set keeps, by bisection
+  over bit patterns (ordered as integers for non-negative floats): 32 masked sums instead of
+  a sort."""
   bits_V = jax.lax.bitcast_convert_type(probs_V, jnp.int32)
 
   def halve(_, lo_hi):  # mass above lo >= top_p > mass above hi
@@ -141,5 +153,4 @@ def nucleus(probs_V, top_p):
     below = jnp.sum(jnp.where(bits_V > mid, probs_V, 0.0)) < top_p
     return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
 
-  _, smallest_kept = jax.lax.fori_loop(0, 32, halve, (jnp.int32(-1), jnp.max(bits_V)))
-  return (bits_V >= smallest_kept) | (top_p >= 1.0)
+  return jax.lax.fori_loop(0, 32, halve, (jnp.int32(-1), jnp.max(bits_V)))[1]

@@ -22,7 +22,17 @@ default model's shapes (batch 1, one token), median of 30 calls after warm-up (1
   - greedy sampling of 64 rows, row by row as `sampling.sample_tokens` runs it: `jnp.argmax`
     vs `sampling.first_max`;
   - 120 decode steps of 16 and 64 seeds after the bench prompt, 256 slots (ms per step): one
-    loop reading every slot vs phases reading the first 128, then 256 (`read_bounds`).
+    loop reading every slot vs phases reading the first 128, then 256 (`read_bounds`);
+  - top-p sampling of the model's own logits, 64 rows (a sampled continuation of the bench
+    prompt): the bisection over the whole vocabulary in every row vs `sampling.nucleus`'s
+    bisection over the 256 most probable tokens where they hold top_p (issue 32).
+
+`breakdown` splits one decode step (seed preset, top-p 0.95 at temperature 0.8, 256 slots,
+the cache holding the prompt and 64 tokens) at 1, 16 and 64 rows into parts, each jitted and
+timed alone at the step's shapes: the products (every layer's matrices and the output's),
+attention over the cache (30 layers), sampling, the memory's read and update; "rest" is the
+step minus their sum (norms, RoPE, the cache writes, the loop's bookkeeping). The step itself
+is the decode loop's time per token.
 The KV cache layout change (see `transformer.KVCache`) shows in the decoder as a whole: the
 context-length curve of `experiments.growth`.
 """
@@ -30,14 +40,16 @@ context-length curve of `experiments.growth`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import attractor_jax as aj
-from attractor_jax import decoding, roofline, sampling
+from attractor_jax import decoding, layers, roofline, sampling
 from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
 from attractor_jax.results import git_commit, machine_info
@@ -65,6 +77,103 @@ def gumbel_top_p(logits_V, key, temperature, top_p):
   scaled = logits_V / jnp.maximum(temperature, 1e-6)
   kept = sampling.nucleus(jax.nn.softmax(scaled), top_p)
   return jax.random.categorical(key, jnp.where(kept, scaled, -jnp.inf))
+
+
+def whole_vocab_top_p(logits_V, key, temperature, top_p):
+  """The top-p draw before issue 32: the bisection over every token of the vocabulary."""
+  probs_V = jax.nn.softmax(logits_V / jnp.maximum(temperature, 1e-6))
+  kept_V = jax.lax.bitcast_convert_type(probs_V, jnp.int32) >= sampling.smallest_kept(probs_V,
+                                                                                      top_p)
+  return sampling.draw(jnp.where(kept_V, probs_V, 0.0), jax.random.uniform(key))
+
+
+def _model_logits(model, rows: int = 64) -> jax.Array:
+  """The model's logits after the bench prompt and each of `rows` tokens of its sampled
+  continuation [rows, V]."""
+  ids = prompt_ids(model, PROMPT)
+  g = aj.generate(model, PROMPT, rows, memory=None, temperature=0.8, top_p=0.95)
+  seq = np.concatenate([ids, np.asarray(g.tokens)])[:len(ids) + rows - 1]
+  return jnp.asarray(np.asarray(model.logits([seq.tolist()]))[0, -rows:])
+
+
+def _model_sampling(model, rows: int = 64) -> dict:
+  logits_RxV = _model_logits(model, rows)
+  keys = jax.random.split(jax.random.key(2), rows)
+  per_row = lambda f: jax.jit(lambda l, k: jax.lax.map(lambda r: f(*r, 0.8, 0.95), (l, k)))
+  return {"before_ms": _ms(per_row(whole_vocab_top_p), logits_RxV, keys, repeats=10),
+          "after_ms": _ms(jax.jit(sampling.sample_tokens), logits_RxV, keys, 0.8, 0.95,
+                          repeats=10)}
+
+
+def breakdown(model, rows: int, slots: int = 256, steps: int = 64) -> dict:
+  """ms per decode step and per part of it (see the module's docstring)."""
+  cfg, params = model.config, model.params
+  engine = model.engine(aj.presets["seed"])
+  ids = jnp.asarray(prompt_ids(model, PROMPT))
+  keys = jax.random.split(jax.random.key(0), rows)
+  prompts = jnp.repeat(ids[None], rows, 0)
+  sampler = dict(temperature=0.8, top_p=0.95, eos_id=-1)
+  rows_state = decoding.prefill(engine, params, prompts, keys, keys, cache_len=slots,
+                                buffer=2 * steps + 1, shared_prompt=True, **sampler)
+  rows_state = decoding.decode(engine, params, rows_state, keys, steps, **sampler,
+                               phases_from=ids.shape[0])  # the cache holds prompt + 64 tokens
+  loop = jax.jit(lambda params, r, k: decoding.decode(engine, params, r, k, 2 * steps, **sampler,
+                                                      phases_from=int(r.slot[0])))
+  copy = lambda: jax.tree.map(jnp.copy, rows_state)  # decode donates its rows
+  loop(params, copy(), keys)
+  step_ms = 1e3 * np.median([_timed(loop, params, copy(), keys) for _ in range(3)]) / steps
+
+  mats = [m for lp in params["layers"] for m in roofline.kernels(lp)] + [
+      params["lm_head"]["kernel"]]
+  xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
+  products = jax.jit(lambda xs, ms: [x @ m for x, m in zip(xs, ms)])
+  B, K, X, H = rows, cfg.num_kv_heads, cfg.head_dim, cfg.num_heads
+  written = int(rows_state.slot[0])
+  bound = next(b for b in decoding.read_bounds(slots, above=ids.shape[0]) if b > written)
+  cache_k = [jnp.ones((B, K, bound, X)) for _ in range(cfg.num_layers)]
+  q, k1 = jnp.ones((B, 1, H, X)), jnp.ones((B, K, 1, X))
+  pos = jnp.full((B, 1), written, jnp.int32)
+  slot_pos = jnp.broadcast_to(jnp.arange(bound)[None], (B, bound))
+  attention = jax.jit(lambda caches: [layers.attend(q, k1, k1, pos, cfg, (c, c, slot_pos))
+                                      for c in caches])
+  logits_BxV = jnp.tile(_model_logits(model, 8), (max(rows // 8, 1), 1))[:rows]
+  samples = jax.jit(sampling.sample_tokens)
+  passed = engine.run_pass(params, rows_state.token[:, None], rows_state.position[:, None],
+                           rows_state.cache, engine.feedback(rows_state.memory_state),
+                           slot=rows_state.slot[0], last_logits_only=True)
+  remember = jax.jit(lambda p, passed, state: engine.remember(
+      p, rows_state.token[:, None], rows_state.position[:, None], passed, state,
+      engine.feedback(state), last_logits_only=True).memory_state)
+  parts = {"products": _ms(products, xs, mats, repeats=10),
+           "attention": _ms(attention, cache_k, repeats=10),
+           "sampling": _ms(samples, logits_BxV, keys, 0.8, 0.95, repeats=10),
+           "memory": _ms(remember, params, passed, rows_state.memory_state, repeats=10)}
+  parts["rest"] = step_ms - sum(parts.values())
+  flops = rows * roofline.flops_per_token(params)
+  return {"rows": rows, "slots_read": bound, "step_ms": step_ms, "parts_ms": parts,
+          "products_gflops": flops / parts["products"] / 1e6}
+
+
+def _timed(fn, *args) -> float:
+  t = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def whole_vocab_nucleus():
+  """Decoding as before issue 32: every row's top-p bisection over the whole vocabulary
+  (programs traced inside see it; compiled ones are dropped on entry and exit)."""
+  fast = sampling.nucleus
+  sampling.nucleus = lambda probs_V, top_p: (jax.lax.bitcast_convert_type(probs_V, jnp.int32)
+                                             >= sampling.smallest_kept(probs_V, top_p)) | (
+                                                 top_p >= 1.0)
+  jax.clear_caches()
+  try:
+    yield
+  finally:
+    sampling.nucleus = fast
+    jax.clear_caches()
 
 
 def _batched_sampling(logits_V, rows: int = 64) -> dict:
@@ -204,15 +313,23 @@ def main(argv=None):
   for seeds in (16, 64):
     rows[f"{seeds}-seed decode, 256 slots, reading written slots only, per step"] = _phases(
         model, seeds)
+  rows["sampling the model's logits, top-p 0.95, temperature 0.8, 64 rows"] = _model_sampling(
+      model)
   for row in rows.values():
     row["saved_ms"] = row["before_ms"] - row["after_ms"]
+  parts = {"after": [breakdown(model, n) for n in (1, 16, 64)]}
+  with whole_vocab_nucleus():
+    parts["before"] = [breakdown(model, n) for n in (1, 16, 64)]
   write_json_atomic(args.out, {
-      "experiment": "decode-kernels", "model": model.spec, "rows": rows,
+      "experiment": "decode-kernels", "model": model.spec, "rows": rows, "breakdown": parts,
       "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3, "prefill": 5,
                   "decode phases": 3},
       "git_commit": git_commit(), "machine": machine_info()})
   for name, row in rows.items():
     print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")
+  for when, by_rows in parts.items():
+    for part in by_rows:
+      print(when, part)
 
 
 if __name__ == "__main__":

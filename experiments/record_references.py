@@ -18,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from attractor_jax.bench import load_hf
+from attractor_jax.bench_peer import load_hf
 from attractor_jax.data import load_text
 from attractor_jax.model import gguf_path
 from attractor_jax.tokenizer import tokenizer_from_gguf

@@ -5,9 +5,15 @@ import math
 
 import pytest
 
+from conftest import needs_torch
 
-RATIOS = {"decode_tokens_per_s_vs_transformers", "decode_ms_per_token_vs_bandwidth_limit",
+
+RATIOS = {"decode_tokens_per_s_vs_transformers",
+          "decode_tokens_per_s_vs_transformers_separate_process",
+          "decode_ms_per_token_vs_bandwidth_limit",
           "decode_time_seed_vs_off_ci95_upper", "decode_time_multiscale_vs_off_ci95_upper",
+          "sweep_16_vs_transformers", "sweep_64_vs_transformers",
+          "sweep_16_vs_transformers_separate_process", "sweep_64_vs_transformers_separate_process",
           "sweep_wall_16_vs_1_seed", "sweep_wall_64_vs_1_seed", "sweep_16_rows_compute_fraction",
           "sweep_64_rows_compute_fraction", "scoring_compute_fraction",
           "scoring_tokens_per_s_vs_transformers"}
@@ -56,3 +62,21 @@ def test_flops_per_token_counts_every_matrix_once():
       + c.num_heads * c.head_dim * c.width + 3 * c.width * c.mlp_width
   assert roofline.flops_per_token(model.params) == 2 * (c.num_layers * per_layer
                                                          + c.width * c.vocab_size)
+
+
+@needs_torch
+def test_the_peer_samples_every_row_to_the_token_count_in_a_separate_process(tmp_path):
+  """`bench_peer` (transformers' batched sampling, EOS unable to stop it) on a tiny random
+  llama, run as the bench runs it: a separate process printing one JSON object."""
+  import json
+  import subprocess
+  import sys
+
+  from tiny_models import llama_dir
+  llama_dir(tmp_path)
+  out = subprocess.run([sys.executable, "-m", "attractor_jax.bench_peer", "--model",
+                        str(tmp_path), "--ids", "1,5,9", "--rows", "1,3", "--tokens", "6",
+                        "--repeats", "1"], check=True, capture_output=True, text=True)
+  result = json.loads(out.stdout)
+  assert set(result["sample_s"]) == {"1", "3"} and all(s > 0 for s in result["sample_s"].values())
+  assert math.isfinite(result["decode_ms_per_token"])

@@ -277,16 +277,23 @@ def test_first_max_is_argmax():
   assert 0 <= int(sampling.first_max(nan_row)) < 1000
 
 
+@pytest.mark.parametrize("candidates", [16, 4096])  # most rows' nuclei outside / all inside
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999, 1.0])
-def test_nucleus_equals_the_sorted_prefix(top_p):
-  """The bisection keeps exactly the smallest most-probable prefix reaching top_p (a sort)."""
-  probs_RxV = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(2), (8, 4096)) * 4.0))
-  kept_RxV = np.asarray(jax.vmap(sampling.nucleus, in_axes=(0, None))(probs_RxV, top_p))
+def test_nucleus_equals_the_sorted_prefix(top_p, candidates):
+  """The bisection keeps exactly the smallest most-probable prefix reaching top_p (a sort),
+  whether the nucleus lies among the candidates or not; tied tokens go together."""
+  probs_RxV = np.array(jax.nn.softmax(jax.random.normal(jax.random.key(2), (8, 4096)) * 4.0))
+  probs_RxV[7] = np.where(np.arange(4096) % 41 == 0, 0.01, 0.0)  # 100 tied tokens, 0.01 each
+  probs_RxV[7, -3:] = 1e-4
+  nucleus = lambda probs_V: sampling.nucleus(probs_V, top_p, candidates)
+  kept_RxV = np.asarray(jax.vmap(nucleus)(probs_RxV))
   for probs_V, kept_V in zip(probs_RxV.astype(np.float64), kept_RxV):
-    order = np.argsort(-probs_V)
+    order = np.argsort(-probs_V, kind="stable")
     before = np.cumsum(probs_V[order]) - probs_V[order]  # mass ranked above each token
     want = np.zeros_like(kept_V)
     want[order] = (before < top_p) | (top_p >= 1.0)
+    ties = probs_V == probs_V[order][np.flatnonzero(want[order])[-1]]  # with the last kept
+    want |= ties
     np.testing.assert_array_equal(kept_V, want)
 
 

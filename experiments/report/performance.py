@@ -47,7 +47,24 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
                 "| kernel | before ms | after ms | saved ms |", "|---|---|---|---|"]
     section += [f"| {k} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | {v['saved_ms']:.2f} |"
                 for k, v in kernels["rows"].items()]
+    if "breakdown" in kernels:
+      section += breakdown_table(kernels["breakdown"])
   return rows, section + [""]
+
+
+def breakdown_table(breakdown: dict) -> list[str]:
+  """One decode step split into parts, before and after the last change (ms per step)."""
+  names = list(breakdown["after"][0]["parts_ms"])
+  lines = ["", "One decode step in parts (ms; seed preset, top-p sampling, 256-slot cache; "
+           "`breakdown` in the script's docstring):", "",
+           "| code | rows | step | " + " | ".join(names) + " | products GFLOP/s |",
+           "|---|---|---|" + "---|" * len(names) + "---|"]
+  for when in ("before", "after"):
+    for b in breakdown.get(when, []):
+      parts = " | ".join(f"{b['parts_ms'][n]:.1f}" for n in names)
+      lines.append(f"| {when} | {b['rows']} | {b['step_ms']:.1f} | {parts} | "
+                   f"{b['products_gflops']:.0f} |")
+  return lines
 
 
 def _repeats(repeats: dict) -> str:
