@@ -42,6 +42,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
+import pathlib
 import time
 
 import jax
@@ -117,8 +119,9 @@ def breakdown(model, rows: int, slots: int = 256, steps: int = 64) -> dict:
                                 buffer=2 * steps + 1, shared_prompt=True, **sampler)
   rows_state = decoding.decode(engine, params, rows_state, keys, steps, **sampler,
                                phases_from=ids.shape[0])  # the cache holds prompt + 64 tokens
-  loop = jax.jit(lambda params, r, k: decoding.decode(engine, params, r, k, 2 * steps, **sampler,
-                                                      phases_from=int(r.slot[0])))
+  start = int(rows_state.slot[0])
+  loop = lambda params, r, k: decoding.decode(engine, params, r, k, 2 * steps, **sampler,
+                                              phases_from=start)
   copy = lambda: jax.tree.map(jnp.copy, rows_state)  # decode donates its rows
   loop(params, copy(), keys)
   step_ms = 1e3 * np.median([_timed(loop, params, copy(), keys) for _ in range(3)]) / steps
@@ -128,11 +131,10 @@ def breakdown(model, rows: int, slots: int = 256, steps: int = 64) -> dict:
   xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
   products = jax.jit(lambda xs, ms: [x @ m for x, m in zip(xs, ms)])
   B, K, X, H = rows, cfg.num_kv_heads, cfg.head_dim, cfg.num_heads
-  written = int(rows_state.slot[0])
-  bound = next(b for b in decoding.read_bounds(slots, above=ids.shape[0]) if b > written)
+  bound = next(b for b in decoding.read_bounds(slots, above=ids.shape[0]) if b > start)
   cache_k = [jnp.ones((B, K, bound, X)) for _ in range(cfg.num_layers)]
   q, k1 = jnp.ones((B, 1, H, X)), jnp.ones((B, K, 1, X))
-  pos = jnp.full((B, 1), written, jnp.int32)
+  pos = jnp.full((B, 1), start, jnp.int32)
   slot_pos = jnp.broadcast_to(jnp.arange(bound)[None], (B, bound))
   attention = jax.jit(lambda caches: [layers.attend(q, k1, k1, pos, cfg, (c, c, slot_pos))
                                       for c in caches])
@@ -283,8 +285,44 @@ def _phases(model, seeds: int, slots: int = 256, steps: int = 120) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="results/decode_kernels.json")
+  parser.add_argument("--new-only", action="store_true",
+                      help="measure only the rows of the last change and the breakdown, into "
+                           "the existing file (each stamped with its own commit)")
   args = parser.parse_args(argv)
   model = aj.load()
+  if args.new_only:
+    result = json.loads(pathlib.Path(args.out).read_text())
+    result["rows"].update(_new_rows(model))
+  else:
+    result = {"experiment": "decode-kernels", "model": model.spec, "rows": _all_rows(model),
+              "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3,
+                          "prefill": 5, "decode phases": 3},
+              "git_commit": git_commit(), "machine": machine_info()}
+  result["breakdown"] = _breakdown_before_after(model)
+  write_json_atomic(args.out, result)
+  for name, row in result["rows"].items():
+    print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")
+  for when, by_rows in result["breakdown"].items():
+    for part in by_rows if isinstance(by_rows, list) else []:
+      print(when, part)
+
+
+def _new_rows(model) -> dict:
+  """The rows of the last change (issue 32), each with the commit and machine it ran on."""
+  row = _model_sampling(model)
+  row["saved_ms"] = row["before_ms"] - row["after_ms"]
+  row.update(git_commit=git_commit(), machine=machine_info())
+  return {"sampling the model's logits, top-p 0.95, temperature 0.8, 64 rows": row}
+
+
+def _breakdown_before_after(model) -> dict:
+  parts = {"after": [breakdown(model, n) for n in (1, 16, 64)]}
+  with whole_vocab_nucleus():
+    parts["before"] = [breakdown(model, n) for n in (1, 16, 64)]
+  return {**parts, "git_commit": git_commit(), "machine": machine_info()}
+
+
+def _all_rows(model) -> dict:
   cfg = model.config
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.standard_normal(cfg.vocab_size) * 3, jnp.float32)
@@ -313,23 +351,10 @@ def main(argv=None):
   for seeds in (16, 64):
     rows[f"{seeds}-seed decode, 256 slots, reading written slots only, per step"] = _phases(
         model, seeds)
-  rows["sampling the model's logits, top-p 0.95, temperature 0.8, 64 rows"] = _model_sampling(
-      model)
+  rows.update(_new_rows(model))
   for row in rows.values():
-    row["saved_ms"] = row["before_ms"] - row["after_ms"]
-  parts = {"after": [breakdown(model, n) for n in (1, 16, 64)]}
-  with whole_vocab_nucleus():
-    parts["before"] = [breakdown(model, n) for n in (1, 16, 64)]
-  write_json_atomic(args.out, {
-      "experiment": "decode-kernels", "model": model.spec, "rows": rows, "breakdown": parts,
-      "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3, "prefill": 5,
-                  "decode phases": 3},
-      "git_commit": git_commit(), "machine": machine_info()})
-  for name, row in rows.items():
-    print(f"{name}: {row['before_ms']:.2f} -> {row['after_ms']:.2f} ms")
-  for when, by_rows in parts.items():
-    for part in by_rows:
-      print(when, part)
+    row.setdefault("saved_ms", row["before_ms"] - row["after_ms"])
+  return rows
 
 
 if __name__ == "__main__":

@@ -45,18 +45,25 @@ def e2_section(res: dict) -> tuple[list[str], list[str]]:
                 f"{_repeats(kernels['repeats'])}; the script's docstring says what each row "
                 "compares):", "",
                 "| kernel | before ms | after ms | saved ms |", "|---|---|---|---|"]
-    section += [f"| {k} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | {v['saved_ms']:.2f} |"
-                for k, v in kernels["rows"].items()]
+    section += [f"| {k}{_own_commit(v)} | {v['before_ms']:.2f} | {v['after_ms']:.2f} | "
+                f"{v['saved_ms']:.2f} |" for k, v in kernels["rows"].items()]
     if "breakdown" in kernels:
       section += breakdown_table(kernels["breakdown"])
   return rows, section + [""]
 
 
+def _own_commit(row: dict) -> str:
+  """' (git abc1234)' for a row measured later than the file's other rows."""
+  return f" (git {row['git_commit'][:7]})" if "git_commit" in row else ""
+
+
 def breakdown_table(breakdown: dict) -> list[str]:
   """One decode step split into parts, before and after the last change (ms per step)."""
   names = list(breakdown["after"][0]["parts_ms"])
-  lines = ["", "One decode step in parts (ms; seed preset, top-p sampling, 256-slot cache; "
-           "`breakdown` in the script's docstring):", "",
+  lines = ["", f"One decode step in parts (ms; seed preset, top-p sampling, 256-slot cache; "
+           f"git {breakdown['git_commit'][:7]}; `breakdown` in the script's docstring). The "
+           "before and after blocks ran minutes apart: compare parts within a block; across "
+           "blocks only where the unchanged products moved little:", "",
            "| code | rows | step | " + " | ".join(names) + " | products GFLOP/s |",
            "|---|---|---|" + "---|" * len(names) + "---|"]
   for when in ("before", "after"):
