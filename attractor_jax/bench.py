@@ -182,7 +182,7 @@ def _peer(model, hf, ids, tokens: int, rows_list, repeats: int) -> dict:
           continue
         t = time.perf_counter()
         runs = ours(rows)
-        steps = max(len(t) for t in runs.tokens)
+        steps = max(len(row) for row in runs.tokens)
         seconds[side][rows].append((time.perf_counter() - t) * tokens / steps)
   return {side: {r: statistics.median(v) for r, v in by_rows.items()}
           for side, by_rows in seconds.items()}

@@ -81,14 +81,6 @@ def gumbel_top_p(logits_V, key, temperature, top_p):
   return jax.random.categorical(key, jnp.where(kept, scaled, -jnp.inf))
 
 
-def whole_vocab_top_p(logits_V, key, temperature, top_p):
-  """The top-p draw before issue 32: the bisection over every token of the vocabulary."""
-  probs_V = jax.nn.softmax(logits_V / jnp.maximum(temperature, 1e-6))
-  kept_V = jax.lax.bitcast_convert_type(probs_V, jnp.int32) >= sampling.smallest_kept(probs_V,
-                                                                                      top_p)
-  return sampling.draw(jnp.where(kept_V, probs_V, 0.0), jax.random.uniform(key))
-
-
 def _model_logits(model, rows: int = 64) -> jax.Array:
   """The model's logits after the bench prompt and each of `rows` tokens of its sampled
   continuation [rows, V]."""
@@ -101,10 +93,10 @@ def _model_logits(model, rows: int = 64) -> jax.Array:
 def _model_sampling(model, rows: int = 64) -> dict:
   logits_RxV = _model_logits(model, rows)
   keys = jax.random.split(jax.random.key(2), rows)
-  per_row = lambda f: jax.jit(lambda l, k: jax.lax.map(lambda r: f(*r, 0.8, 0.95), (l, k)))
-  return {"before_ms": _ms(per_row(whole_vocab_top_p), logits_RxV, keys, repeats=10),
-          "after_ms": _ms(jax.jit(sampling.sample_tokens), logits_RxV, keys, 0.8, 0.95,
-                          repeats=10)}
+  sample = lambda: _ms(jax.jit(sampling.sample_tokens), logits_RxV, keys, 0.8, 0.95, repeats=10)
+  with whole_vocab_nucleus():
+    before = sample()
+  return {"before_ms": before, "after_ms": sample()}
 
 
 def breakdown(model, rows: int, slots: int = 256, steps: int = 64) -> dict:
@@ -167,9 +159,12 @@ def whole_vocab_nucleus():
   """Decoding as before issue 32: every row's top-p bisection over the whole vocabulary
   (programs traced inside see it; compiled ones are dropped on entry and exit)."""
   fast = sampling.nucleus
-  sampling.nucleus = lambda probs_V, top_p: (jax.lax.bitcast_convert_type(probs_V, jnp.int32)
-                                             >= sampling.smallest_kept(probs_V, top_p)) | (
-                                                 top_p >= 1.0)
+
+  def every_token(probs_V, top_p):
+    bits_V = jax.lax.bitcast_convert_type(probs_V, jnp.int32)
+    return (bits_V >= sampling.smallest_kept(probs_V, top_p)) | (top_p >= 1.0)
+
+  sampling.nucleus = every_token
   jax.clear_caches()
   try:
     yield
