@@ -1,4 +1,4 @@
-"""The `attractor-jax` command: generate, ppl, sweep, bench. `--json` prints one JSON object.
+"""The `attractor-jax` command: generate, ppl, sweep, bench, eval. `--json` prints one JSON object.
 
 Bad input exits with status 2 and one line on stderr naming the value; never a traceback.
 """
@@ -90,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
   bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
   bench.add_argument("--out", default="results/bench.json")
   bench.add_argument("--json", action="store_true")
+  ev = sub.add_parser("eval", help="the benchmark suite's verdict on a memory (a scorecard)")
+  ev.add_argument("--memory", required=True,
+                  help="a preset name, package.module:Class or path/file.py:Class")
+  ev.add_argument("--model", default="smollm2-135m")
+  ev.add_argument("--quick", action="store_true", help="a small design: a smoke run (~3 min)")
+  ev.add_argument("--out", help="directory for the scorecard and finished arms (resumable)")
+  ev.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
+                  help="calibrate the memory over these values on the calibration split")
+  ev.add_argument("--reuse", metavar="DIR",
+                  help="copy the arms that do not depend on the memory (off, the cache grid, "
+                       "the positive control) from an earlier eval's --out of the same model")
+  ev.add_argument("--tasks", help="the tasks to run, comma-separated (default: all: recall, "
+                                  "perplexity, generation, comprehension)")
+  ev.add_argument("--json", action="store_true", help="print the scorecard as JSON")
   return parser
 
 
@@ -218,7 +232,50 @@ def _bench(args) -> dict:
   return result
 
 
-_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench}
+def _grid(pairs: list[str], memory) -> dict:
+  """--grid FIELD=V1,V2 ... as {field: [values]}, each value of the field's type."""
+  import dataclasses
+
+  fields = {f.name: f for f in dataclasses.fields(memory)}
+  grid = {}
+  for pair in pairs:
+    name, _, values = pair.partition("=")
+    if name not in fields or not values:
+      raise InputError(f"--grid {pair!r}: give FIELD=V1,V2 with a field of "
+                       f"{type(memory).__name__} ({', '.join(fields)})")
+    kind = type(getattr(memory, name))
+    try:
+      grid[name] = [kind(v) for v in values.split(",")]
+    except ValueError:
+      raise InputError(f"--grid {pair!r}: values must be {kind.__name__}") from None
+  return grid
+
+
+def _eval(args) -> dict | None:
+  import attractor_jax as aj
+  from attractor_jax import suite
+
+  from attractor_jax.suite.store import refuse_foreign
+
+  memory = suite.load_memory(args.memory)
+  grid = _grid(args.grid, memory)
+  tasks = list(suite.TASKS) if args.tasks is None else args.tasks.split(",")
+  unknown = [t for t in tasks if t not in suite.TASKS]
+  if unknown or not tasks:
+    raise InputError(f"--tasks {args.tasks!r}: give tasks of {', '.join(suite.TASKS)}, "
+                     "comma-separated")
+  if args.out:
+    refuse_foreign(args.out)
+  model = aj.load(args.model)
+  card = suite.evaluate(model, memory, memory_name=args.memory, tasks=tasks, quick=args.quick,
+                        out=args.out, grid=grid, reuse=args.reuse, progress=not args.json)
+  if args.json:
+    return json.loads(card.to_json())
+  print(card.to_markdown())
+  return None
+
+
+_COMMANDS = {"generate": _generate, "ppl": _ppl, "sweep": _sweep, "bench": _bench, "eval": _eval}
 
 
 def main(argv=None) -> int:

@@ -37,6 +37,8 @@ class Step(NamedTuple):
   taps: Taps
   feedback_ratio: jax.Array  # [B]: |feedback this pass received| / the host layer's residual
   # norm (`memories.base.residual_norm`); 0 without a memory
+  produced_ratio: jax.Array  # [B]: |feedback the memory made for the next pass| / this pass's
+  # residual norm: the memory's size in the frame controls use (`ControlConfig`)
 
 
 class Pass(NamedTuple):
@@ -114,15 +116,16 @@ class Engine:
     logits) and updates `memory_state` for the next pass."""
     logits, cache, taps = passed
     if self.memory is None:
-      return Step(logits, cache, None, None, taps, jnp.zeros(logits.shape[:1], jnp.float32))
+      zeros_B = jnp.zeros(logits.shape[:1], jnp.float32)
+      return Step(logits, cache, None, None, taps, zeros_B, zeros_B)
     obs = Observation(tokens=tokens_BxT, positions=positions_BxT, attn_out=taps.attn_out,
                       residual=taps.residual, hidden=taps.hidden, logits=logits)
     per_row = functools.partial(jax.vmap, in_axes=(0, 0, None))
     logits = per_row(self.memory.read)(memory_state, obs, params)
     memory_state, info = per_row(self.memory.observe)(memory_state, obs, params)
-    ratio_B = _norm_ratio(feedback_BxD, taps.residual)
     return Step(logits[:, -1:] if last_logits_only else logits, cache, memory_state, info, taps,
-                ratio_B)
+                _norm_ratio(feedback_BxD, taps.residual),
+                _norm_ratio(self.feedback(memory_state), taps.residual))
 
   def fresh_states(self, params, keys_B, prompts_BxT=None, prompt_attn_BxTxD=None):
     """A fresh memory state per row, [B, ...] (None without a memory). A memory that wants
@@ -164,7 +167,7 @@ class Engine:
     if self.memory is None:
       return Trace(hidden=hidden_BxD, finite=finite_B)
     return Trace(hidden=hidden_BxD, info=out.info, feedback_ratio=out.feedback_ratio,
-                 finite=finite_B & jax.vmap(state_finite)(out.memory_state))
+                 produced_ratio=out.produced_ratio, finite=finite_B & jax.vmap(state_finite)(out.memory_state))
 
   def trace_row_shape(self, params) -> Trace:
     """The shapes and dtypes of one row's Trace entry (one pass of one sequence)."""

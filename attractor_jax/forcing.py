@@ -24,6 +24,7 @@ class Forced(NamedTuple):
   nll: jax.Array  # [B, L-1]: -log p(token t+1 | tokens ..t), as the memory left the model
   info: Any  # the memory's update info per pass, [B, L, ...]; None without a memory
   feedback_ratio: jax.Array  # [B, L]: |feedback the pass received| / its residual norm
+  produced_ratio: jax.Array  # [B, L]: |feedback it made for the next pass| / its residual norm
   finite: jax.Array  # [B]: no NaN or Inf in any pass's logits or the final memory state
   candidate_logprob: jax.Array | None  # [B, L, C]: log p(candidate c | tokens ..t); None unasked
 
@@ -73,17 +74,17 @@ def _scored(engine: Engine, params, tokens_BxL, memory_state, candidates_C=None)
     nll_B = -jnp.take_along_axis(logp_BxV, target_B[:, None], axis=-1)[:, 0]
     finite_B = jnp.all(jnp.isfinite(out.logits), axis=(1, 2))
     candidates = None if candidates_C is None else logp_BxV[:, candidates_C]
-    return None, (nll_B, out.info, out.feedback_ratio, finite_B, candidates)
+    return None, (nll_B, out.info, out.feedback_ratio, out.produced_ratio, finite_B, candidates)
 
   cache = init_cache(engine.config, B, L, engine.dtype)
-  _, memory_state, _, (nll, info, ratio, finite, candidates) = read(
+  _, memory_state, _, (nll, info, ratio, produced, finite, candidates) = read(
       engine, params, tokens_BxL, jnp.zeros((B,), jnp.int32), 0, cache, memory_state, None, score)
   rows_first = lambda tree: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
   finite_B = jnp.all(finite, axis=0)
   if memory_state is not None:
     finite_B &= jax.vmap(state_finite)(memory_state)
   return memory_state, Forced(nll=nll.T[:, :-1], info=rows_first(info), feedback_ratio=ratio.T,
-                              finite=finite_B, candidate_logprob=rows_first(candidates))
+                              produced_ratio=produced.T, finite=finite_B, candidate_logprob=rows_first(candidates))
 
 
 def activity(engine: Engine, info_BxLx):
@@ -96,14 +97,16 @@ def activity(engine: Engine, info_BxLx):
 
 
 @functools.partial(jax.jit, static_argnames=("engine", "prompt_len"))
-def teacher_forced(engine: Engine, params, tokens_BxL, init_keys_B, candidates_C=None, *,
-                   prompt_len: int) -> Forced:
+def teacher_forced(engine: Engine, params, tokens_BxL, init_keys_B, candidates_C=None,
+                   memory_state=None, *, prompt_len: int) -> Forced:
   """Reads each row token by token, one pass per token as in generation, each with a fresh
-  memory (initialised from its first `prompt_len` tokens' attention outputs), and scores
-  every next token. With `candidates_C` (token ids), also every position's log-probability
-  of each candidate: a multiple-choice answer scored from one row instead of one per choice.
+  memory (initialised from its first `prompt_len` tokens' attention outputs) unless
+  `memory_state` [B, ...] is given, and scores every next token. With `candidates_C` (token
+  ids), also every position's log-probability of each candidate: a multiple-choice answer
+  scored from one row instead of one per choice.
   """
-  memory_state = engine.fresh_states(params, init_keys_B, tokens_BxL[:, :prompt_len])
+  if memory_state is None:
+    memory_state = engine.fresh_states(params, init_keys_B, tokens_BxL[:, :prompt_len])
   return _scored(engine, params, tokens_BxL, memory_state, candidates_C)[1]
 
 
@@ -131,6 +134,24 @@ def stepwise_nll(engine: Engine, params, windows_WxL, init_keys_B, prompt_attn_T
 
 
 @functools.partial(jax.jit, static_argnames=("engine",))
+def carried(engine: Engine, params, windows_BxWxL, memory_state) -> Forced:
+  """Reads each row's W windows in order, token by token: the KV cache restarts at every
+  window while the memory state carries over. Forced with a window axis after the row axis
+  ([B, W, L-1] NLL, [B, W, L] ratios; `info` and `candidate_logprob` None)."""
+
+  def one_window(state, window_BxL):
+    state, forced = _scored(engine, params, window_BxL, state)
+    return state, forced._replace(info=None)
+
+  _, forced = jax.lax.scan(one_window, memory_state, jnp.swapaxes(windows_BxWxL, 0, 1))
+  windows_second = lambda a: None if a is None else jnp.swapaxes(a, 0, 1)
+  return Forced(nll=windows_second(forced.nll), info=None,
+                feedback_ratio=windows_second(forced.feedback_ratio),
+                produced_ratio=windows_second(forced.produced_ratio),
+                finite=jnp.all(forced.finite, axis=0), candidate_logprob=None)
+
+
+@functools.partial(jax.jit, static_argnames=("engine",))
 def window_nll(engine: Engine, params, tokens_BxL):
   """Summed next-token NLL of each row (L-1 predictions), one plain pass: [B]."""
   logits = engine.forward(params, tokens_BxL)
@@ -138,22 +159,26 @@ def window_nll(engine: Engine, params, tokens_BxL):
 
 
 @functools.partial(jax.jit, static_argnames=("engine", "segment"))
-def choice_scores(engine: Engine, params, contexts_BxL, choices_BxCxJ, mask_BxCxJ, init_keys_B, *,
-                  segment: int):
+def choice_scores(engine: Engine, params, contexts_BxL, choices_BxCxJ, mask_BxCxJ, init_keys_B,
+                  memory_state=None, *, segment: int):
   """Per row (an item and a seed) and choice: the summed log-probability of the choice's
   tokens and whether each is the argmax, [B, C] each; per row, the memory's activity over the
-  context passes ({name: [B]}). The context is read in `segment`-token passes from a fresh
-  memory; each choice is then one more pass from that cache and state.
+  context passes ({name: [B]}) and its realised and received sizes (`Step.produced_ratio`,
+  `Step.feedback_ratio`, [B] each, their means over those passes). The context is read in
+  `segment`-token passes from `memory_state` (None: a fresh memory); each choice is then one
+  more pass from that cache and state.
   """
   B, L = contexts_BxL.shape
   J = choices_BxCxJ.shape[2]
-  memory_state = engine.fresh_states(params, init_keys_B, contexts_BxL)
+  if memory_state is None:
+    memory_state = engine.fresh_states(params, init_keys_B, contexts_BxL)
   cache = init_cache(engine.config, B, L + J, engine.dtype)
 
   def last_logits(out, j, _):
-    return out.logits[:, -1], {} if out.info is None else jax.vmap(engine.memory.activity)(out.info)
+    activity = {} if out.info is None else jax.vmap(engine.memory.activity)(out.info)
+    return out.logits[:, -1], (activity, out.produced_ratio, out.feedback_ratio)
 
-  cache, memory_state, last_BxV, activity_PxB = read(
+  cache, memory_state, last_BxV, (activity_PxB, produced_PxB, fed_PxB) = read(
       engine, params, contexts_BxL, jnp.zeros((B,), jnp.int32), 0, cache, memory_state,
       jnp.zeros((B, engine.config.vocab_size), jnp.float32), last_logits, segment)
 
@@ -167,4 +192,5 @@ def choice_scores(engine: Engine, params, contexts_BxL, choices_BxCxJ, mask_BxCx
             jnp.all(jnp.where(mask_BxJ, hit_BxJ, True), axis=1))
 
   logprob_BxC, greedy_BxC = jax.vmap(score, in_axes=1, out_axes=1)(choices_BxCxJ, mask_BxCxJ)
-  return logprob_BxC, greedy_BxC, {name: v.mean(axis=0) for name, v in activity_PxB.items()}
+  return (logprob_BxC, greedy_BxC, {name: v.mean(axis=0) for name, v in activity_PxB.items()},
+          produced_PxB.mean(axis=0), fed_PxB.mean(axis=0))

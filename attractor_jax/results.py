@@ -28,3 +28,34 @@ def git_commit() -> str | None:
   except (OSError, subprocess.TimeoutExpired):
     return None
   return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_blob_hash(data: bytes) -> str:
+  """The hash git gives a file of these bytes (`git hash-object`)."""
+  import hashlib
+
+  return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sources() -> dict[str, str]:
+  """The git blob hash of every project file this process imported, by path from the
+  repository root: compare with `git hash-object` to tell whether a result's code changed."""
+  import sys
+
+  root = pathlib.Path(__file__).resolve().parent.parent
+  out = {}
+  for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if not path:
+      continue
+    path = pathlib.Path(path).resolve()
+    if (path.suffix == ".py" and path.is_relative_to(root) and ".venv" not in path.parts
+        and path.is_file()):  # a module may name a file relative to where it was built
+      out[path.relative_to(root).as_posix()] = git_blob_hash(path.read_bytes())
+  return dict(sorted(out.items()))
+
+
+def provenance(wall_s: float) -> dict:
+  """What every result file records: commit, machine, wall time and `sources`."""
+  return {"git_commit": git_commit(), "machine": machine_info(), "wall_s": round(wall_s, 1),
+          "sources": sources()}

@@ -21,6 +21,7 @@ class Trace(flax.struct.PyTreeNode):
   finite: jax.Array  # [n] bool: the pass's logits and the memory state after it have no NaN/Inf
   info: Any = None  # the memory's info pytree (e.g. attractor.UpdateInfo), [n, ...]; None: off
   feedback_ratio: Any = None  # [n]: |feedback the pass received| / its residual norm; None: off
+  produced_ratio: Any = None  # [n]: |feedback it made for the next pass| / its residual norm
 
 
 class SamplingState(flax.struct.PyTreeNode):

@@ -185,18 +185,25 @@ def cluster_means(values: Any, clusters: Any) -> np.ndarray:
 
 
 def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
-                       seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0, planned_sd: float | None = None,
+                       family_size: int = 1) -> dict[str, Any]:
   """A paired comparison over G independent clusters, one mean difference per cluster.
 
   Intervals valid at small G: a t interval and a BCa bootstrap interval (scipy.stats), the
   two-sided one-sample t-test p-value, and the minimum detectable effect: the smallest true
-  mean difference this G and spread detect with probability `power` at alpha = 1 - level
-  (two-sided, from the noncentral t distribution).
+  mean difference G clusters detect with probability `power` (two-sided, noncentral t) at
+  alpha = (1 - level) / family_size, the first step of Holm over a family of that size. The
+  MDE uses `planned_sd` when given (the project's policy, docs/method.md "Statistics": a
+  spread measured before the comparison, e.g. on the calibration split), else the observed
+  one; "mde_sd" says which. A planned spread of 0 (nothing moved the metric when it was
+  measured) sizes no effect: "mde" is None. G equal differences have no spread: p = 1 when
+  they are 0, else the exact sign-flip p-value 2 / 2**G (never 0).
 
   Args:
     diffs: [G] per-cluster differences (treatment - baseline), G >= 3.
   Returns:
-    {"clusters", "mean_diff", "sd", "t_ci95", "bca_ci95", "p_value", "mde"}.
+    {"clusters", "mean_diff", "sd", "t_ci95", "bca_ci95", "p_value", "mde", "mde_sd",
+     "mde_alpha"}.
   """
   import scipy.stats
 
@@ -204,18 +211,26 @@ def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
   G = d_G.size
   if G < 3:
     raise InputError(f"{G} clusters: a cluster comparison needs at least 3")
+  if family_size < 1:
+    raise InputError(f"family_size={family_size} must be >= 1")
   mean, sd = float(d_G.mean()), float(d_G.std(ddof=1))
-  out: dict[str, Any] = {"clusters": int(G), "mean_diff": mean, "sd": sd}
-  if sd == 0.0:  # every cluster moved by the same amount (e.g. all zero): no spread to test
+  alpha = (1 - level) / family_size
+  mde_sd = sd if planned_sd is None else float(planned_sd)
+  out: dict[str, Any] = {
+      "clusters": int(G), "mean_diff": mean, "sd": sd,
+      "mde": (minimum_detectable_effect(mde_sd, G, alpha, power) if mde_sd > 0
+              else None if planned_sd is not None else 0.0),
+      "mde_sd": "observed" if planned_sd is None else "planned", "mde_alpha": alpha}
+  if sd <= _TIE_RTOL * abs(mean):  # every cluster moved by the same amount: no spread to test
     return {**out, "t_ci95": [mean, mean], "bca_ci95": [mean, mean],
-            "p_value": 1.0 if mean == 0.0 else 0.0, "mde": 0.0}
+            "p_value": 1.0 if mean == 0.0 else 2.0 / 2.0**G}
   test = scipy.stats.ttest_1samp(d_G, 0.0)
   t_ci = test.confidence_interval(level)
   boot = scipy.stats.bootstrap((d_G,), np.mean, confidence_level=level, method="BCa",
                                n_resamples=9999, rng=np.random.default_rng(seed))
   return {**out, "t_ci95": [float(t_ci.low), float(t_ci.high)],
           "bca_ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
-          "p_value": float(test.pvalue), "mde": minimum_detectable_effect(sd, G, 1 - level, power)}
+          "p_value": float(test.pvalue)}
 
 
 def minimum_detectable_effect(sd: float, clusters: int, alpha: float = 0.05,
@@ -231,6 +246,11 @@ def minimum_detectable_effect(sd: float, clusters: int, alpha: float = 0.05,
   reach = lambda nc: np.nan_to_num(scipy.stats.nct.sf(crit, df, nc), nan=1.0) - power
   noncentrality = scipy.optimize.brentq(reach, 0.0, crit + 50.0)
   return float(noncentrality * sd / np.sqrt(clusters))
+
+
+def detectable(test: dict[str, Any], alpha: float = 0.05) -> bool:
+  """Whether a comparison's Holm-adjusted p-value (its "p_holm") is below `alpha`."""
+  return test["p_holm"] < alpha
 
 
 def holm(p_values: Any) -> list[float]:

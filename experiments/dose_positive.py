@@ -6,10 +6,10 @@
 The cache at its preset (tuned on 4,096-token contexts) is the study's positive control; in
 128-token windows it hurts. Can the suite see a working memory at all? Search (stated before
 the run): `CacheConfig(window=WINDOW)` at every theta in THETAS and lam in LAMS, on each task's
-calibration split (kv: as many items as the evaluation's, drawn with CALIBRATION_SEED; ppl:
+calibration split (kv: as many items as the evaluation's, drawn with KV_SEEDS["calibration"]; ppl:
 windows of the calibration novels); the winner (best mean change of the task's main metric)
 then runs on the evaluation split of experiments/dose_response.py (kv items of
-EVALUATION_SEED; windows of the evaluation novels), paired with off, and so does the preset. Both figures side by side: the winner's curse, measured.
+KV_SEEDS["evaluation"]; windows of the evaluation novels), paired with off, and so does the preset. Both figures side by side: the winner's curse, measured.
 Resumable: finished search rows are kept in the JSON and skipped on rerun.
 """
 
@@ -27,12 +27,12 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.writing import write_json_atomic
+from attractor_jax.suite.clusters import KV_PAIRS, KV_PROMPT_LEN, KV_SEEDS, kv_rows
 from experiments import dose_response as dose
 
 THETAS = (2.0, 8.0, 32.0)
 LAMS = (0.02, 0.1, 0.3, 0.6)
 WINDOW = 256  # longer than every row: the cache sees the whole row
-CALIBRATION_SEED, EVALUATION_SEED = 13, 12  # the kv items of each split
 
 
 class Split:
@@ -41,10 +41,9 @@ class Split:
   def __init__(self, model, task: str, split: str, size: int):
     self.model, self.task, self.kv = model, task, None
     if task == "kv":
-      seed = CALIBRATION_SEED if split == "calibration" else EVALUATION_SEED
-      self.kv = dose.kv_rows(model, size, seed=seed)
+      self.kv = kv_rows(model, size, seed=KV_SEEDS[split])
       self.rows, self.candidates, self.prompt_len = (self.kv.tokens, self.kv.candidates,
-                                                     dose.KV_PROMPT_LEN)
+                                                     KV_PROMPT_LEN)
     else:
       novels = dose.CALIBRATION_NOVELS if split == "calibration" else dose.EVAL_NOVELS
       self.rows, _ = dose.ppl_rows(self.model, size, novels)
@@ -104,8 +103,9 @@ def main(argv=None):
   sizes = {"kv": {"calibration": items, "evaluation": items},
            "ppl": {"calibration": windows, "evaluation": windows}}
   design = {"model": args.model, "sizes": sizes, "thetas": list(THETAS), "lams": list(LAMS),
-            "window": WINDOW, "kv_pairs": dose.KV_PAIRS, "kv_prompt_len": dose.KV_PROMPT_LEN,
-            "kv_seeds": [CALIBRATION_SEED, EVALUATION_SEED], "prompt_len": dose.PROMPT_LEN,
+            "window": WINDOW, "kv_pairs": KV_PAIRS, "kv_prompt_len": KV_PROMPT_LEN,
+            "kv_seeds": [KV_SEEDS["calibration"], KV_SEEDS["evaluation"]],
+            "prompt_len": dose.PROMPT_LEN,
             "novels": [dose.CALIBRATION_NOVELS, dose.EVAL_NOVELS]}
   result = {"experiment": "dose-positive", **json.loads(json.dumps(design)), "tasks": {}}
   if out.exists():  # resume: keep the finished search rows of the same design

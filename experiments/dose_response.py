@@ -36,7 +36,6 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,21 +46,19 @@ from attractor_jax import stats
 from attractor_jax.attractor import gate_open, winner_share
 from attractor_jax.data import load_text
 from attractor_jax import forcing
-from attractor_jax.evals.tasks import kv_recall_items
-from attractor_jax.prompts import bos, prompt_ids, text_ids
+from attractor_jax.prompts import bos, text_ids
 from attractor_jax.results import git_commit, machine_info
 from attractor_jax.seeds import stacked_keys
+from attractor_jax.suite.clusters import (KV_PROMPT_LEN, KV_SEEDS, NOVELS, kv_metrics, kv_rows)
 from attractor_jax.writing import write_json_atomic
 
-EVAL_NOVELS = ("persuasion", "northangerabbey", "mansfieldpark")
-CALIBRATION_NOVELS = ("emma", "prideprejudice", "sensesensibility")
+EVAL_NOVELS, CALIBRATION_NOVELS = NOVELS["evaluation"], NOVELS["calibration"]
 RATIOS = (0.01, 0.03, 0.1, 0.3, 1.0)
 PRESETS = ("seed", "gated", "multiscale")
 CONTROLS = ("prompt", "average", "random")
 LOOPS = ("open", "closed")
 RELATED = ("hopfield", "steering", "fastweights", "dynamic-eval")
 PROMPT_LEN, SCORED = 32, 128
-KV_PAIRS, KV_PROMPT_LEN = 2, 8  # the memory starts from the item's first 8 tokens
 KV_ITEMS = 384
 LOADED_COMMIT = git_commit()  # the commit this process's code came from: every arm records it
 MAIN_METRIC = {"ppl": ("nll", -1.0), "kv": ("gold_logprob", 1.0)}  # metric, sign of a gain
@@ -101,51 +98,9 @@ def ppl_rows(model, per_novel: int, novels=EVAL_NOVELS) -> tuple[np.ndarray, lis
   return np.asarray(rows, np.int32), names
 
 
-class KvRows(NamedTuple):
-  """The kv task's rows: one per item, its prompt then its gold answer (zeros after)."""
-  tokens: np.ndarray  # [I, L]
-  spans: np.ndarray  # [I, 2]: the answer's first position and its token count
-  candidates: np.ndarray  # [K]: the first token of every distinct choice
-  choices: np.ndarray  # [I, C]: each item's choices as indices into `candidates`
-  answers: np.ndarray  # [I]: the gold choice
-
-
-def kv_rows(model, items_n: int, seed: int = 12) -> KvRows:
-  """`items_n` key-value items with KV_PAIRS pairs and no filler, as one row each (seed 12:
-  the evaluation items; calibrations draw theirs with another seed)."""
-  items = kv_recall_items(KV_PAIRS, 0, items_n, seed=seed)
-  first = {c: text_ids(model, c)[0] for item in items for c in item.choices}
-  if len(set(first.values())) != len(first):
-    raise ValueError(f"{model.spec}: two kv choices share a first token")
-  candidates = sorted(first)
-  seqs, spans = [], []
-  for item in items:
-    prompt = prompt_ids(model, item.prompt).tolist()
-    answer = text_ids(model, item.choices[item.answer])
-    seqs.append(prompt + answer)
-    spans.append((len(prompt), len(answer)))
-  tokens = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
-  for r, s in enumerate(seqs):
-    tokens[r, :len(s)] = s
-  return KvRows(tokens, np.asarray(spans), np.asarray([first[c] for c in candidates], np.int32),
-                np.asarray([[candidates.index(c) for c in it.choices] for it in items]),
-                np.asarray([it.answer for it in items]))
-
-
 def ppl_metrics(nll_RxT: np.ndarray) -> dict[str, np.ndarray]:
   """Per window: the mean NLL of its scored tokens."""
   return {"nll": nll_RxT[:, PROMPT_LEN - 1:].mean(axis=1)}
-
-
-def kv_metrics(nll_IxT: np.ndarray, candidate_logprob_IxLxK: np.ndarray, kv: KvRows
-               ) -> dict[str, np.ndarray]:
-  """Per item: the gold answer's log-probability, and whether its first token outscores the
-  other choices' first tokens where the answer starts."""
-  rows = np.arange(len(kv.answers))
-  gold = np.asarray([-nll_IxT[r, s - 1:s - 1 + n].sum() for r, (s, n) in enumerate(kv.spans)])
-  at_answer = candidate_logprob_IxLxK[rows, kv.spans[:, 0] - 1]  # [I, K]
-  picked = np.take_along_axis(at_answer, kv.choices, axis=1).argmax(axis=1)
-  return {"gold_logprob": gold, "accuracy": (picked == kv.answers).astype(float)}
 
 
 def read_rows(model, name: str, memory, tokens_RxL: np.ndarray, candidates=None,
@@ -323,7 +278,8 @@ def main(argv=None):
     spans, candidates, prompt_len = None, None, PROMPT_LEN
     metrics = lambda forced: ppl_metrics(np.asarray(forced.nll, np.float64))
   else:
-    kv = kv_rows(model, args.clusters or (8 if args.quick else KV_ITEMS))
+    kv = kv_rows(model, args.clusters or (8 if args.quick else KV_ITEMS),
+                 seed=KV_SEEDS["evaluation"])
     rows, spans, candidates, prompt_len = kv.tokens, kv.spans, kv.candidates, KV_PROMPT_LEN
     clusters = [f"item {i}" for i in range(len(rows))]
     metrics = lambda forced: kv_metrics(np.asarray(forced.nll, np.float64),

@@ -8,21 +8,6 @@ from experiments import dose_response as dose
 from experiments.report import study
 
 
-def test_kv_metrics_sum_the_gold_span_and_compare_first_tokens():
-  """Two items; item 0's 2-token answer starts at position 3, item 1's 1-token one at 4."""
-  kv = dose.KvRows(tokens=None, spans=np.asarray([(3, 2), (4, 1)]), candidates=None,
-                   choices=np.asarray([[0, 1, 2], [3, 2, 1]]), answers=np.asarray([1, 0]))
-  nll = np.full((2, 6), 9.0)
-  nll[0, 2:4] = [0.5, 0.25]  # -log p of item 0's answer tokens
-  nll[1, 3] = 2.0
-  logp = np.full((2, 6, 4), -50.0)
-  logp[0, 2] = [-1.0, -2.0, -3.0, -0.1]  # where item 0's answer starts: choice 0 beats gold 1
-  logp[1, 3] = [-3.0, -2.0, -2.5, -1.0]  # item 1: gold (candidate 3) is best of 3, 2, 1
-  got = dose.kv_metrics(nll, logp, kv)
-  np.testing.assert_allclose(got["gold_logprob"], [-0.75, -2.0])
-  np.testing.assert_array_equal(got["accuracy"], [0.0, 1.0])
-
-
 def test_ppl_metric_averages_the_scored_tokens():
   nll = np.zeros((2, dose.PROMPT_LEN + dose.SCORED - 1))
   nll[:, dose.PROMPT_LEN - 1:] = [[1.0], [3.0]]

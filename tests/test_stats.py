@@ -126,3 +126,18 @@ def test_cluster_means_average_within_clusters_in_first_seen_order():
   np.testing.assert_allclose(means, [2.0, 3.0, 5.0])
   with pytest.raises(stats.InputError, match="clusters has length 2"):
     stats.cluster_means([1.0, 2.0, 3.0], [0, 1])
+
+
+def test_equal_cluster_differences_never_give_p_zero():
+  got = stats.cluster_comparison(np.full(24, 0.3))
+  assert got["p_value"] == 2.0 / 2.0**24 > 0.0
+  assert stats.cluster_comparison(np.zeros(24))["p_value"] == 1.0
+
+
+def test_the_mde_uses_the_planned_sd_at_alpha_over_the_family():
+  d = np.random.default_rng(0).normal(0.1, 0.01, 24)  # a tiny observed spread
+  got = stats.cluster_comparison(d, planned_sd=0.5, family_size=5)
+  assert got["mde_sd"] == "planned" and got["mde_alpha"] == pytest.approx(0.01)
+  assert got["mde"] == pytest.approx(stats.minimum_detectable_effect(0.5, 24, 0.01))
+  assert got["mde"] > stats.cluster_comparison(d)["mde"] * 10
+  assert stats.cluster_comparison(d, planned_sd=0.0)["mde"] is None  # nothing to size it by

@@ -107,7 +107,7 @@ def choice_scores(model: Model, contexts, choices, *, memory: Memory | None, see
       packed = pack(model, [contexts[r] for r in padded], [choices[r] for r in padded],
                     multiple, choice_len)
       per_seed = lambda a: jnp.tile(jnp.asarray(a), (seeds,) + (1,) * (a.ndim - 1))
-      lp, hit, act = forcing.choice_scores(engine, model.params, *map(per_seed, packed),
+      lp, hit, act, _, _ = forcing.choice_scores(engine, model.params, *map(per_seed, packed),
                                            keys[np.repeat(np.arange(seeds), size)],
                                            segment=segment)
       seeds_first = lambda a: np.asarray(a).reshape(seeds, size, *a.shape[1:])[:, :len(rows)]

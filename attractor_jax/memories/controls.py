@@ -1,7 +1,9 @@
 """Equal-norm controls for the attractor layer's feedback (docs/method.md, "Controls").
 
 Each adds a vector of a fixed size, `feedback_ratio` times the host layer's residual norm,
-in one direction, at the same place as the attractor's feedback:
+in one direction, at the same place as the attractor's feedback (the size is the state's
+`ratio`, `feedback_ratio` when fresh; the suite sets it per row to match another memory's
+realised size):
   "prompt":  the mean attention output of the prompt (a fixed steering vector);
   "average": an exponential moving average of the pooled attention output x, rate `rate` (the
              attractor layer without attractors);
@@ -54,14 +56,15 @@ class ControlConfig(Memory):
     else:
       vector = jnp.zeros((D,), jnp.float32)
     return ControlState(vector=vector, feedback=jnp.zeros((D,), jnp.float32),
+                        ratio=jnp.asarray(self.feedback_ratio, jnp.float32),
                         step=jnp.zeros((), jnp.int32))
 
   def observe(self, state, obs: Observation, params):
     vector = state.vector
     if self.direction == "average":
       vector = vector + self.rate * (pool(obs.attn_out, self.pool) - vector)
-    feedback = self.feedback_ratio * residual_norm(obs.residual) * unit(vector)
-    new = ControlState(vector=vector, feedback=feedback, step=state.step + 1)
+    feedback = state.ratio * residual_norm(obs.residual) * unit(vector)
+    new = ControlState(vector=vector, feedback=feedback, ratio=state.ratio, step=state.step + 1)
     return new, Info(feedback_norm=jnp.linalg.norm(feedback))
 
 
@@ -69,4 +72,5 @@ class ControlConfig(Memory):
 class ControlState:
   vector: jax.Array  # [D]: the direction (fixed, or the moving average of x)
   feedback: jax.Array  # [D]: added to the residual stream in the next pass
+  ratio: jax.Array  # [] float32: |feedback| / residual norm
   step: jax.Array  # [] int32: updates made so far
