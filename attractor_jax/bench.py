@@ -24,7 +24,7 @@ import scipy.stats
 import attractor_jax as aj
 from attractor_jax import bench_peer, roofline
 from attractor_jax.prompts import cache_length, prompt_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 
@@ -132,6 +132,7 @@ def run(spec: str = "smollm2-135m", quick: bool = False, progress=lambda msg: No
          for k, (op, t) in TARGETS.items()}
   return {
       "quick": quick, "model": model.spec, "machine": machine_info(), "git_commit": git_commit(),
+      "sources": sources(),
       "tokens": tokens, "repeats": repeats, "sweep_seeds": [1, *many], "sampler": SAMPLER,
       "roofline": {"matmul_gflops_by_rows": {str(k): v for k, v in gflops.items()},
                    "peak_gflops": peak, "flops_per_token": flops,

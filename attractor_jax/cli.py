@@ -180,7 +180,7 @@ def _sweep(args) -> dict | None:
 
   import attractor_jax as aj
   from attractor_jax import writing
-  from attractor_jax.results import git_commit, machine_info
+  from attractor_jax.results import provenance
   from attractor_jax.sampling import check_sampling
   from attractor_jax.seed_sweep import check_batch_size, is_resume_dir
   from attractor_jax.seeds import seed_list
@@ -212,7 +212,7 @@ def _sweep(args) -> dict | None:
     return None
   result = {"preset": args.preset, "model": args.model, **result.to_json(),
             "processes": 1 if cluster is None else cluster.num_processes,
-            "machine": machine_info(), "git_commit": git_commit(), "wall_s": time.time() - t0}
+            **provenance(time.time() - t0)}
   if args.out:
     writing.write_json_atomic(args.out, result)
   return result

@@ -158,6 +158,12 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
                            mode="wb")
 
 
+def write_png_atomic(path: str | os.PathLike, figure) -> pathlib.Path:
+  """Saves a matplotlib figure as a PNG to `path`, atomically (replacing only a PNG)."""
+  return write_file_atomic(path, lambda f: figure.savefig(f, format="png", dpi=100),
+                           ours=_is_png, what="plot", mode="wb")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, *, first_line: str) -> pathlib.Path:
   """Writes a text file atomically, replacing only a file whose first line is `first_line`
   (the line this writer always starts with)."""
@@ -188,6 +194,14 @@ def is_our_json(p: pathlib.Path) -> bool:
     return False
   return isinstance(obj, dict) and (obj.get("written_by") == MARK
                                     or {"git_commit", "machine"} <= set(obj))
+
+
+def _is_png(p: pathlib.Path) -> bool:
+  try:
+    with open(p, "rb") as f:
+      return f.read(8) == b"\x89PNG\r\n\x1a\n"
+  except OSError:
+    return False
 
 
 def _is_npz(p: pathlib.Path) -> bool:

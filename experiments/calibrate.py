@@ -30,7 +30,7 @@ from tqdm import tqdm
 import attractor_jax as aj
 from attractor_jax.data import load_text
 from attractor_jax.memories.base import unit
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from attractor_jax.scoring import stepwise_nll, text_windows, window_nll
 
@@ -141,7 +141,7 @@ def main(argv=None):
       "strength": {"data": f"{NOVEL}, first {step_windows.size} tokens, "
                            f"{step_windows.shape[1]}-token windows, token by token",
                    "baseline_ppl": step_base, "rows": rows, "best": best},
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": args.quick})
 
 

@@ -54,7 +54,7 @@ import attractor_jax as aj
 from attractor_jax import decoding, layers, roofline, sampling
 from attractor_jax.bench import PROMPT
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 from attractor_jax.transformer import init_cache, ordered_after
 
@@ -292,7 +292,7 @@ def main(argv=None):
     result = {"experiment": "decode-kernels", "model": model.spec, "rows": _all_rows(model),
               "repeats": {"default": 30, "64-row sampling": 10, "8-seed decode": 3,
                           "prefill": 5, "decode phases": 3},
-              "git_commit": git_commit(), "machine": machine_info()}
+              "git_commit": git_commit(), "machine": machine_info(), "sources": sources()}
   result["breakdown"] = _breakdown_before_after(model)
   write_json_atomic(args.out, result)
   for name, row in result["rows"].items():
@@ -306,7 +306,7 @@ def _new_rows(model) -> dict:
   """The rows of the last change (issue 32), each with the commit and machine it ran on."""
   row = _model_sampling(model)
   row["saved_ms"] = row["before_ms"] - row["after_ms"]
-  row.update(git_commit=git_commit(), machine=machine_info())
+  row.update(git_commit=git_commit(), machine=machine_info(), sources=sources())
   return {"sampling the model's logits, top-p 0.95, temperature 0.8, 64 rows": row}
 
 
@@ -314,7 +314,7 @@ def _breakdown_before_after(model) -> dict:
   parts = {"after": [breakdown(model, n) for n in (1, 16, 64)]}
   with whole_vocab_nucleus():
     parts["before"] = [breakdown(model, n) for n in (1, 16, 64)]
-  return {**parts, "git_commit": git_commit(), "machine": machine_info()}
+  return {**parts, "git_commit": git_commit(), "machine": machine_info(), "sources": sources()}
 
 
 def _all_rows(model) -> dict:

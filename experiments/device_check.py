@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 import attractor_jax as aj
 from attractor_jax import bench, roofline
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 
 
@@ -65,7 +65,8 @@ def main(argv=None):
             "matmul_gflops_by_rows": {str(k): v for k, v in gflops.items()},
             "decode_ms_per_token": decode,
             "decode_vs_bandwidth_limit": {k: v / limit_ms for k, v in decode.items()},
-            "sweeps": sweeps, "git_commit": git_commit(), "machine": machine_info()}
+            "sweeps": sweeps, "git_commit": git_commit(), "machine": machine_info(),
+            "sources": sources()}
   write_json_atomic(args.out, result)
   print(f"{device.device_kind}: decode off {decode['off']:.2f} ms/token "
         f"({decode['off'] / limit_ms:.2f}x the bandwidth limit), sweeps "

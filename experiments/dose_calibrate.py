@@ -25,7 +25,7 @@ import numpy as np
 import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.attractor import gate_open
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 from experiments import dose_response as dose
 
@@ -95,7 +95,7 @@ def main(argv=None):
             "evaluation": {"gate_open": eval_gate,
                            **stats.cluster_comparison(eval_nll - eval_base)},
             "off_nll": {"calibration": float(base.mean()), "evaluation": float(eval_base.mean())},
-            "git_commit": git_commit(), "machine": machine_info(),
+            "git_commit": git_commit(), "machine": machine_info(), "sources": sources(),
             "device": str(jax.devices()[0].device_kind)}
   write_json_atomic(out, result)
   partial.unlink()

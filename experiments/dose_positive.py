@@ -25,7 +25,7 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 from attractor_jax.suite.clusters import KV_PAIRS, KV_PROMPT_LEN, KV_SEEDS, kv_rows
 from experiments import dose_response as dose
@@ -122,7 +122,7 @@ def main(argv=None):
     result["tasks"][task] = calibrate(model, task, sizes[task], partial["search"], save)
     save()
   add_holm(result["tasks"])
-  result.update(git_commit=git_commit(), machine=machine_info(),
+  result.update(git_commit=git_commit(), machine=machine_info(), sources=sources(),
                 device=str(jax.devices()[0].device_kind))
   save()
   for task, t in result["tasks"].items():

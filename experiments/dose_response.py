@@ -47,7 +47,7 @@ from attractor_jax.attractor import gate_open, winner_share
 from attractor_jax.data import load_text
 from attractor_jax import forcing
 from attractor_jax.prompts import bos, text_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.suite.clusters import (KV_PROMPT_LEN, KV_SEEDS, NOVELS, kv_metrics, kv_rows)
 from attractor_jax.writing import write_json_atomic
@@ -205,7 +205,7 @@ def finalize(result: dict, harms: dict[str, float]):
   add_holm(result)
   versus_references(result)
   result["first_detectable_harm"] = {m: first_harm(result, m, s) for m, s in harms.items()}
-  result.update(git_commit=git_commit(), machine=machine_info(),
+  result.update(git_commit=git_commit(), machine=machine_info(), sources=sources(),
                 device=str(jax.devices()[0].device_kind))
 
 

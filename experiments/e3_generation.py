@@ -26,7 +26,7 @@ from attractor_jax.evals.metrics import (distinct_n, rep_l, repetition_by_positi
                                          window_drift)
 from attractor_jax.evals.tasks import chapter_text
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from experiments import trajectories
 from experiments.common import add_mde_and_holm, gate_share, plot_lines
@@ -132,7 +132,7 @@ def main(argv=None):
       "sampling": SAMPLING, "presets": list(presets), "gate_open": gate_open,
       "summary": summary, "paired_vs_off": paired, "repetition_by_position": mean_curves,
       "drift_by_position": mean_drifts, "plot": plot, "drift_plot": drift_plot, "items": rows,
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": args.quick})
   if args.trajectories:
     first_drifts = _window_means({p: d[:seeds] for p, d in drifts.items()})  # rows: prompt-major

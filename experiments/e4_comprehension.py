@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax.evals.tasks import comprehension_items
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from experiments.choice_task import compare_with_off, preset_scores
 
@@ -60,7 +60,7 @@ def main(argv=None):
       "n_items": n, "n_stories": len(set(clusters)), "seeds": seeds, "segment": SEGMENT,
       "chance": 1 / len(choices[0]), "presets": presets,
       **compare_with_off(scores, gate_open, presets, clusters=clusters),
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": args.quick})
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax import forcing, stats
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
@@ -96,7 +96,7 @@ def main(argv=None):
               f"{PROMPT_LEN}-token prompt) from {', '.join(EVAL_NOVELS)}",
       "seeds": SEEDS, "baseline_nll": float(off_nll.mean()), "rows": rows,
       "plots": [args.out.replace(".json", f"_{a}.png") for a in ("K", "lambda")],
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": args.quick})
 
 

@@ -27,7 +27,7 @@ from attractor_jax import layers, stats
 from attractor_jax.evals.metrics import snap_back_share
 from attractor_jax.evals.tasks import topic_switch_prompts
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from experiments.common import add_mde_and_holm, gate_share
 
@@ -106,8 +106,7 @@ def main(argv=None):
       "paired_vs_off": paired,
       "items_without_a_window": {p: int((~kept(p)).sum()) for p in rows},
       "dead_share": {p: stats.summarize(v) for p, v in dead.items()}, "gate_open": gate_open,
-      "attractor_readout_top5": readouts, "git_commit": git_commit(), "machine": machine_info(),
-      "wall_s": time.time() - t0, "quick": args.quick})
+      "attractor_readout_top5": readouts, **provenance(time.time() - t0), "quick": args.quick})
 
 
 if __name__ == "__main__":

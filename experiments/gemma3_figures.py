@@ -22,7 +22,7 @@ import attractor_jax as aj
 from attractor_jax import bench, roofline
 from attractor_jax.data import pride_and_prejudice_from_truth
 from attractor_jax.prompts import prompt_ids
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.scoring import text_windows, window_nll
 from attractor_jax.writing import write_json_atomic
 
@@ -88,7 +88,7 @@ def main(argv=None):
       "weight_bytes_per_token": weight_bytes, "gemv_bandwidth_gbs": bandwidth,
       "bandwidth_limit_ms_per_token": limit_ms,
       "decode_vs_bandwidth_limit": median["ours"] / limit_ms,
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0})
+      **provenance(time.time() - t0)})
   print(f"ppl ours {ours_ppl:.4f} vs transformers {theirs_ppl:.4f}; greedy equal "
         f"{ours_tokens == theirs_tokens}; decode {median['ours']:.1f} vs {median['transformers']:.1f}"
         f" ms/token, limit {limit_ms:.1f}")

@@ -26,7 +26,7 @@ import attractor_jax as aj
 from attractor_jax import attractor
 from attractor_jax.config import ModelConfig
 from attractor_jax.data import pride_and_prejudice_from_truth
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
 
@@ -124,7 +124,7 @@ def main(argv=None):
       "experiment": "growth", "model": model.spec, "tokens": tokens, "repeats": repeats,
       "overhead_vs_K": k_rows, "off_ms_per_token": k_med["off"], "update_vs_D": d_rows,
       "decode_vs_context": c_rows, "sweep_vs_seeds": s_rows, "plots": list(plots.values()),
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": q})
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 from experiments import report
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 
 EXPERIMENTS = ("suite_recall", "e4_comprehension", "e3_generation", "e1_perplexity", "e5_sweeps",
@@ -58,7 +58,7 @@ def main(argv=None):
   write_json_atomic(out / "run_all.json", {
       "quick": args.quick, "wall_s": time.time() - t0, "experiment_wall_s": wall_s,
       "experiments_at_once": 2, "git_commit": git_commit(),
-      "machine": machine_info()})
+      "machine": machine_info(), "sources": sources()})
 
 
 def _run(jobs, root, at_once: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import attractor_jax as aj
 from attractor_jax.evals.tasks import cloze_items
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
 from experiments.choice_task import compare_with_off, preset_scores
 
@@ -59,7 +59,7 @@ def main(argv=None):
                 "n_chapters": len({it.cluster for it in cloze}),
                 **compare_with_off(scores, gate_open, presets,
                                    clusters=[it.cluster for it in cloze])},
-      "git_commit": git_commit(), "machine": machine_info(), "wall_s": time.time() - t0,
+      **provenance(time.time() - t0),
       "quick": args.quick})
 
 

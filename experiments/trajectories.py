@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from attractor_jax.results import git_commit, machine_info
+from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
 
@@ -66,7 +66,7 @@ def write(path: str, drift: dict, runs: dict, *, model_spec, data: str, seeds: i
       "strength_seed0_end": final,
       "plots": [strength_plot, drift_plot] if strengths else [drift_plot],
       "from": "experiments.e3_generation (its first prompt's rows)", "git_commit": git_commit(),
-      "machine": machine_info(), "quick": quick})
+      "machine": machine_info(), "sources": sources(), "quick": quick})
 
 
 if __name__ == "__main__":

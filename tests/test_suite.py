@@ -56,7 +56,8 @@ def test_rerun_resumes_every_arm_and_the_scorecard_loads_back(twin_card, monkeyp
   assert "| perplexity |" in loaded.to_markdown()
   assert "`Twin`" in suite.comparison_table([card, loaded])
   manifest = json.loads((out / "manifest.json").read_text())
-  assert {"scorecard.json", "scorecard.md"} <= set(manifest["written"])
+  assert {"scorecard.json", "scorecard.md", "scorecard.png"} <= set(manifest["written"])
+  assert (out / "scorecard.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_another_design_in_the_same_out_is_refused(twin_card):

@@ -25,6 +25,7 @@ from attractor_jax import stats
 from attractor_jax.memories.cache import CacheConfig
 from attractor_jax.memories.controls import ControlConfig
 from attractor_jax.results import provenance
+from attractor_jax.suite.plots import scorecard_figure
 from attractor_jax.suite.scorecard import Scorecard, mde_text
 from attractor_jax.suite.store import Store
 from attractor_jax.suite.tasks import TASKS, Measured
@@ -117,6 +118,7 @@ def evaluate(model, memory, *, memory_name: str | None = None, tasks=tuple(TASKS
   if out is not None:
     store.write_json("scorecard.json", dataclasses.asdict(result))
     store.write_text("scorecard.md", result.to_markdown() + "\n")
+    store.write_figure("scorecard.png", scorecard_figure(result))
   return result
 
 

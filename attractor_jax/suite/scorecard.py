@@ -51,10 +51,10 @@ class Scorecard:
               "(|feedback| / residual norm): " + ", ".join(
                   f"{n} {t['realised_ratio']:.3g}" for n, t in self.tasks.items()) + ".",
               f"Ran at commit {str(p.get('git_commit'))[:10]} on {p['machine']['cpus']} "
-              f"CPUs ({p['machine']['devices']}) in {p['wall_s']:.0f} s"
-              + (f", {len(self.reused)} memory-independent arms reused from "
-                 f"{', '.join(sorted(set(self.reused.values())))} (all arms: "
-                 f"{self.arm_seconds:.0f} s)." if self.reused else ".")]
+              f"CPUs ({p['machine']['devices']}): the arms took {self.arm_seconds:.0f} s in "
+              f"all (this run {p['wall_s']:.0f} s)"
+              + (f"; {len(self.reused)} memory-independent arms were reused from "
+                 f"{', '.join(sorted(set(self.reused.values())))}." if self.reused else ".")]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from attractor_jax.errors import InputError
 from attractor_jax.suite.tasks import Measured
-from attractor_jax.writing import write_json_atomic, write_text_atomic
+from attractor_jax.writing import write_json_atomic, write_png_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 MARKDOWN_FIRST_LINE = "<!-- written by attractor-jax eval -->"
@@ -90,6 +90,12 @@ class Store:
   def write_text(self, name: str, text: str):
     self._write(name, lambda path: write_text_atomic(
         path, f"{MARKDOWN_FIRST_LINE}\n{text}", first_line=MARKDOWN_FIRST_LINE))
+
+  def write_figure(self, name: str, figure):
+    import matplotlib.pyplot as plt
+
+    self._write(name, lambda path: write_png_atomic(path, figure))
+    plt.close(figure)
 
   def _write(self, name, write):
     path = self.out / name
