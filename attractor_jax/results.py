@@ -37,22 +37,27 @@ def git_blob_hash(data: bytes) -> str:
   return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+_HASHED: dict[str, str] = {}  # path -> its blob hash when this process first read it
+
+
 def sources() -> dict[str, str]:
   """The git blob hash of every project file this process imported, by path from the
-  repository root: compare with `git hash-object` to tell whether a result's code changed."""
+  repository root: compare with `git hash-object` to tell whether a result's code changed.
+  A file is hashed once per process, at the first call that sees it: call early in a long
+  run, so that an edit while it runs does not pass for the code it ran."""
   import sys
 
   root = pathlib.Path(__file__).resolve().parent.parent
-  out = {}
   for module in list(sys.modules.values()):
     path = getattr(module, "__file__", None)
     if not path:
       continue
     path = pathlib.Path(path).resolve()
-    if (path.suffix == ".py" and path.is_relative_to(root) and ".venv" not in path.parts
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+    if (name and name not in _HASHED and path.suffix == ".py" and ".venv" not in path.parts
         and path.is_file()):  # a module may name a file relative to where it was built
-      out[path.relative_to(root).as_posix()] = git_blob_hash(path.read_bytes())
-  return dict(sorted(out.items()))
+      _HASHED[name] = git_blob_hash(path.read_bytes())
+  return dict(sorted(_HASHED.items()))
 
 
 def provenance(wall_s: float) -> dict:

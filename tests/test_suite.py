@@ -204,3 +204,18 @@ def test_kv_metrics_sum_the_gold_span_and_compare_first_tokens():
   got = clusters.kv_metrics(nll, logp, kv)
   np.testing.assert_allclose(got["gold_logprob"], [-0.75, -2.0])
   np.testing.assert_array_equal(got["accuracy"], [0.0, 1.0])
+
+
+def test_sources_are_the_git_blob_hashes_of_the_imported_project_files():
+  import pathlib
+  import subprocess
+
+  from attractor_jax.results import sources
+
+  got = sources()
+  root = pathlib.Path(stats.__file__).resolve().parent.parent
+  assert "attractor_jax/stats.py" in got and not any(".venv" in p for p in got)
+  expected = subprocess.run(["git", "hash-object", "attractor_jax/stats.py"], cwd=root,
+                            capture_output=True, text=True)
+  if expected.returncode == 0:  # a checkout with git
+    assert got["attractor_jax/stats.py"] == expected.stdout.strip()
