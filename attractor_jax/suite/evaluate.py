@@ -35,6 +35,7 @@ from attractor_jax.suite.tasks import TASKS, Measured
 CACHE_GRID = {"quick": ({"theta": 8.0, "lam": 0.3},),
               "full": ({"theta": 2.0, "lam": 0.6}, {"theta": 8.0, "lam": 0.3},
                        {"theta": 32.0, "lam": 0.1})}
+CACHE_WINDOW = 512  # no task's row reads more tokens: a longer window would hold nothing more
 CONTROLS = {"quick": ("average",), "full": ("average", "prompt", "random")}
 SIGNIFICANT = 4  # a control's imposed size keeps 4 significant digits of the realised one
 
@@ -88,7 +89,7 @@ def evaluate(model, memory, *, memory_name: str | None = None, tasks=tuple(TASKS
     calibration = task.rows(model, "calibration", size)
     off_c = arm("calibration", "off", None, calibration)
     caches = {"cache " + ",".join(f"{k}={v}" for k, v in setting.items()):
-              CacheConfig(window=4096, **setting) for setting in CACHE_GRID[size]}
+              CacheConfig(window=CACHE_WINDOW, **setting) for setting in CACHE_GRID[size]}
     cache_scores = {k: arm("calibration", k, m, calibration) for k, m in caches.items()}
     tuned_cache = caches[_best(task, cache_scores, off_c)]
     planned_sd = {m: float(np.median([np.std(s.values[m] - off_c.values[m], ddof=1)
