@@ -219,3 +219,20 @@ def test_sources_are_the_git_blob_hashes_of_the_imported_project_files():
                             capture_output=True, text=True)
   if expected.returncode == 0:  # a checkout with git
     assert got["attractor_jax/stats.py"] == expected.stdout.strip()
+
+
+@pytest.mark.parametrize("vs_off, vs_matched, expected", [
+    (0.0, 0.0, "no detectable change"),
+    (1.0, 0.0, "gain: the size of the push, not the memory"),
+    (1.0, 0.5, "gain beyond a push of its size: the memory's own"),
+    (1.0, -0.5, "gain, less than a push of its size gives"),
+    (-1.0, -0.5, "harm beyond a push of its size: the memory's own"),
+    (-1.0, 0.5, "harm, less than a push of its size gives"),
+])
+def test_the_verdict_names_what_the_memory_adds_to_its_size(vs_off, vs_matched, expected):
+  from attractor_jax.suite.evaluate import verdict
+
+  test = lambda mean: {"mean_diff": mean, "p_holm": 1.0 if mean == 0 else 1e-6, "mde": 0.1}
+  comparisons = {"vs_off": {"gold_logprob": test(vs_off)},
+                 "vs_matched": {"gold_logprob": test(vs_matched)}}
+  assert verdict(suite.TASKS["recall"], comparisons).startswith(expected)

@@ -173,5 +173,6 @@ def verdict(task, comparisons: dict) -> str:
   direction = "gain" if sign * vs_off["mean_diff"] > 0 else "harm"
   if not stats.detectable(vs_matched):
     return f"{direction}: the size of the push, not the memory"
-  own = "gain" if sign * vs_matched["mean_diff"] > 0 else "harm"
-  return f"{direction}; the memory's own {own} beyond its size"
+  if (sign * vs_matched["mean_diff"] > 0) == (direction == "gain"):
+    return f"{direction} beyond a push of its size: the memory's own"
+  return f"{direction}, less than a push of its size gives"
