@@ -197,7 +197,8 @@ def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
   spread measured before the comparison, e.g. on the calibration split), else the observed
   one; "mde_sd" says which. A planned spread of 0 (nothing moved the metric when it was
   measured) sizes no effect: "mde" is None. G equal differences have no spread: p = 1 when
-  they are 0, else the exact sign-flip p-value 2 / 2**G (never 0).
+  they are 0, else the exact sign-flip p-value 2 / 2**G; no p-value is below that floor
+  (a t-test's can underflow to 0).
 
   Args:
     diffs: [G] per-cluster differences (treatment - baseline), G >= 3.
@@ -230,7 +231,9 @@ def cluster_comparison(diffs: Any, *, level: float = 0.95, power: float = 0.8,
                                n_resamples=9999, rng=np.random.default_rng(seed))
   return {**out, "t_ci95": [float(t_ci.low), float(t_ci.high)],
           "bca_ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
-          "p_value": float(test.pvalue)}
+          # a t-test p below the exact sign-flip floor (or underflowing to 0) claims more
+          # than G clusters can show
+          "p_value": max(float(test.pvalue), 2.0 / 2.0**G)}
 
 
 def minimum_detectable_effect(sd: float, clusters: int, alpha: float = 0.05,

@@ -132,6 +132,8 @@ def test_equal_cluster_differences_never_give_p_zero():
   got = stats.cluster_comparison(np.full(24, 0.3))
   assert got["p_value"] == 2.0 / 2.0**24 > 0.0
   assert stats.cluster_comparison(np.zeros(24))["p_value"] == 1.0
+  nearly_equal = 0.05 + 1e-5 * np.random.default_rng(0).standard_normal(384)  # t ~ 1e4
+  assert stats.cluster_comparison(nearly_equal)["p_value"] == 2.0 / 2.0**384 > 0.0
 
 
 def test_the_mde_uses_the_planned_sd_at_alpha_over_the_family():
