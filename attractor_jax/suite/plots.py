@@ -25,7 +25,7 @@ def scorecard_figure(card):
     mde = comparisons["vs_off"][metric]["mde"]
     if mde:
       ax.axvspan(-mde, mde, color="C1", alpha=0.15, label="+-MDE")
-      ax.legend(fontsize=7, loc="lower right")
+      ax.legend(fontsize=7, loc="best")
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_yticks(range(len(arms)), [label for label, _ in arms], fontsize=8)
     ax.invert_yaxis()
