@@ -120,8 +120,12 @@ class AttractorConfig(Memory):
                   tokens=obs.attn_out.shape[0])
 
   def activity(self, info):
-    """The share of banks whose gate is open in this pass (`gate_open`)."""
-    return {"gate_open": jnp.mean(gate_open(info.gate))}
+    """The share of banks whose gate is open in this pass (`gate_open`), the strongest
+    attractor's share of its bank's strength (`winner_share`), the best match (max_k c_k)
+    and cos(feedback, running mean of x), each a mean over banks."""
+    return {"gate_open": jnp.mean(gate_open(info.gate)),
+            "winner_share": jnp.mean(winner_share(info.strength)),
+            "max_sim": jnp.mean(info.max_sim), "steering_cos": info.steering_cos}
 
   def check_task(self, task: str):
     if task == "scoring" and self.init == "prompt":

@@ -87,13 +87,16 @@ def _scored(engine: Engine, params, tokens_BxL, memory_state, candidates_C=None)
                               produced_ratio=produced.T, finite=finite_B, candidate_logprob=rows_first(candidates))
 
 
-def activity(engine: Engine, info_BxLx):
-  """The memory's per-pass activity (`Memory.activity`) of each row, averaged over its passes:
-  {name: [B]} ({} without a memory)."""
+def activity(engine: Engine, info_BxLx, passes_BxL=None):
+  """The memory's per-pass activity (`Memory.activity`) of each row, averaged over its passes
+  (those `passes_BxL` marks, all by default): {name: [B]} ({} without a memory)."""
   if engine.memory is None:
     return {}
   per_pass = jax.vmap(jax.vmap(engine.memory.activity))(info_BxLx)
-  return {name: jnp.mean(v, axis=1) for name, v in per_pass.items()}
+  if passes_BxL is None:
+    return {name: jnp.mean(v, axis=1) for name, v in per_pass.items()}
+  return {name: jnp.sum(jnp.where(passes_BxL, v, 0.0), axis=1) / jnp.sum(passes_BxL, axis=1)
+          for name, v in per_pass.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("engine", "prompt_len"))
@@ -137,15 +140,16 @@ def stepwise_nll(engine: Engine, params, windows_WxL, init_keys_B, prompt_attn_T
 def carried(engine: Engine, params, windows_BxWxL, memory_state) -> Forced:
   """Reads each row's W windows in order, token by token: the KV cache restarts at every
   window while the memory state carries over. Forced with a window axis after the row axis
-  ([B, W, L-1] NLL, [B, W, L] ratios; `info` and `candidate_logprob` None)."""
+  ([B, W, L-1] NLL, [B, W, L] ratios; `info` the memory's activity per window, {name:
+  [B, W]} as `activity` gives it; `candidate_logprob` None)."""
 
   def one_window(state, window_BxL):
     state, forced = _scored(engine, params, window_BxL, state)
-    return state, forced._replace(info=None)
+    return state, forced._replace(info=activity(engine, forced.info))
 
   _, forced = jax.lax.scan(one_window, memory_state, jnp.swapaxes(windows_BxWxL, 0, 1))
   windows_second = lambda a: None if a is None else jnp.swapaxes(a, 0, 1)
-  return Forced(nll=windows_second(forced.nll), info=None,
+  return Forced(nll=windows_second(forced.nll), info=jax.tree.map(windows_second, forced.info),
                 feedback_ratio=windows_second(forced.feedback_ratio),
                 produced_ratio=windows_second(forced.produced_ratio),
                 finite=jnp.all(forced.finite, axis=0), candidate_logprob=None)

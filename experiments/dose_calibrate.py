@@ -5,10 +5,12 @@
 
 Search (stated before the run): preset `gated`, open loop, every combination of
 feedback_ratio SEARCH_RATIOS, theta_gate THETAS and burn_in_steps BURN_INS (tokens: rows are
-read token by token), scored on windows of CALIBRATION_NOVELS (36 clusters, none in the
+read token by token), scored on windows of the calibration novels (36 clusters, none in the
 evaluation novels); the winner is the lowest mean NLL change from off. The winner is then run
-on the evaluation windows of experiments/dose_response.py (EVAL_NOVELS), paired with off: its
-calibration and evaluation figures side by side.
+on the evaluation windows of experiments/dose.py's ppl task, paired with off: its calibration
+and evaluation figures side by side. Both splits are that task's (the suite's Perplexity
+configured as one 160-token window a cluster); the gate's openness is the share of banks open,
+its mean over every pass (`Memory.activity`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import numpy as np
 
 import attractor_jax as aj
 from attractor_jax import stats
-from attractor_jax.attractor import gate_open
 from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
-from experiments import dose_response as dose
+from attractor_jax.suite.clusters import NOVELS
+from experiments.dose import TASKS
 
 SEARCH_RATIOS = (0.01, 0.03, 0.1)
 THETAS = (0.3, 0.6, 0.9)
@@ -35,14 +37,10 @@ BURN_INS = (0, 16, 64)
 
 
 def scored_nll(model, memory, rows) -> tuple[np.ndarray, float | None]:
-  """Per window the mean NLL of its scored tokens, and the share of scored passes with the
-  gate open."""
-  name = "off" if memory is None else (f"gated ratio {memory.feedback_ratio} theta_gate "
-                                       f"{memory.theta_gate} burn-in {memory.burn_in_steps}")
-  forced = dose.read_rows(model, name, memory, rows)
-  gate = None if memory is None else float(
-      gate_open(np.asarray(forced.info.gate)[:, dose.PROMPT_LEN - 1:-1]).mean())
-  return dose.ppl_metrics(np.asarray(forced.nll, np.float64))["nll"], gate
+  """Per window the mean NLL of its scored tokens, and the gate's mean openness."""
+  measured = TASKS["ppl"].score(model, memory, rows)
+  gate = measured.activity.get("gate_open")
+  return measured.values["nll"], None if gate is None else float(np.mean(gate))
 
 
 def finished_rows(partial: pathlib.Path, design: dict, grid: list[tuple]) -> list[dict]:
@@ -62,17 +60,16 @@ def finished_rows(partial: pathlib.Path, design: dict, grid: list[tuple]) -> lis
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m")
-  parser.add_argument("--per-novel", type=int, default=12)
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or f"results/dose_calibration_{args.model}.json")
   model = aj.load(args.model)
-  calib, _ = dose.ppl_rows(model, args.per_novel, dose.CALIBRATION_NOVELS)
-  evaluation, _ = dose.ppl_rows(model, args.per_novel, dose.EVAL_NOVELS)
+  calib = TASKS["ppl"].rows(model, "calibration", "full")
+  evaluation = TASKS["ppl"].rows(model, "evaluation", "full")
   base, _ = scored_nll(model, None, calib)
   partial = out.with_suffix(".partial.json")  # finished search rows: a rerun skips them
   grid = list(itertools.product(SEARCH_RATIOS, THETAS, BURN_INS))
-  design = {"model": args.model, "per_novel": args.per_novel}
+  design = {"model": args.model, "per_novel": TASKS["ppl"].sizes["full"][0]}
   search = finished_rows(partial, design, grid)
   for ratio, theta, burn_in in grid[len(search):]:
     memory = dataclasses.replace(aj.presets["gated"], feedback_ratio=ratio, theta_gate=theta,
@@ -89,8 +86,8 @@ def main(argv=None):
   eval_base, _ = scored_nll(model, None, evaluation)
   eval_nll, eval_gate = scored_nll(model, memory, evaluation)
   result = {"experiment": "dose-calibration", "model": args.model,
-            "calibration_novels": list(dose.CALIBRATION_NOVELS),
-            "evaluation_novels": list(dose.EVAL_NOVELS), "clusters": int(calib.shape[0]),
+            "calibration_novels": list(NOVELS["calibration"]),
+            "evaluation_novels": list(NOVELS["evaluation"]), "clusters": int(calib.shape[0]),
             "search": search, "best": best, "memory": memory.to_dict(),
             "evaluation": {"gate_open": eval_gate,
                            **stats.cluster_comparison(eval_nll - eval_base)},

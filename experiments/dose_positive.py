@@ -8,8 +8,10 @@ The cache at its preset (tuned on 4,096-token contexts) is the study's positive 
 the run): `CacheConfig(window=WINDOW)` at every theta in THETAS and lam in LAMS, on each task's
 calibration split (kv: as many items as the evaluation's, drawn with KV_SEEDS["calibration"]; ppl:
 windows of the calibration novels); the winner (best mean change of the task's main metric)
-then runs on the evaluation split of experiments/dose_response.py (kv items of
-KV_SEEDS["evaluation"]; windows of the evaluation novels), paired with off, and so does the preset. Both figures side by side: the winner's curse, measured.
+then runs on the evaluation split of experiments/dose.py's task (kv items of
+KV_SEEDS["evaluation"]; windows of the evaluation novels), paired with off, and so does the
+preset. The splits and scores are the suite's tasks as experiments/dose.py configures them.
+Both figures side by side: the winner's curse, measured.
 Resumable: finished search rows are kept in the JSON and skipped on rerun.
 """
 
@@ -27,35 +29,13 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.results import git_commit, machine_info, sources
 from attractor_jax.writing import write_json_atomic
-from attractor_jax.suite.clusters import KV_PAIRS, KV_PROMPT_LEN, KV_SEEDS, kv_rows
-from experiments import dose_response as dose
+from attractor_jax.suite.clusters import KV_PAIRS, KV_PROMPT_LEN, KV_SEEDS, NOVELS
+from attractor_jax.suite.tasks import PROMPT_LEN
+from experiments.dose import LOADED_COMMIT, TASKS
 
 THETAS = (2.0, 8.0, 32.0)
 LAMS = (0.02, 0.1, 0.3, 0.6)
 WINDOW = 256  # longer than every row: the cache sees the whole row
-
-
-class Split:
-  """One task's rows on one split, scored by the task's metrics."""
-
-  def __init__(self, model, task: str, split: str, size: int):
-    self.model, self.task, self.kv = model, task, None
-    if task == "kv":
-      self.kv = kv_rows(model, size, seed=KV_SEEDS[split])
-      self.rows, self.candidates, self.prompt_len = (self.kv.tokens, self.kv.candidates,
-                                                     KV_PROMPT_LEN)
-    else:
-      novels = dose.CALIBRATION_NOVELS if split == "calibration" else dose.EVAL_NOVELS
-      self.rows, _ = dose.ppl_rows(self.model, size, novels)
-      self.candidates, self.prompt_len = None, dose.PROMPT_LEN
-
-  def score(self, name: str, memory) -> dict[str, np.ndarray]:
-    forced = dose.read_rows(self.model, name, memory, self.rows, self.candidates,
-                            self.prompt_len)
-    nll = np.asarray(forced.nll, np.float64)
-    if self.task == "kv":
-      return dose.kv_metrics(nll, np.asarray(forced.candidate_logprob), self.kv)
-    return dose.ppl_metrics(nll)
 
 
 def add_holm(tasks: dict):
@@ -65,30 +45,32 @@ def add_holm(tasks: dict):
     test["p_holm"] = adjusted
 
 
-def calibrate(model, task: str, sizes: dict, done: list, save) -> dict:
+def calibrate(model, task_name: str, size: str, done: list, save) -> dict:
   """The search on the calibration split, then the winner and the preset on evaluation."""
-  metric, sign = dose.MAIN_METRIC[task]
-  calibration = Split(model, task, "calibration", sizes["calibration"])
-  off = calibration.score("off", None)
+  task = TASKS[task_name]
+  metric, sign = task.metric, (1.0 if task.higher_is_better else -1.0)
+  score = lambda rows, memory: task.score(model, memory, rows).values
+  compare = lambda values, off: {m: stats.cluster_comparison(values[m] - off[m]) for m in off}
+  calibration = task.rows(model, "calibration", size)
+  off = score(calibration, None)
   for theta, lam in list(itertools.product(THETAS, LAMS))[len(done):]:
     memory = aj.CacheConfig(theta=theta, lam=lam, window=WINDOW)
     name = f"cache theta {theta} lam {lam}"
-    done.append({"theta": theta, "lam": lam, "git_commit": dose.LOADED_COMMIT,
-                 **dose.compare(calibration.score(name, memory), off)})
-    print(task, theta, lam, f"{done[-1][metric]['mean_diff']:+.5f}", flush=True)
+    done.append({"theta": theta, "lam": lam, "git_commit": LOADED_COMMIT,
+                 **compare(score(calibration, memory), off)})
+    print(task_name, theta, lam, f"{done[-1][metric]['mean_diff']:+.5f}", flush=True)
     save()
   best = max(done, key=lambda r: sign * r[metric]["mean_diff"])
-  evaluation = Split(model, task, "evaluation", sizes["evaluation"])
-  eval_off = evaluation.score("off", None)
+  evaluation = task.rows(model, "evaluation", size)
+  eval_off = score(evaluation, None)
   winner = aj.CacheConfig(theta=best["theta"], lam=best["lam"], window=WINDOW)
-  return {"search": done, "best": best, "memory": winner.to_dict(), "git_commit": dose.LOADED_COMMIT,
-          "clusters": {"calibration": int(calibration.rows.shape[0]),
-                       "evaluation": int(evaluation.rows.shape[0])},
+  return {"search": done, "best": best, "memory": winner.to_dict(), "git_commit": LOADED_COMMIT,
+          "clusters": {"calibration": task.clusters(calibration),
+                       "evaluation": task.clusters(evaluation)},
           "off": {"calibration": {m: float(v.mean()) for m, v in off.items()},
                   "evaluation": {m: float(v.mean()) for m, v in eval_off.items()}},
-          "evaluation": dose.compare(evaluation.score("winner", winner), eval_off),
-          "preset_on_evaluation": dose.compare(evaluation.score("preset", aj.presets["cache"]),
-                                               eval_off)}
+          "evaluation": compare(score(evaluation, winner), eval_off),
+          "preset_on_evaluation": compare(score(evaluation, aj.presets["cache"]), eval_off)}
 
 
 def main(argv=None):
@@ -99,14 +81,15 @@ def main(argv=None):
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or f"results/dose_positive_{args.model}.json")
   model = aj.load(args.model)
-  items, windows = (8, 1) if args.quick else (dose.KV_ITEMS, 12)
-  sizes = {"kv": {"calibration": items, "evaluation": items},
-           "ppl": {"calibration": windows, "evaluation": windows}}
+  size = "quick" if args.quick else "full"
+  sizes = {task: {"calibration": TASKS[task].sizes[size] if task == "kv" else
+                  TASKS[task].sizes[size][0]} for task in ("kv", "ppl")}
+  sizes = {task: {**s, "evaluation": s["calibration"]} for task, s in sizes.items()}
   design = {"model": args.model, "sizes": sizes, "thetas": list(THETAS), "lams": list(LAMS),
             "window": WINDOW, "kv_pairs": KV_PAIRS, "kv_prompt_len": KV_PROMPT_LEN,
             "kv_seeds": [KV_SEEDS["calibration"], KV_SEEDS["evaluation"]],
-            "prompt_len": dose.PROMPT_LEN,
-            "novels": [dose.CALIBRATION_NOVELS, dose.EVAL_NOVELS]}
+            "prompt_len": PROMPT_LEN,
+            "novels": [NOVELS["calibration"], NOVELS["evaluation"]]}
   result = {"experiment": "dose-positive", **json.loads(json.dumps(design)), "tasks": {}}
   if out.exists():  # resume: keep the finished search rows of the same design
     old = json.loads(out.read_text())
@@ -119,14 +102,14 @@ def main(argv=None):
     if "evaluation" in result["tasks"].get(task, {}):
       continue
     partial = result["tasks"].setdefault(task, {"search": []})
-    result["tasks"][task] = calibrate(model, task, sizes[task], partial["search"], save)
+    result["tasks"][task] = calibrate(model, task, size, partial["search"], save)
     save()
   add_holm(result["tasks"])
   result.update(git_commit=git_commit(), machine=machine_info(), sources=sources(),
                 device=str(jax.devices()[0].device_kind))
   save()
   for task, t in result["tasks"].items():
-    metric = dose.MAIN_METRIC[task][0]
+    metric = TASKS[task].metric
     print(f"{task}: best on calibration {t['best'][metric]['mean_diff']:+.5f}, on evaluation "
           f"{t['evaluation'][metric]['mean_diff']:+.5f}")
   print(f"wrote {out}")

@@ -2,8 +2,8 @@
 
     python -m experiments.e5_sweeps [--quick]  ->  results/e5_sweeps.json, _K.png, _lambda.png
 
-Clusters: the dose study's perplexity windows (`dose_response.ppl_rows`: 12 from each of three
-novels the presets were not tuned on; a 32-token prompt, then 128 scored tokens), each read
+Clusters: the dose study's perplexity windows (experiments/dose.py's ppl task: 12 from each of
+three novels the presets were not tuned on; a 32-token prompt, then 128 scored tokens), each read
 token by token with a fresh memory under SEEDS seeds: rows are windows x seeds, one batched
 call per setting. Per setting: the change in NLL per scored token against off, paired over
 windows (t and BCa intervals, minimum detectable effect, Holm over the ten settings); the
@@ -29,8 +29,9 @@ from attractor_jax.results import provenance
 from attractor_jax.seeds import stacked_keys
 from attractor_jax.writing import write_json_atomic
 from experiments.common import plot_lines
-from experiments.dose_response import (EVAL_NOVELS, PROMPT_LEN, activity, ppl_metrics,
-                                       ppl_rows, read_rows, scored_passes)
+from attractor_jax.suite.clusters import NOVELS
+from attractor_jax.suite.tasks import PROMPT_LEN
+from experiments.dose import TASKS
 
 K_VALUES = (1, 4, 16, 64, 256)
 LAMBDAS = (0.0, 0.01, 0.1, 0.5, 1.0)
@@ -51,15 +52,23 @@ def sweep_row(model, memory, windows_NxL: np.ndarray, off_nll_N: np.ndarray) -> 
   """One setting over every window and seed (seed s of window n is row s * N + n)."""
   rows = np.tile(windows_NxL, (SEEDS, 1))
   keys, _ = stacked_keys(range(rows.shape[0]))
-  forced = forcing.teacher_forced(model.engine(memory), model.params, jnp.asarray(rows), keys,
-                                               prompt_len=PROMPT_LEN)
-  nll_SxN = ppl_metrics(np.asarray(forced.nll, np.float64))["nll"].reshape(SEEDS, -1)
+  engine = model.engine(memory)
+  forced = forcing.teacher_forced(engine, model.params, jnp.asarray(rows), keys,
+                                  prompt_len=PROMPT_LEN)
+  nll_SxN = scored_nll(forced).reshape(SEEDS, -1)
   finite_SxN = np.asarray(forced.finite).reshape(SEEDS, -1)
   kept = finite_SxN.all(axis=0)  # windows every seed read without a NaN or Inf
   return {"vs_off": stats.cluster_comparison((nll_SxN.mean(0) - off_nll_N)[kept]),
           "finite_share": float(finite_SxN.mean()),
           "seed_std": float(nll_SxN[:, kept].std(axis=0, ddof=1).mean()),
-          "activity": activity(memory, forced, scored_passes("ppl", rows, None))}
+          "activity": {"feedback_ratio_mean": float(np.mean(forced.feedback_ratio)),
+                       **{k: float(np.mean(v))
+                          for k, v in forcing.activity(engine, forced.info).items()}}}
+
+
+def scored_nll(forced) -> np.ndarray:
+  """Per row: the mean NLL of the tokens after the prompt."""
+  return np.asarray(forced.nll, np.float64)[:, PROMPT_LEN - 1:].mean(axis=1)
 
 
 def main(argv=None):
@@ -69,10 +78,12 @@ def main(argv=None):
   args = parser.parse_args(argv)
   t0 = time.time()
   model = aj.load()
-  windows, novels = ppl_rows(model, 1 if args.quick else 12)
+  windows = TASKS["ppl"].rows(model, "evaluation", "quick" if args.quick else "full")[:, 0]
   if args.quick:
     windows = windows[:, :PROMPT_LEN + 16]
-  off_nll = ppl_metrics(np.asarray(read_rows(model, "off", None, windows).nll, np.float64))["nll"]
+  keys, _ = stacked_keys(range(windows.shape[0]))
+  off_nll = scored_nll(forcing.teacher_forced(model.engine(None), model.params,
+                                              jnp.asarray(windows), keys, prompt_len=PROMPT_LEN))
   rows = []
   for axis, value, memory in tqdm(list(settings(args.quick)), desc="E5 settings", file=sys.stderr):
     t = time.time()
@@ -91,9 +102,9 @@ def main(argv=None):
                ylabel="nats per token x 1000", title=f"E5: sweep of {axis} (preset seed otherwise)")
   write_json_atomic(args.out, {
       "experiment": "E5", "claim": "too many attractors unstable; heavy decay stateless",
-      "model": model.spec, "novels": list(EVAL_NOVELS), "clusters": len(novels),
-      "data": f"{len(novels)} windows ({windows.shape[1] - PROMPT_LEN} scored tokens after a "
-              f"{PROMPT_LEN}-token prompt) from {', '.join(EVAL_NOVELS)}",
+      "model": model.spec, "novels": list(NOVELS["evaluation"]), "clusters": len(windows),
+      "data": f"{len(windows)} windows ({windows.shape[1] - PROMPT_LEN} scored tokens after a "
+              f"{PROMPT_LEN}-token prompt) from {', '.join(NOVELS['evaluation'])}",
       "seeds": SEEDS, "baseline_nll": float(off_nll.mean()), "rows": rows,
       "plots": [args.out.replace(".json", f"_{a}.png") for a in ("K", "lambda")],
       **provenance(time.time() - t0),

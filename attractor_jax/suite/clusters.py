@@ -29,15 +29,16 @@ def check_split(split: str):
     raise ValueError(f"split {split!r} is not one of {SPLITS}")
 
 
-def passages(model, split: str, per_novel: int, windows: int, length: int) -> np.ndarray:
+def passages(model, split: str, per_novel: int, windows: int, length: int, *,
+             through: float = 0.9) -> np.ndarray:
   """[P, W, L] token ids: `per_novel` passages of each of the split's novels, evenly spaced
-  through it (each from a paragraph's start), each `windows` consecutive windows of `length`
-  tokens, every window opening with BOS."""
+  from 5% of it to `through` (each from a paragraph's start), each `windows` consecutive
+  windows of `length` tokens, every window opening with BOS."""
   check_split(split)
   out = []
   for novel in NOVELS[split]:
     text = load_text(novel)
-    for start in np.linspace(0.05, 0.9, per_novel) * len(text):
+    for start in np.linspace(0.05, through, per_novel) * len(text):
       paragraph = text.index("\n\n", int(start)) + 2
       ids = text_ids(model, text[paragraph:paragraph + 8 * windows * length])
       step = length - len(bos(model))

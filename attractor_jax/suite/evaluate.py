@@ -160,6 +160,7 @@ def _task_row(task, arms: dict[str, Measured], planned_sd: dict, chosen, tuned_c
           "positive_config": tuned_cache.to_dict(),
           "realised_ratio": float(np.mean(arms["memory"].produced_ratio)),
           "realised_ratio_by_arm": {k: float(np.mean(a.produced_ratio)) for k, a in arms.items()},
+          "memory_activity": {k: float(np.mean(v)) for k, v in arms["memory"].activity.items()},
           "verdict": verdict(task, comparisons)}
 
 

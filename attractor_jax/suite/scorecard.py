@@ -49,7 +49,8 @@ class Scorecard:
     lines += ["", "Each cell: mean difference per cluster [95% t CI] (MDE at 80% power, Holm "
               "family of the task's comparisons); * detectable after Holm. Realised size "
               "(|feedback| / residual norm): " + ", ".join(
-                  f"{n} {t['realised_ratio']:.3g}" for n, t in self.tasks.items()) + ".",
+                  f"{n} {t['realised_ratio']:.3g}" for n, t in self.tasks.items()) + "."
+              + _activity_text(self.tasks),
               f"Ran at commit {str(p.get('git_commit'))[:10]} on {p['machine']['cpus']} "
               f"CPUs ({p['machine']['devices']}): the arms took {self.arm_seconds:.0f} s in "
               f"all (this run {p['wall_s']:.0f} s)"
@@ -84,3 +85,10 @@ def comparison_table(cards: list[Scorecard]) -> str:
                    f"{_cell(task['comparisons']['vs_off'][task['metric']])}: {task['verdict']}")
     lines.append(f"| `{c.memory}` | {c.model} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def _activity_text(tasks: dict) -> str:
+  """The memory's own activity per task (`Memory.activity`), where it reports any."""
+  shown = [f"{n} {k} {v:.3g}" for n, t in tasks.items()
+           for k, v in t.get("memory_activity", {}).items()]
+  return f" Activity (mean over passes): {', '.join(shown)}." if shown else ""

@@ -55,7 +55,9 @@ class Store:
     arm = {"key": key, "seconds": round(seconds, 1), "reused_from": source,
            "values": {k: np.asarray(v, np.float64).tolist() for k, v in measured.values.items()},
            "produced_ratio": np.asarray(measured.produced_ratio, np.float64).tolist(),
-           "feedback_ratio": np.asarray(measured.feedback_ratio, np.float64).tolist()}
+           "feedback_ratio": np.asarray(measured.feedback_ratio, np.float64).tolist(),
+           "activity": {k: np.asarray(v, np.float64).tolist()
+                        for k, v in measured.activity.items()}}
     self._load(arm)
     if self.out is not None:
       self.write_json(_arm_file(key), arm)
@@ -82,7 +84,8 @@ class Store:
   @staticmethod
   def _measured(arm: dict) -> Measured:
     return Measured({k: np.asarray(v) for k, v in arm["values"].items()},
-                    np.asarray(arm["produced_ratio"]), np.asarray(arm["feedback_ratio"]))
+                    np.asarray(arm["produced_ratio"]), np.asarray(arm["feedback_ratio"]),
+                    {k: np.asarray(v) for k, v in arm.get("activity", {}).items()})
 
   def write_json(self, name: str, data):
     self._write(name, lambda path: write_json_atomic(path, data))

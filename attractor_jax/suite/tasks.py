@@ -13,7 +13,9 @@
               distractors from the story: off is right on 60-90%, headroom both ways).
 
 Every arm also records its realised size per cluster: the mean over the passes of
-|feedback made| / residual norm (`Step.produced_ratio`), the size controls impose.
+|feedback made| / residual norm (`Step.produced_ratio`), the size controls impose; and what
+the memory did (`Memory.activity`, e.g. the attractor's share of banks with the gate open),
+its mean over the passes, so that an arm that never activated says so.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Measured(NamedTuple):
   values: dict[str, np.ndarray]  # metric -> [G]
   produced_ratio: np.ndarray  # [G]: the arm's realised size per cluster
   feedback_ratio: np.ndarray  # [G]: |feedback received| / residual norm, mean over the passes
+  activity: dict[str, np.ndarray] = {}  # name -> [G]: `Memory.activity`, mean over the passes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,10 @@ def start_states(engine, params, keys_B, prompts_BxT, ratio_G):
     return None
   states = _fresh_states(engine, params, keys_B, prompts_BxT)
   return states.replace(ratio=jnp.asarray(ratio_G, jnp.float32))
+
+
+def _per_cluster(tree) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
 
 def _finite(name, finite):
@@ -110,7 +117,9 @@ class Recall(Task):
     mean = lambda a: np.where(read, np.asarray(a), 0.0).sum(1) / read.sum(1)
     values = cl.kv_metrics(np.asarray(forced.nll, np.float64),
                            np.asarray(forced.candidate_logprob), rows)
-    return Measured(values, mean(forced.produced_ratio), mean(forced.feedback_ratio))
+    activity = forcing.activity(engine, forced.info, jnp.asarray(read))
+    return Measured(values, mean(forced.produced_ratio), mean(forced.feedback_ratio),
+                    _per_cluster(activity))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +129,11 @@ class Perplexity(Task):
   higher_is_better: bool = False
   sizes: dict = dataclasses.field(default_factory=lambda: {
       "quick": (1, 2, 48), "full": (8, 4, 128)})  # passages per novel, windows, length
+  unscored: int = 0  # each window's first predictions left out of the metrics
+  through: float = 0.9  # passages start evenly from 5% of each novel to this fraction
 
   def rows(self, model, split, size):
-    return cl.passages(model, split, *self.sizes[size])
+    return cl.passages(model, split, *self.sizes[size], through=self.through)
 
   def clusters(self, rows):
     return rows.shape[0]
@@ -136,11 +147,15 @@ class Perplexity(Task):
       states = states.replace(ratio=jnp.asarray(ratio_G, jnp.float32))
     forced = forcing.carried(engine, model.params, windows, states)
     _finite(self.name, forced.finite)
-    nll = np.asarray(forced.nll, np.float64)  # [P, W, L-1]
-    values = {"nll": nll.mean(axis=(1, 2)), "nll_first_window": nll[:, 0].mean(axis=1),
-              "nll_later_windows": nll[:, 1:].mean(axis=(1, 2))}
+    nll = np.asarray(forced.nll, np.float64)[:, :, self.unscored:]  # [P, W, scored]
+    values = {"nll": nll.mean(axis=(1, 2))}
+    if nll.shape[1] > 1:
+      values.update(nll_first_window=nll[:, 0].mean(axis=1),
+                    nll_later_windows=nll[:, 1:].mean(axis=(1, 2)))
     per_row = lambda a: np.asarray(a, np.float64).mean(axis=(1, 2))
-    return Measured(values, per_row(forced.produced_ratio), per_row(forced.feedback_ratio))
+    activity = {k: np.asarray(v, np.float64).mean(axis=1) for k, v in forced.info.items()}
+    return Measured(values, per_row(forced.produced_ratio), per_row(forced.feedback_ratio),
+                    activity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +201,9 @@ class Generation(Task):
               "drift": np.asarray([window_drift(h, h[:window].mean(0), window)[-1]
                                    for h in hidden])}
     ratio = lambda a: (np.zeros(len(gold)) if a is None else np.asarray(a, np.float64).mean(1))
-    return Measured(values, ratio(runs.trace.produced_ratio), ratio(runs.trace.feedback_ratio))
+    activity = forcing.activity(engine, runs.trace.info)
+    return Measured(values, ratio(runs.trace.produced_ratio), ratio(runs.trace.feedback_ratio),
+                    _per_cluster(activity))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +229,7 @@ class Comprehension(Task):
     keys, _ = stacked_keys(range(len(answers)))
     contexts = jnp.asarray(contexts)
     states = start_states(engine, model.params, keys, contexts, ratio_G)
-    logprob, _, _, produced, fed = forcing.choice_scores(
+    logprob, _, activity, produced, fed = forcing.choice_scores(
         engine, model.params, contexts, jnp.asarray(choices), jnp.asarray(mask), keys, states,
         segment=1)
     logprob = np.asarray(logprob, np.float64)  # [I, C]
@@ -222,7 +239,8 @@ class Comprehension(Task):
     others = np.where(np.arange(logprob.shape[1]) == answers[:, None], -np.inf, logprob)
     values = {"accuracy": (logprob.argmax(axis=1) == answers).astype(float),
               "gold_margin": gold - others.max(axis=1)}
-    return Measured(values, np.asarray(produced, np.float64), np.asarray(fed, np.float64))
+    return Measured(values, np.asarray(produced, np.float64), np.asarray(fed, np.float64),
+                    _per_cluster(activity))
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (Recall(), Perplexity(), Generation(),
