@@ -22,9 +22,9 @@ control); the related-work memories at their presets. Two policies (docs/method.
        `realised`), "control:<direction>(<preset>)/<loop>/<ratio>"; the positive control the
        cache tuned on the calibration split over the suite's CACHE_GRID; every MDE from the
        planned SD (the median SD of that grid's differences from off) at alpha/m of its family.
-  old  as the harness this replaced (experiments/dose_response.py): controls at the nominal
-       ratio, "control:<direction>/<loop>/<ratio>"; the cache preset as positive control; each
-       MDE from its comparison's own SD. Kept to reproduce the earlier result files.
+  old  as the harness this replaced (experiments/dose_response.py, removed): controls at the
+       nominal ratio, "control:<direction>/<loop>/<ratio>"; the cache preset as positive
+       control; each MDE from its comparison's own SD. Kept to reproduce the earlier files.
 Per table: every arm against off (Holm over the table's arms, per metric); every preset arm
 against its average control ("vs_average") and against the positive control ("vs_cache"),
 each a Holm family of its own under the new policy; the smallest ratio at which each family

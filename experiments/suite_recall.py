@@ -9,7 +9,7 @@ the argmax) and the word's log-likelihood. Contexts are read token by token, as 
 (in 16-token passes `gated`'s gate almost never opened: 0.016% of passes at git 886015f). An item's score under a preset is
 its mean over seeds, which vary only the memory's initial noise; paired with off over items
 clustered by chapter, with each preset's minimum detectable effect and Holm-adjusted p.
-Key-value recall is the dose-response study's kv task (`experiments/dose_response.py`).
+Key-value recall is the dose-response study's kv task (`experiments/dose.py`).
 """
 
 from __future__ import annotations

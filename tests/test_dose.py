@@ -1,41 +1,78 @@
-"""The dose-response experiments' scoring and tables, on made-up numbers."""
+"""The dose-response study (experiments/dose.py): its arms and tables on made-up numbers."""
+
+import json
 
 import numpy as np
 import pytest
 
+from experiments import dose
 from experiments import dose_positive
-from experiments import dose_response as dose
 from experiments.report import study
 
 
-def test_ppl_metric_averages_the_scored_tokens():
-  nll = np.zeros((2, dose.PROMPT_LEN + dose.SCORED - 1))
-  nll[:, dose.PROMPT_LEN - 1:] = [[1.0], [3.0]]
-  np.testing.assert_allclose(dose.ppl_metrics(nll)["nll"], [1.0, 3.0])
-
-
-def _table(diffs):
-  arms = {"off": {"values": {"nll": [0.0] * 4}}}
+def _table(policy: str, diffs: dict, planned_sd=None):
+  """off at 0 and each arm at its difference plus the same noise, over 30 clusters."""
+  noise = np.random.default_rng(0).normal(0.0, 0.01, 30)
+  arms = {"off": {"values": {"nll": np.zeros(30).tolist()}, "memory": None}}
   for name, d in diffs.items():
-    arms[name] = {"vs_off": {"nll": {"mean_diff": d, "p_value": 0.001 if d else 0.9}}}
-  return {"arms": arms}
+    arms[name] = {"values": {"nll": (d + noise).tolist()}, "memory": {"kind": name}}
+  return {"policy": policy, "arms": arms,
+          **({} if planned_sd is None else {"planned_sd": {"nll": planned_sd}})}
 
 
-def test_holm_and_first_harm():
-  result = _table({"seed/open/0.1": 0.0, "seed/open/0.3": 0.02, "seed/open/1.0": 0.05,
-                   "seed/closed/1.0": -0.05, "positive:cache": -0.1})
-  dose.add_holm(result)
-  assert result["arms"]["seed/open/0.3"]["vs_off"]["nll"]["p_holm"] == pytest.approx(0.005)  # 5 tests
-  assert dose.first_harm(result, "nll", 1.0) == {"seed/closed": None, "seed/open": 0.3}
+def test_old_policy_holm_over_the_table_and_first_harm():
+  result = _table("old", {"seed/open/0.1": 0.0, "seed/open/0.3": 0.02, "seed/open/1.0": 0.05,
+                          "seed/closed/1.0": -0.05, "control:average/open/0.3": 0.02,
+                          "positive:cache": -0.1})
+  dose.finalize(result, {"nll": 1.0})
+  arms = result["arms"]
+  test = arms["seed/open/0.3"]["vs_off"]["nll"]
+  assert test["p_holm"] > test["p_value"]  # Holm over the table's six arms
+  assert test["mde_sd"] == "observed" and test["mde_alpha"] == pytest.approx(0.05)  # old MDE
+  assert arms["seed/open/0.3"]["vs_average"]["nll"]["mean_diff"] == 0.0  # nominal control
+  assert "p_holm" not in arms["seed/open/0.3"]["vs_average"]["nll"]
+  assert result["first_detectable_harm"]["nll"] == {
+      "control:average/open": 0.3, "seed/closed": None, "seed/open": 0.3}
 
 
-def test_every_arm_is_named_and_equal_in_size():
-  arms = dose.arms((0.1,))
-  assert len(arms) == 2 * (3 + 3) + 1 + len(dose.RELATED)
-  for name, memory in arms.items():
+def test_new_policy_pairs_each_preset_with_its_own_sized_control():
+  result = _table("new", {"seed/open/0.3": 0.02, "gated/open/0.3": 0.03,
+                          "control:average(seed)/open/0.3": 0.02,
+                          "control:average(gated)/open/0.3": 0.0, "positive:cache": -0.1},
+                  planned_sd=0.05)
+  dose.finalize(result, {"nll": 1.0})
+  arms = result["arms"]
+  seed, gated = arms["seed/open/0.3"]["vs_average"]["nll"], arms["gated/open/0.3"]["vs_average"]["nll"]
+  assert seed["mean_diff"] == 0.0 and gated["mean_diff"] == pytest.approx(0.03)
+  for test in (seed, gated, arms["seed/open/0.3"]["vs_off"]["nll"]):
+    assert test["mde_sd"] == "planned" and "p_holm" in test
+  assert seed["mde_alpha"] == pytest.approx(0.05 / 2)  # its family: the two vs_average tests
+  assert arms["seed/open/0.3"]["vs_off"]["nll"]["mde_alpha"] == pytest.approx(0.05 / 5)
+  assert dose.family("control:average(seed)/open/0.3") == "control:average"
+
+
+def test_every_arm_is_named_and_sized_as_its_policy_says():
+  old, new = dose.grid((0.1,), dose.LOOPS, "old"), dose.grid((0.1,), dose.LOOPS, "new")
+  assert len(old) == 2 * (3 + 3) + 1 + len(dose.RELATED)
+  assert len(new) == 2 * 3 + len(dose.RELATED)  # controls follow their preset's realised size
+  for name, memory in old.items():
     if name.count("/") == 2:
-      family, loop, ratio = name.split("/")
+      _, loop, ratio = name.split("/")
       assert memory.loop == loop and memory.feedback_ratio == float(ratio)
+
+
+def test_reproduction_compares_only_arms_of_the_same_memory(tmp_path):
+  mine = _table("old", {"seed/open/0.1": 0.01, "positive:cache": -0.1})
+  dose.finalize(mine, {"nll": 1.0})
+  theirs = json.loads(json.dumps(mine))
+  theirs["arms"]["seed/open/0.1"]["values"]["nll"][3] += 0.25
+  theirs["arms"]["positive:cache"]["memory"] = {"kind": "another cache"}
+  path = tmp_path / "theirs.json"
+  path.write_text(json.dumps(theirs))
+  out = dose.reproduction(mine, path)["arms"]
+  assert set(out) == {"off", "seed/open/0.1"}
+  assert out["off"]["max_abs_diff"]["nll"] == 0.0
+  assert out["seed/open/0.1"]["max_abs_diff"]["nll"] == pytest.approx(0.25)
 
 
 def _test(mean, p):

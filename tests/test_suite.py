@@ -3,12 +3,15 @@
 import dataclasses
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor_jax import cli, stats, suite
+import attractor_jax as aj
+from attractor_jax import cli, forcing, stats, suite
 from attractor_jax.errors import InputError
 from attractor_jax.memories.controls import ControlConfig
+from attractor_jax.seeds import stacked_keys
 from attractor_jax.suite import clusters
 from attractor_jax.suite import tasks as suite_tasks
 from tiny_models import random_model
@@ -113,6 +116,25 @@ def test_a_control_imposes_the_realised_size_per_row(task):
   off = task.score(model, None, rows)
   assert not np.any(off.produced_ratio)
   assert any(np.any(measured.values[m] != off.values[m]) for m in off.values)
+
+
+def test_one_window_perplexity_equals_a_forced_read_and_records_the_gate():
+  """The dose study's ppl task: one window a cluster, its first predictions unscored."""
+  model = random_model(tokenizer=True)
+  task = suite_tasks.Perplexity(sizes={"quick": (4, 1, 24)}, unscored=5)
+  rows = task.rows(model, "evaluation", "quick")
+  memory = aj.presets["gated"]
+  measured = task.score(model, memory, rows)
+  keys, _ = stacked_keys(range(rows.shape[0]))
+  forced = forcing.teacher_forced(model.engine(memory), model.params, jnp.asarray(rows[:, 0]),
+                                  keys, prompt_len=suite_tasks.PROMPT_LEN)
+  assert set(measured.values) == {"nll"}  # one window: no first and later windows
+  np.testing.assert_allclose(measured.values["nll"], np.asarray(forced.nll)[:, 5:].mean(1),
+                             atol=1e-5)
+  gate = measured.activity["gate_open"]
+  assert gate.shape == (task.clusters(rows),) and np.all((gate >= 0) & (gate <= 1))
+  assert np.any(gate > 0)  # the gate opened: the arm tested the mechanism
+  assert task.score(model, None, rows).activity == {}
 
 
 @pytest.mark.parametrize("memory, message", [

@@ -73,8 +73,7 @@ def study_section(res: dict) -> list[str]:
   for stem, s in found.items():
     metric, label, better = TASKS[s["task"]]
     off = s["arms"]["off"]["summary"]
-    command = ("python -m experiments.dose_generation" if s["task"] == "generation" else
-               f"python -m experiments.dose_response --task {s['task']}")
+    command = f"python -m experiments.dose --task {s['task']} --policy {s.get('policy', 'old')}"
     lines += [f"### {s['task']} on {s['model']}", "",
               f"`{command} --model {s['model']}`: {s['clusters']} clusters, {_commits(s)}, "
               f"{s['machine']['cpus']} CPUs ({s['device']}). off: "
