@@ -89,6 +89,15 @@ def grid(ratios, loops, policy: str) -> dict[str, object]:
   return out
 
 
+def sized(task, size: str, clusters: int | None):
+  """`task` with `clusters` in place of its cluster count at `size` (None: as it is)."""
+  if clusters is None:
+    return task
+  design = task.sizes[size]
+  design = (clusters, *design[1:]) if isinstance(design, tuple) else clusters
+  return dataclasses.replace(task, sizes={**task.sizes, size: design})
+
+
 def family(name: str) -> str:
   """"seed", "control:average", "positive:cache", ... (a sized control's preset dropped)."""
   return name.split("/")[0].split("(")[0]
@@ -97,15 +106,14 @@ def family(name: str) -> str:
 class Study:
   """One task's table: its arms, kept in the JSON at `out` after each one."""
 
-  def __init__(self, model, task_name: str, policy: str, size: str, out: pathlib.Path,
+  def __init__(self, model, task_name: str, task, policy: str, size: str, out: pathlib.Path,
                reuse: pathlib.Path | None):
-    self.model, self.task, self.policy, self.out = model, TASKS[task_name], policy, out
+    self.model, self.task, self.policy, self.out = model, task, policy, out
     self.size = size
     self.rows = self.task.rows(model, "evaluation", size)
     self.design = {"task": task_name, "model": model.spec, "policy": policy,
                    "clusters": self.task.clusters(self.rows),
-                   "sizes": list(self.task.sizes[size])
-                   if isinstance(self.task.sizes[size], tuple) else self.task.sizes[size]}
+                   "sizes": json.loads(json.dumps(self.task.sizes[size]))}
     self.result = {"experiment": "dose-response", **self.design, "arms": {}, "calibration": {}}
     if out.exists():
       old = json.loads(out.read_text())
@@ -115,6 +123,8 @@ class Study:
       self.result.update(arms=old["arms"], calibration=old.get("calibration", {}))
     self.donor = {}
     if reuse is not None:
+      if not reuse.is_file():
+        raise InputError(f"--reuse {str(reuse)!r} is no file: pass a dose result file")
       donor = json.loads(reuse.read_text())
       if any(donor.get(k) != self.design[k] for k in ("task", "model", "clusters", "sizes")):
         raise InputError(f"--reuse {str(reuse)!r} ran other clusters: pass a file of this "
@@ -293,6 +303,8 @@ def main(argv=None):
   parser.add_argument("--families", nargs="+", default=None,
                       help="keep only these arm families (seed, control:average, "
                            "positive:cache, related:hopfield, ...)")
+  parser.add_argument("--clusters", type=int, default=None,
+                      help="windows per novel (ppl), items (kv) or prompts (generation)")
   parser.add_argument("--quick", action="store_true", help="tiny clusters: a smoke run")
   parser.add_argument("--out", default=None)
   parser.add_argument("--reuse", default=None, help="a dose file of the same clusters")
@@ -308,8 +320,8 @@ def main(argv=None):
     memories = {k: v for k, v in memories.items() if family(k) in args.families}
     controls = tuple(c for c in CONTROLS if f"control:{c}" in args.families)
   try:
-    study = Study(aj.load(args.model), args.task, args.policy, size, out,
-                  args.reuse and pathlib.Path(args.reuse))
+    study = Study(aj.load(args.model), args.task, sized(TASKS[args.task], size, args.clusters),
+                  args.policy, size, out, args.reuse and pathlib.Path(args.reuse))
   except InputError as e:
     parser.exit(2, f"error: {e}\n")
   study.result.update(ratios=list(args.ratios), loops=list(args.loops))
