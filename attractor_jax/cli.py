@@ -11,7 +11,7 @@ import pathlib
 import sys
 import time
 
-from attractor_jax import distributed
+from attractor_jax import compile_cache, distributed
 from attractor_jax.errors import InputError
 
 
@@ -285,6 +285,7 @@ def main(argv=None) -> int:
   except InputError as e:
     print(f"attractor-jax: error: {e}", file=sys.stderr)
     return 2
+  compile_cache.enable()
   if args.cluster is None:
     return _run(args)
   return distributed.supervised(lambda: _run(args), args.cluster)

@@ -5,6 +5,7 @@ patched to hand back the session's default model instead of loading it again.
 """
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -155,3 +156,17 @@ def test_generate_json_without_a_memory_prints_memory_null(capsys, monkeypatch):
   assert got["memory"] is None and got["preset"] == "off" and "attractor" not in got
   want = aj.generate(model, "Once", 5, memory=None, seed=2, temperature=0.8)
   assert got["tokens"] == want.tokens and got["prompt_tokens"] == want.prompt_tokens
+
+
+def test_the_compile_cache_follows_the_environment(monkeypatch, tmp_path):
+  import jax
+
+  from attractor_jax import compile_cache
+
+  calls = []
+  monkeypatch.setattr(jax.config, "update", lambda key, value: calls.append((key, value)))
+  assert compile_cache.enable({"JAX_COMPILATION_CACHE_DIR": "/x"}) == pathlib.Path("/x")
+  assert compile_cache.enable({compile_cache.ENV: "off"}) is None and calls == []
+  assert compile_cache.enable({compile_cache.ENV: str(tmp_path)}) == tmp_path
+  assert calls == [("jax_compilation_cache_dir", str(tmp_path))]
+  assert compile_cache.enable({}) == compile_cache.DEFAULT
