@@ -73,7 +73,12 @@ def study_section(res: dict) -> list[str]:
   for stem, s in found.items():
     metric, label, better = TASKS[s["task"]]
     off = s["arms"]["off"]["summary"]
-    command = f"python -m experiments.dose --task {s['task']} --policy {s.get('policy', 'old')}"
+    command = (f"python -m experiments.dose --task {s['task']} --policy {s.get('policy', 'old')}"
+               f" --ratios {' '.join(map(str, s['ratios']))}"
+               + (f" --loops {' '.join(s['loops'])}" if s.get("loops") else "")
+               # the ppl task's windows: 12 per evaluation novel unless the file ran fewer
+               + (f" --clusters {s['clusters'] // 3}" if s["task"] == "ppl" and s["clusters"] != 36
+                  else ""))
     lines += [f"### {s['task']} on {s['model']}", "",
               f"`{command} --model {s['model']}`: {s['clusters']} clusters, {_commits(s)}, "
               f"{s['machine']['cpus']} CPUs ({s['device']}). off: "
