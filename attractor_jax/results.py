@@ -4,6 +4,7 @@ Result files are written by `writing`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 
@@ -18,8 +19,11 @@ def machine_info() -> dict:
           "cpus": os.cpu_count(), "jax": jax.__version__, "devices": str(jax.devices())}
 
 
+@functools.cache
 def git_commit() -> str | None:
-  """The commit of the source tree that produced a result; None outside a git checkout."""
+  """The commit of the source tree that produced a result, as it was at this process's first
+  call (call early in a long run: a commit made while it runs is not the code it ran); None
+  outside a git checkout."""
   import subprocess
 
   try:

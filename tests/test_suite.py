@@ -63,6 +63,14 @@ def test_rerun_resumes_every_arm_and_the_scorecard_loads_back(twin_card, monkeyp
   assert (out / "scorecard.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_scorecard_says_what_the_memory_did(twin_card):
+  _, _, card = twin_card
+  assert "activity" not in card.to_markdown()  # the twin reports none
+  tasks = {k: {**t, "memory_activity": {"gate_open": 0.25}} for k, t in card.tasks.items()}
+  shown = dataclasses.replace(card, tasks=tasks).to_markdown()
+  assert "The memory's activity (mean over passes): perplexity: gate_open 0.25." in shown
+
+
 def test_another_design_in_the_same_out_is_refused(twin_card):
   model, out, _ = twin_card
   with pytest.raises(InputError, match="another design"):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from attractor_jax import stats
 from attractor_jax.memories.cache import CacheConfig
 from attractor_jax.memories.controls import ControlConfig
-from attractor_jax.results import provenance, sources
+from attractor_jax.results import git_commit, provenance, sources
 from attractor_jax.suite.plots import scorecard_figure
 from attractor_jax.suite.scorecard import Scorecard, mde_text
 from attractor_jax.suite.store import Store
@@ -64,7 +64,7 @@ def evaluate(model, memory, *, memory_name: str | None = None, tasks=tuple(TASKS
   out), its memory-independent arms are copied instead of rerun. `tasks`: names in TASKS, or
   Task objects (e.g. another size)."""
   t0 = time.time()
-  sources()  # the code as it is now, should a file change during the run
+  sources(), git_commit()  # the code and its commit as they are now, should either change
   size = "quick" if quick else "full"
   name = memory_name or type(memory).__name__
   design = {"model": model.spec, "memory": name, "memory_config": memory.to_dict(),

@@ -89,6 +89,6 @@ def comparison_table(cards: list[Scorecard]) -> str:
 
 def _activity_text(tasks: dict) -> str:
   """The memory's own activity per task (`Memory.activity`), where it reports any."""
-  shown = [f"{n} {k} {v:.3g}" for n, t in tasks.items()
-           for k, v in t.get("memory_activity", {}).items()]
-  return f" Activity (mean over passes): {', '.join(shown)}." if shown else ""
+  shown = [f"{n}: " + ", ".join(f"{k} {v:.3g}" for k, v in t["memory_activity"].items())
+           for n, t in tasks.items() if t.get("memory_activity")]
+  return f" The memory's activity (mean over passes): {'; '.join(shown)}." if shown else ""
