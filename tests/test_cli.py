@@ -169,4 +169,4 @@ def test_the_compile_cache_follows_the_environment(monkeypatch, tmp_path):
   assert compile_cache.enable({compile_cache.ENV: "off"}) is None and calls == []
   assert compile_cache.enable({compile_cache.ENV: str(tmp_path)}) == tmp_path
   assert calls == [("jax_compilation_cache_dir", str(tmp_path))]
-  assert compile_cache.enable({}) == compile_cache.DEFAULT
+  assert compile_cache.enable({}) == compile_cache.cache_dir() / "xla"
