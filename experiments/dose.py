@@ -49,7 +49,7 @@ import attractor_jax as aj
 from attractor_jax import stats
 from attractor_jax.errors import InputError
 from attractor_jax.results import git_commit, provenance, sources
-from attractor_jax.suite.evaluate import CACHE_GRID, CACHE_WINDOW, realised
+from attractor_jax.suite.evaluate import CACHE_GRID, CACHE_WINDOW, best, planned_sds, realised
 from attractor_jax.suite.tasks import PROMPT_LEN, Generation, Measured, Perplexity, Recall
 from attractor_jax.writing import write_json_atomic
 
@@ -171,14 +171,8 @@ class Study:
                 aj.CacheConfig(window=CACHE_WINDOW, **s) for s in CACHE_GRID[self.size]}
       off = self.arm("off", None, split="calibration")
       scored = {k: self.arm(f"cache {k}", m, split="calibration") for k, m in caches.items()}
-      sign = 1.0 if self.task.higher_is_better else -1.0
-      metric = self.task.metric
-      best = max(scored, key=lambda k: sign * np.mean(scored[k].values[metric]
-                                                      - off.values[metric]))
-      self.result["planned_sd"] = {
-          m: float(np.median([np.std(s.values[m] - off.values[m], ddof=1)
-                              for s in scored.values()])) for m in off.values}
-      self.arm("positive:cache", caches[best])
+      self.result["planned_sd"] = planned_sds(scored, off)
+      self.arm("positive:cache", caches[best(self.task, scored, off)])
 
 
 def _record(measured: Measured, config, seconds: float, ratio_G) -> dict:

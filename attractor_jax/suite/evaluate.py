@@ -91,15 +91,13 @@ def evaluate(model, memory, *, memory_name: str | None = None, tasks=tuple(TASKS
     caches = {"cache " + ",".join(f"{k}={v}" for k, v in setting.items()):
               CacheConfig(window=CACHE_WINDOW, **setting) for setting in CACHE_GRID[size]}
     cache_scores = {k: arm("calibration", k, m, calibration) for k, m in caches.items()}
-    tuned_cache = caches[_best(task, cache_scores, off_c)]
-    planned_sd = {m: float(np.median([np.std(s.values[m] - off_c.values[m], ddof=1)
-                                      for s in cache_scores.values()]))
-                  for m in off_c.values}
+    tuned_cache = caches[best(task, cache_scores, off_c)]
+    planned_sd = planned_sds(cache_scores, off_c)
     choices = grid_memories(memory, grid or {})
     chosen = memory
     if choices:
       scores = {k: arm("calibration", f"memory {k}", m, calibration) for k, m in choices.items()}
-      chosen = choices[_best(task, scores, off_c)]
+      chosen = choices[best(task, scores, off_c)]
 
     rows = task.rows(model, "evaluation", size)
     arms = {"off": arm("evaluation", "off", None, rows),
@@ -128,12 +126,19 @@ def _task(task):
   return TASKS[task] if isinstance(task, str) else task
 
 
-def _best(task, scores: dict[str, Measured], off: Measured) -> str:
+def best(task, scores: dict[str, Measured], off: Measured) -> str:
   """The name whose mean change of the task's main metric from off is the best."""
   sign = 1.0 if task.higher_is_better else -1.0
   gain = {k: sign * float(np.mean(s.values[task.metric] - off.values[task.metric]))
           for k, s in scores.items()}
   return max(gain, key=gain.get)
+
+
+def planned_sds(scores: dict[str, Measured], off: Measured) -> dict[str, float]:
+  """Per metric: the median over `scores` of the SD of their per-cluster differences from off,
+  the planned SD of every MDE of the task (docs/method.md, "Statistics policy")."""
+  return {m: float(np.median([np.std(s.values[m] - off.values[m], ddof=1)
+                              for s in scores.values()])) for m in off.values}
 
 
 COMPARISONS = {"vs_off": ("memory", "off"), "vs_matched": ("memory", "control:average"),
