@@ -13,6 +13,9 @@ import time
 
 from attractor_jax import compile_cache, distributed
 from attractor_jax.errors import InputError
+from attractor_jax.model import DEFAULT_MODEL, MODEL_NAMES
+
+MODEL_HELP = ", ".join(MODEL_NAMES) + ", a .gguf, an HF dir or a hub id"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model(p):
-  p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gemma3-270m, a .gguf, an HF dir or a hub id")
+  p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
   p.add_argument("--preset", default="off", help="off (no memory); the attractor layer: seed, "
                  "gated, multiscale, tuned; related work: cache, hopfield, steering, fastweights, "
                  "dynamic-eval")
@@ -85,15 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                   metavar="SECONDS",
                   help="a process silent this long stops them all (default %(default)s)")
   bench = sub.add_parser("bench", help="performance ratios vs transformers and the bandwidth limit")
-  bench.add_argument("--model", default="smollm2-135m",
-                     help="a model spec; transformers is compared when it loads the same GGUF")
+  bench.add_argument("--model", default=DEFAULT_MODEL,
+                     help=MODEL_HELP + "; transformers is compared when it loads the same GGUF")
   bench.add_argument("--quick", action="store_true", help="a short smoke run (schema only)")
   bench.add_argument("--out", default="results/bench.json")
   bench.add_argument("--json", action="store_true")
   ev = sub.add_parser("eval", help="the benchmark suite's verdict on a memory (a scorecard)")
   ev.add_argument("--memory", required=True,
                   help="a preset name, package.module:Class or path/file.py:Class")
-  ev.add_argument("--model", default="smollm2-135m")
+  ev.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
   ev.add_argument("--quick", action="store_true", help="a small design: a smoke run (~3 min)")
   ev.add_argument("--out", help="directory for the scorecard and finished arms (resumable)")
   ev.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",

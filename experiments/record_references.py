@@ -6,7 +6,8 @@
 transformers loads the same GGUF (its own dequantization, float32); the file holds the
 SHA-256 of every weight under its HF name, the logits of a 16-token forward (at every
 position: the argmax, and the logits of a fixed sample of 256 vocabulary ids plus each
-position's top 8, in float32 and float64), and 32 greedy tokens of `generate`. Rerun it when
+position's top 8, in float32 and float64), 32 greedy tokens of `generate`, and its tokenizer's
+encoding of each vendored novel (length and SHA-256 of the ids) and of edge-case strings. Rerun it when
 a loader, transformers or a model's files change; the tests say which file they read.
 """
 
@@ -19,7 +20,7 @@ import pathlib
 import numpy as np
 
 from attractor_jax.bench_peer import load_hf
-from attractor_jax.data import load_text
+from attractor_jax.data import NOVELS, load_text
 from attractor_jax.model import gguf_path
 from attractor_jax.tokenizer import tokenizer_from_gguf
 from attractor_jax.weights.gguf import read_gguf
@@ -29,6 +30,8 @@ FORWARD_TEXT = ("persuasion", 400)  # the novel and characters whose first 16 to
 GREEDY_PROMPT = "Once upon a time, in a small village by the sea, there lived"
 GREEDY_TOKENS = 32
 SAMPLED_IDS = 256
+EDGE_CASES = ("", " ", "  a   b    c", "\t\tx\n\n\ny\n", "naïve café — “quoted”", "\x07 \u9fff 🦜",
+              " leading", "trailing  ", "def f(x):\n    return x ** 2  # square\n")
 
 
 def reference_path(spec: str) -> pathlib.Path:
@@ -39,6 +42,23 @@ def reference_path(spec: str) -> pathlib.Path:
 def weight_digest(array: np.ndarray) -> str:
   """SHA-256 of a float32 array's bytes (C order)."""
   return hashlib.sha256(np.ascontiguousarray(array, np.float32).tobytes()).hexdigest()
+
+
+def ids_digest(ids: list[int]) -> str:
+  """SHA-256 of token ids as little-endian int32."""
+  return hashlib.sha256(np.asarray(ids, "<i4").tobytes()).hexdigest()
+
+
+def tokenizer_reference(path: pathlib.Path) -> dict:
+  """transformers' tokenizer for the GGUF on every novel (length, digest) and the edge cases."""
+  import transformers
+
+  hf = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+  novels = {}
+  for name in NOVELS:
+    ids = hf.encode(load_text(name))
+    novels[name] = {"tokens": len(ids), "sha256": ids_digest(ids)}
+  return {"novels": novels, "edge_cases": {text: hf.encode(text) for text in EDGE_CASES}}
 
 
 def forward_ids(tokenizer) -> list[int]:
@@ -85,6 +105,7 @@ def record(spec: str) -> dict:
                   "logits_float64": logits64[:, sample].tolist()},
       "greedy": {"prompt": GREEDY_PROMPT, "prompt_ids": prompt,
                  "tokens": out[0, len(prompt):].tolist()},
+      "tokenizer": tokenizer_reference(path),
   }
 
 

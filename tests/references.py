@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from experiments.record_references import reference_path, weight_digest
+from experiments.record_references import ids_digest, reference_path, weight_digest
 
 
 def load_reference(spec: str) -> dict:

