@@ -21,6 +21,7 @@ from experiments.report.experiments import (e1_section, e3_section, e4_section, 
 from experiments.report.memories import (MEMORIES, calibration_section, memories_section,
                                            memory_table)
 from experiments.report.performance import compute_section, e2_section, growth_section
+from experiments.report.scaling import scaling_rows, scaling_section
 from experiments.report.study import recall_rows, studies, study_section
 
 __all__ = ["CLAIMS", "MEMORIES", "build", "first_round_note", "memory_table", "write"]
@@ -94,7 +95,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
   res = _load(results)
   e3 = e3_section(res)
   parts = {"E1": e1_section(res), "E2": e2_section(res),
-           "E3": (e3[0] + recall_rows(res), e3[1]), "E4": e4_section(res),
+           "E3": (e3[0] + recall_rows(res) + scaling_rows(res), e3[1]), "E4": e4_section(res),
            "E5": e5_section(res), "E6": e6_section(res), "trajectories": trajectories_section(res),
            "E7": memories_section(res), "Suite": suite_section(res),
            "calibration": calibration_section(res), "growth": growth_section(res)}
@@ -115,6 +116,7 @@ def build(results_dir: str | pathlib.Path = "results") -> str:
               f"{_at_once(r.get('experiments_at_once', 1))}, then the bench alone: "
               f"{parts_min}).", ""]
   lines += study_section(res)
+  lines += scaling_section(res)
   lines += compute_section(res)
   for _, section in parts.values():
     lines += section
