@@ -155,7 +155,12 @@ def load(spec: str = DEFAULT_MODEL, dtype: Any = jnp.float32) -> Model:
     raise InputError(f"unknown model spec {spec!r}: pass {_SPEC_HELP}, a local HF directory "
                      "(config.json + safetensors), or a hub id 'org/name'")
   cfg = dataclasses.replace(cfg, name=spec)
-  params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+  leaves, treedef = jax.tree.flatten(params)
+  del params
+  for i, leaf in enumerate(leaves):  # each NumPy array freed once its copy exists: one copy at a time
+    leaves[i] = jnp.asarray(leaf, dtype)
+    del leaf
+  params = jax.tree.unflatten(treedef, leaves)
   return Model(config=cfg, params=params, tokenizer=tokenizer, spec=spec, dtype=dtype)
 
 

@@ -37,8 +37,10 @@ def _rope_family(get: Getter, cfg: ModelConfig) -> dict:
   others it is the norm before the MLP)."""
 
   def lin(pre, names, bias):
-    """One [in, sum of outs] kernel for the projections `names` (side by side)."""
-    out = {"kernel": np.concatenate([get(f"{pre}{n}.weight").T for n in names], axis=1)}
+    """One [in, sum of outs] kernel for the projections `names` (side by side), C-ordered
+    here, one tensor at a time (a whole-tree copy at the end would double the peak memory)."""
+    stacked = np.concatenate([get(f"{pre}{n}.weight") for n in names], axis=0)
+    out = {"kernel": np.ascontiguousarray(stacked.T)}
     if bias:
       out["bias"] = np.concatenate([get(f"{pre}{n}.bias") for n in names])
     return out
@@ -67,7 +69,7 @@ def _rope_family(get: Getter, cfg: ModelConfig) -> dict:
       "final_norm": {"scale": get("model.norm.weight")},
   }
   head = params["embed"]["embedding"] if cfg.tie_embeddings else get("lm_head.weight")
-  params["lm_head"] = {"kernel": head.T}
+  params["lm_head"] = {"kernel": np.ascontiguousarray(head.T)}
   return _as_float32(params)
 
 
