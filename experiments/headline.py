@@ -98,6 +98,7 @@ def finalize(result: dict):
       n: a["vs_off"]["carried_accuracy"]["mean_diff"] / off_accuracy
       for n, a in arms.items() if n != "off" and off_accuracy > 0}
   result["first_detectable_harm"] = {m: first_harm(result, m, s) for m, s in HARM_SIGN.items()}
+  result["arm_seconds"] = round(sum(a["seconds"] for a in arms.values()), 1)  # over resumes
 
 
 def first_harm(result: dict, metric: str, sign: float) -> dict:
@@ -138,6 +139,7 @@ def summarize(files: list[pathlib.Path]) -> dict:
       rows[name] = row
     models[r["model"]] = {"file": str(path), "clusters": r["clusters"], "sizes": r["sizes"],
                           "git_commit": r.get("git_commit"), "headroom": r["headroom"],
+                          "arm_seconds": r["arm_seconds"],
                           "arms": rows, "first_detectable_harm": r["first_detectable_harm"]}
   return {"experiment": "headline scaling", "models": models}
 

@@ -15,10 +15,10 @@ def _result(shifts: dict, sizes: dict, clusters=32):
   its produced (or, for controls, imposed) ratio sizes[arm]."""
   rng = np.random.default_rng(0)
   off = np.tile([1.0, 1.0, 1.0, 0.0], clusters // 4)
-  arms = {"off": {"values": {m: off.tolist() for m in METRICS}, "activity": {}}}
+  arms = {"off": {"values": {m: off.tolist() for m in METRICS}, "activity": {}, "seconds": 1.0}}
   for name, shift in shifts.items():
     values = {m: (off + shift + rng.normal(0, 0.05, clusters)).tolist() for m in METRICS}
-    arm = {"values": values, "activity": {"produced_ratio_mean": sizes[name]}}
+    arm = {"values": values, "activity": {"produced_ratio_mean": sizes[name]}, "seconds": 2.0}
     if name.startswith("control"):
       arm["imposed_ratio"] = [sizes[name]] * clusters
     arms[name] = arm
@@ -33,6 +33,7 @@ def test_holm_families_relative_change_and_first_harm():
   headline.finalize(result)
   arms = result["arms"]
   assert result["headroom"] == {"off_accuracy": 0.75, "in_60_90": True}
+  assert result["arm_seconds"] == 1.0 + 5 * 2.0  # every arm's own time, over resumes
   off_test = arms["seed/0.3"]["vs_off"]["carried_accuracy"]
   assert off_test["mde_alpha"] == pytest.approx(0.05 / 5) and off_test["p_holm"] < 0.05
   control_test = arms["seed/0.3"]["vs_control"]["carried_accuracy"]

@@ -46,9 +46,10 @@ def scaling_section(res: dict) -> list[str]:
            "fact, the model samples the stated number of tokens with the seed's loop closed, "
            "and the question is read with the carried memory. Recall accuracy in points, arm "
            "minus off and arm minus its average control sized to the arm's realised feedback "
-           "(95% t CI; bold: Holm p < 0.05 in its family); MDE at 80% power.", "",
+           "(95% t CI; bold: Holm p < 0.05 in its family); MDE at 80% power; the share of "
+           "repeated 4-grams (seq-rep-4) in points likewise.", "",
            "| model | off correct | arm | feedback / residual | vs off | MDE | vs sized control "
-           "| relative change |", "|---|---|---|---|---|---|---|---|"]
+           "| relative change | seq-rep-4 vs off |", "|---|---|---|---|---|---|---|---|---|"]
   for model, m in summary["models"].items():
     name = f"{model} (coder)" if model in CODER else model
     for arm in ARMS:
@@ -60,7 +61,8 @@ def scaling_section(res: dict) -> list[str]:
           f"| {name} | {100 * m['headroom']['off_accuracy']:.0f}% | {arm} | "
           f"{100 * row['realised_ratio']:.2f}% | {_cell(off)} | "
           f"{100 * off['mde']:.1f} | {_cell(row.get('vs_control:carried_accuracy'))} | "
-          f"{100 * (row['relative_accuracy_change'] or 0.0):+.0f}% |")
+          f"{100 * (row['relative_accuracy_change'] or 0.0):+.0f}% | "
+          f"{_cell(row.get('vs_off:seq_rep_4'))} |")
   lines.append("")
   for model, m in summary["models"].items():
     harm = m["first_detectable_harm"]["carried_accuracy"]
