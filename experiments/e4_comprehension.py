@@ -25,7 +25,7 @@ import attractor_jax as aj
 from attractor_jax.evals.tasks import comprehension_items
 from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
-from experiments.choice_task import compare_with_off, preset_scores
+from experiments.choice_task import QUICK_SEGMENT, compare_with_off, preset_scores
 
 SEGMENT = 1
 STORY_DISTRACTORS = (0, 1)
@@ -42,7 +42,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   out = args.out or ("results/e4_comprehension.json" if args.model == DEFAULT_MODEL
                      else f"results/e4_comprehension_{args.model}.json")
-  n, seeds = (8, 2) if args.quick else (240, args.seeds)
+  n, seeds, segment = (8, 2, QUICK_SEGMENT) if args.quick else (240, args.seeds, SEGMENT)
   presets = args.presets.split(",")[:1] if args.quick else args.presets.split(",")
   t0 = time.time()
   model = aj.load(args.model)
@@ -52,12 +52,12 @@ def main(argv=None):
   scores, gate_open = {}, {}
   for preset in tqdm(["off", *presets], desc="E4 presets", file=sys.stderr):
     scores[preset], gate_open[preset] = preset_scores(model, contexts, choices, answers, preset,
-                                                      seeds, SEGMENT)
+                                                      seeds, segment)
   write_json_atomic(out, {
       "experiment": "E4", "claim": "+3.3% with gating + burn-in on a short comprehension task",
       "model": model.spec,
       "data": f"comprehension_items(test split, seed 0, story_distractors {STORY_DISTRACTORS})",
-      "n_items": n, "n_stories": len(set(clusters)), "seeds": seeds, "segment": SEGMENT,
+      "n_items": n, "n_stories": len(set(clusters)), "seeds": seeds, "segment": segment,
       "chance": 1 / len(choices[0]), "presets": presets,
       **compare_with_off(scores, gate_open, presets, clusters=clusters),
       **provenance(time.time() - t0),

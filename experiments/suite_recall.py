@@ -25,10 +25,9 @@ import attractor_jax as aj
 from attractor_jax.evals.tasks import cloze_items
 from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
-from experiments.choice_task import compare_with_off, preset_scores
+from experiments.choice_task import QUICK_SEGMENT, compare_with_off, preset_scores
 
 SEGMENT = 1
-QUICK_SEGMENT = 16  # the smoke run reads in 16-token passes: it checks plumbing, not the gate
 CLOZE_NOVEL = "mansfieldpark"
 N_CLOZE = 128  # passages from 40+ of its chapters (the clusters)
 

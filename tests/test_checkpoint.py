@@ -4,7 +4,6 @@ the caller's own metadata, and a clear refusal of formats this version no longer
 import dataclasses
 import functools
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -27,6 +26,7 @@ from attractor_jax.errors import InputError
 from attractor_jax.model import Model
 from attractor_jax.presets import presets
 import tiny_models
+from conftest import child_env
 
 TESTS = pathlib.Path(__file__).parent
 FORMAT3 = TESTS / "data" / "checkpoints_format3"
@@ -83,14 +83,8 @@ def as_json(x):
   return json.loads(json.dumps(x))
 
 
-def run_env() -> dict:
-  """Subprocesses import this checkout's code (the repository root) and the test helpers."""
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}")
-
-
 def run_python(code: str, cwd, timeout: float = 300):
-  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=run_env(), cwd=cwd,
+  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=child_env(), cwd=cwd,
                        capture_output=True, text=True, timeout=timeout)
   assert out.returncode == 0, f"subprocess failed:\n{out.stdout}\n{out.stderr[-4000:]}"
   return out
@@ -406,7 +400,7 @@ json.dump({**run.meta, "saved_step": saved_step}, open("c_meta.json", "w"))
 
 
 def test_resume_in_a_fresh_process_continues_exactly(tmp_path):
-  procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=run_env(),
+  procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=child_env(),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for code in (_GENERATE_100, _GENERATE_50_SAVE)]
   for p in procs:
@@ -472,7 +466,7 @@ for i in range(1, 100_000):
 
 @pytest.mark.parametrize("delay", [0.0, 0.3])
 def test_sigkill_during_save_leaves_the_good_checkpoint(tmp_path, delay):
-  proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_SAVE_FOREVER)], env=run_env(),
+  proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_SAVE_FOREVER)], env=child_env(),
                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   try:
     deadline = time.monotonic() + 120

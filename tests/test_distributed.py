@@ -23,9 +23,9 @@ import pytest
 import attractor_jax as aj
 from attractor_jax import cli, distributed
 from attractor_jax.errors import InputError
+from conftest import child_env
 from tiny_models import random_model
 
-TESTS = pathlib.Path(__file__).parent
 TINY = dict(vocab_size=300, width=32, num_heads=4, num_kv_heads=2, mlp_width=48, max_len=128,
             tie_embeddings=False, scale=0.02)
 HEARTBEAT_S = 4
@@ -79,9 +79,7 @@ class Processes:
     with socket.socket() as s:  # a free port for the coordinator
       s.bind(("127.0.0.1", 0))
       port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}")
+    env = dict(child_env(devices=4), JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}")
     started = []
     for i in range(n):
       cwd = self.tmp_path / f"p{i}"
@@ -204,7 +202,7 @@ def test_unreachable_coordinator_exits_2_naming_it(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{s.getsockname()[1]}"  # nobody listens there once closed
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS.parent))
+  env = child_env()
   start = time.monotonic()
   out = subprocess.run([sys.executable, "-m", "attractor_jax.cli", "sweep", "--task", "generate",
                         "--prompt", "hi", "--coordinator", address, "--num-processes", "2",

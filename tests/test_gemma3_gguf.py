@@ -16,6 +16,8 @@ from attractor_jax.weights.dequant import dequantize
 from attractor_jax.weights.gguf import hf_name, hf_weights, read_gguf
 from references import check_forward, check_weights, load_reference
 
+pytestmark = pytest.mark.default_compiler  # parity with transformers, as users compile
+
 Q = gguf.GGMLQuantizationType
 HAS_GEMMA3 = all(importlib.util.find_spec(p.replace("-", "_")) for p in chunks.GEMMA3_270M.packages)
 needs_gemma3 = pytest.mark.skipif(

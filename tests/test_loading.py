@@ -11,7 +11,7 @@ import safetensors.numpy
 
 import attractor_jax as aj
 from attractor_jax import config as config_lib
-from attractor_jax.data import load_text, pride_and_prejudice_from_truth
+from attractor_jax.data import pride_and_prejudice_from_truth
 from attractor_jax.errors import InputError
 from attractor_jax.model import default_gguf_path
 from attractor_jax.scoring import perplexity
@@ -19,6 +19,8 @@ from attractor_jax.weights.gguf import read_gguf, unpermute
 from conftest import needs_smollm2, needs_torch
 from references import check_forward, load_reference
 from tiny_models import random_model
+
+pytestmark = pytest.mark.default_compiler  # parity with transformers, as users compile
 
 
 @needs_smollm2

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import needs_torch
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.default_compiler]  # as users compile
 
 
 def _hf_logits(model, tokens):

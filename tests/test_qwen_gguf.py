@@ -14,6 +14,8 @@ from attractor_jax.weights import chunks
 from attractor_jax.weights.gguf import read_gguf
 from references import check_forward, ids_digest, load_reference
 
+pytestmark = pytest.mark.default_compiler  # parity with transformers, as users compile
+
 FILES = {"qwen2.5-coder-0.5b": chunks.QWEN25_CODER_05B, "qwen2.5-coder-1.5b": chunks.QWEN25_CODER_15B}
 # (layers, width, heads, kv heads, head dim, mlp width, vocab) as the files' metadata give them
 SHAPES = {"qwen2.5-coder-0.5b": (24, 896, 14, 2, 64, 4864, 151_936),

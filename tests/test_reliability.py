@@ -3,8 +3,6 @@ processes, 10,000-token generations, and the guard against a NaN or Inf attracto
 
 import dataclasses
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -21,21 +19,15 @@ import attractor_jax as aj
 from attractor_jax import attractor, checkpoint, cli, runs, seed_sweep
 from attractor_jax.errors import InputError
 from attractor_jax.presets import presets
+from conftest import child_env
 from tiny_models import random_model
 
-TESTS = pathlib.Path(__file__).parent
 SEED0 = dataclasses.replace(presets["seed"], layer=0)  # the tiny model here has 1 layer
 PROMPT = [5, 17, 42, 3, 60, 9]
 
 
-def _env() -> dict:
-  """Subprocesses import this checkout's code (the repository root) and the test helpers."""
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}")
-
-
 def _python(code: str, cwd) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(), cwd=cwd,
+  return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=child_env(), cwd=cwd,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -23,13 +23,11 @@ from attractor_jax.errors import InputError
 from attractor_jax.memories.fastweights import FastWeightsConfig
 from experiments import report
 from experiments.report.__main__ import main as report_main
-from conftest import needs_smollm2
+from conftest import child_env, needs_smollm2
 from tiny_models import random_model
 
 MEMORY = AttractorConfig(layer=1)
 PROMPT = "a prompt"
-TESTS = pathlib.Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}"}  # this checkout's code
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +230,7 @@ def test_cli_full_disk_during_save_state_prints_only_the_readme_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "attractor_jax.cli", "generate", "--prompt", "Hi",
                            "--preset", "seed", "--max-new-tokens", "1",
                            "--save-state", str(disk / "ck")],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+                          env=child_env(), capture_output=True, text=True, timeout=300)
     line = (f"attractor-jax: error: cannot write {str(disk / 'ck')!r}: No space left on device "
             "(ENOSPC); nothing was replaced: free space or choose a writable place\n")
     assert (done.returncode, done.stderr) == (2, line)
@@ -283,7 +281,7 @@ while True:
 
 def test_a_save_killed_mid_write_is_cleaned_by_the_next(tmp_path, model, state):
   _save(tmp_path / "ck", state, model, n=1)
-  proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE], cwd=tmp_path, env=ENV,
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE], cwd=tmp_path, env=child_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   try:
     assert proc.stdout.readline().strip() == "ready"
@@ -313,7 +311,7 @@ for i in range(15):
 
 
 def test_two_writers_leave_one_whole_checkpoint(tmp_path):
-  procs = [subprocess.Popen([sys.executable, "-c", _WRITER.format(value=v)], env=ENV,
+  procs = [subprocess.Popen([sys.executable, "-c", _WRITER.format(value=v)], env=child_env(),
                             cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for v in (1, 2)]
   for p in procs:

@@ -5,7 +5,7 @@ import math
 import subprocess
 import sys
 
-from conftest import needs_smollm2
+from conftest import child_env, needs_smollm2
 from test_bench import check_bench_schema
 
 
@@ -23,7 +23,7 @@ def _finite_numbers(tree, path=""):
 @needs_smollm2
 def test_quick_suite_writes_finite_results(tmp_path):
   subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick", "--out", str(tmp_path)],
-                 check=True, timeout=900)
+                 env=child_env(), check=True, timeout=900)
   expected = {"e3_generation", "e4_comprehension", "suite_recall", "e5_sweeps",
               "e6_topics", "e1_ppl_seed", "bench", "trajectories"}
   results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}

@@ -1,8 +1,6 @@
 """Seed sweeps on a tiny random model: sharded == unsharded, vmapped == one run per seed."""
 
 import dataclasses
-import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -22,9 +20,9 @@ from attractor_jax.memories.base import KINDS, Info, Memory
 from attractor_jax.presets import presets
 from attractor_jax.seed_sweep import SeedRuns, Sweep
 from attractor_jax.seeds import seed_list
+from conftest import child_env
 from tiny_models import random_model
 
-TESTS = pathlib.Path(__file__).parent
 CFG = dataclasses.replace(presets["seed"], layer=1)  # the tiny model has 2 layers
 PROMPT = [5, 17, 33, 2, 60, 8, 41]
 STATE_TOL = 1e-5
@@ -40,10 +38,8 @@ def model():
 
 def run_python(code: str, tmp_path, *, devices: int = 1, timeout: float = 300):
   """Runs `code` in a fresh interpreter with `devices` host CPU devices; fails on error."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                        f" --xla_force_host_platform_device_count={devices}").strip())
-  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
+  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                       env=child_env(devices=devices), cwd=tmp_path,
                        capture_output=True, text=True, timeout=timeout)
   assert out.returncode == 0, f"subprocess failed:\n{out.stdout}\n{out.stderr[-4000:]}"
   return out
@@ -61,6 +57,7 @@ import numpy as np
 from attractor_jax import decoding, seed_sweep as sweep
 from attractor_jax.seeds import seed_keys
 from test_sweep import CFG, PROMPT, TINY
+from conftest import child_env
 from tiny_models import random_model
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
