@@ -30,11 +30,11 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def _compile_quickly() -> None:
-  """Compiles with most of XLA's optimisations off (backend level 0), in this process and in
-  every process a test starts.
+  """Compiles with most of XLA's optimisations off (backend level 0), in this process and
+  (through `child_env`) in every process a test starts.
 
   The tests are compile-bound: most programs run a few times on tiny or short inputs. Level 0
-  halves many tests' time (measured on 2 cores: 54 s -> 29 s, 38 s -> 22 s, 27 s -> 11 s for
+  halves many tests' time (measured on 2 cores: 54 s -> 30 s, 38 s -> 19 s, 27 s -> 14 s for
   three of the longest) and changes float rounding only: Gemma 3's distance to transformers
   went from 8.0e-5 to 1.2e-4. So modules marked `default_compiler` (parity of the real models
   with transformers, at 1e-4) run at XLA's default level, as users run the library."""
