@@ -100,7 +100,7 @@ def run(spec: str = "smollm2-135m", quick: bool = False, progress=lambda msg: No
   peer = _peer(model, hf, ids, tokens, (1, *many), 3) if hf is not None else None
   alone = _peer_alone(spec, ids, tokens, (1, *many), 2) if hf is not None else None
   progress("perplexity scoring")
-  score_s = _scoring_seconds(model, hf, 1 if quick else 3)
+  score_s = _scoring_seconds(model, hf, *((1, 1) if quick else (3, 4)))
   med = {k: statistics.median(v) for k, v in times.items() if v}
   overhead = {p: paired_ratio(times[p], times["off"]) for p in ("seed", "multiscale")}
   achieved = lambda rows, seconds: rows * tokens * flops / seconds / 1e9
@@ -202,12 +202,13 @@ def _peer_alone(spec: str, ids, tokens: int, rows_list, repeats: int) -> dict:
   return result
 
 
-def _scoring_seconds(model, hf, repeats: int) -> dict:
-  """Median seconds to score one 512-token window: ours (jitted) vs a transformers forward."""
+def _scoring_seconds(model, hf, repeats: int, windows: int) -> dict:
+  """Median seconds per 512-token window, over calls that score `windows` of them: ours
+  (jitted) vs a transformers forward."""
   from attractor_jax.data import pride_and_prejudice_from_truth
   from attractor_jax.scoring import text_windows, window_nll
 
-  windows = text_windows(model, pride_and_prejudice_from_truth(), 512, 2048)
+  windows = text_windows(model, pride_and_prejudice_from_truth(), 512, 512 * windows)
   window_nll(model, windows)
   ours, theirs = [], []
   for _ in range(repeats):

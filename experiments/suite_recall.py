@@ -30,6 +30,8 @@ from experiments.choice_task import QUICK_SEGMENT, compare_with_off, preset_scor
 SEGMENT = 1
 CLOZE_NOVEL = "mansfieldpark"
 N_CLOZE = 128  # passages from 40+ of its chapters (the clusters)
+CONTEXT_WORDS = (60, 120)
+QUICK_CONTEXT_WORDS = (25, 40)  # --quick: every context in one 64-token bucket (one compile)
 
 
 def main(argv=None):
@@ -41,11 +43,13 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.quick:
     n_cloze, seeds, presets, segment = 8, 2, args.presets.split(",")[:1], QUICK_SEGMENT
+    words = QUICK_CONTEXT_WORDS
   else:
     n_cloze, seeds, presets, segment = N_CLOZE, args.seeds, args.presets.split(","), SEGMENT
+    words = CONTEXT_WORDS
   t0 = time.time()
   model = aj.load()
-  cloze = cloze_items(CLOZE_NOVEL, n_cloze, seed=0)
+  cloze = cloze_items(CLOZE_NOVEL, n_cloze, seed=0, context_words=words)
   scores, gate_open = {}, {}
   for preset in tqdm(["off", *presets], desc="suite recall presets", file=sys.stderr):
     scores[preset], gate_open[preset] = preset_scores(
@@ -54,7 +58,8 @@ def main(argv=None):
   write_json_atomic(pathlib.Path(args.out), {
       "experiment": "suite-recall", "model": model.spec, "seeds": seeds, "segment": segment,
       "presets": presets,
-      "cloze": {"data": f"cloze_items({CLOZE_NOVEL!r}, seed 0)", "n_items": n_cloze,
+      "cloze": {"data": f"cloze_items({CLOZE_NOVEL!r}, seed 0, context_words {words})",
+                "n_items": n_cloze,
                 "n_chapters": len({it.cluster for it in cloze}),
                 **compare_with_off(scores, gate_open, presets,
                                    clusters=[it.cluster for it in cloze])},

@@ -15,6 +15,7 @@ from attractor_jax.data import pride_and_prejudice_from_truth
 from attractor_jax.errors import InputError
 from attractor_jax.model import default_gguf_path
 from attractor_jax.scoring import perplexity
+from attractor_jax.weights.convert import transposed
 from attractor_jax.weights.gguf import read_gguf, unpermute
 from conftest import needs_smollm2, needs_torch
 from references import check_forward, load_reference
@@ -51,6 +52,14 @@ def test_unpermute_inverts_llama_cpp_permute(n_head):
   assert not np.array_equal(permuted, w)  # the permutation is not a no-op, so undoing it matters
   np.testing.assert_array_equal(unpermute(permuted, n_head), w)
   np.testing.assert_array_equal(_llama_cpp_permute(unpermute(w, n_head), n_head), w)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 300), (129, 257), (256, 128)])
+def test_tiled_transpose_is_the_transpose(shape):
+  a = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  out = transposed(a, tile=128)
+  assert out.flags.c_contiguous and out.dtype == a.dtype
+  np.testing.assert_array_equal(out, a.T)
 
 
 # Loading errors: each raises InputError naming the offending value.
