@@ -10,8 +10,6 @@ from attractor_jax import stats
 from attractor_jax.evals.choice import choice_scores
 from experiments.common import add_mde_and_holm
 
-QUICK_SEGMENT = 16  # --quick reads in 16-token passes: it checks plumbing (in few shapes), not gates
-
 
 def preset_scores(model, contexts, choices, answers, preset: str, seeds: int, segment: int):
   """Per item, mean over seeds: accuracy and the gold answer's log-likelihood (accuracy is

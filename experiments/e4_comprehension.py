@@ -25,9 +25,11 @@ import attractor_jax as aj
 from attractor_jax.evals.tasks import comprehension_items
 from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
-from experiments.choice_task import QUICK_SEGMENT, compare_with_off, preset_scores
+from experiments.choice_task import compare_with_off, preset_scores
 
 SEGMENT = 1
+QUICK_SEGMENT = 32  # --quick: its 8 stories (42-74 tokens) share one 128-token bucket (one
+# compile per engine); a smoke run checks plumbing, not gates
 STORY_DISTRACTORS = (0, 1)
 DEFAULT_MODEL = "smollm2-135m"
 

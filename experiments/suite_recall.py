@@ -25,13 +25,14 @@ import attractor_jax as aj
 from attractor_jax.evals.tasks import cloze_items
 from attractor_jax.results import provenance
 from attractor_jax.writing import write_json_atomic
-from experiments.choice_task import QUICK_SEGMENT, compare_with_off, preset_scores
+from experiments.choice_task import compare_with_off, preset_scores
 
 SEGMENT = 1
 CLOZE_NOVEL = "mansfieldpark"
 N_CLOZE = 128  # passages from 40+ of its chapters (the clusters)
 CONTEXT_WORDS = (60, 120)
-QUICK_CONTEXT_WORDS = (25, 40)  # --quick: every context in one 64-token bucket (one compile)
+QUICK_CONTEXT_WORDS, QUICK_SEGMENT = (25, 40), 16  # --quick: 16-token passes, every context in
+# one 64-token bucket (one compile per engine); a smoke run checks plumbing, not gates
 
 
 def main(argv=None):
