@@ -202,13 +202,13 @@ def _peer_alone(spec: str, ids, tokens: int, rows_list, repeats: int) -> dict:
   return result
 
 
-def _scoring_seconds(model, hf, repeats: int, windows: int) -> dict:
-  """Median seconds per 512-token window, over calls that score `windows` of them: ours
+def _scoring_seconds(model, hf, repeats: int, n_windows: int) -> dict:
+  """Median seconds per 512-token window, over calls that score `n_windows` of them: ours
   (jitted) vs a transformers forward."""
   from attractor_jax.data import pride_and_prejudice_from_truth
   from attractor_jax.scoring import text_windows, window_nll
 
-  windows = text_windows(model, pride_and_prejudice_from_truth(), 512, 512 * windows)
+  windows = text_windows(model, pride_and_prejudice_from_truth(), 512, 512 * n_windows)
   window_nll(model, windows)
   ours, theirs = [], []
   for _ in range(repeats):
